@@ -1,0 +1,97 @@
+"""Set-based reads and writes: COPY on PostgreSQL, executemany on SQLite, never row-at-a-time ORM."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from learning_pipelines.db import partitions
+from learning_pipelines.db.tables import review_logs
+from learning_pipelines.db.types import UtcDateTime
+
+_SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def _is_time(column: sa.Column) -> bool:
+    return isinstance(column.type, UtcDateTime)
+
+
+def _is_integer(column: sa.Column) -> bool:
+    return isinstance(column.type, sa.Integer)
+
+
+def _prepared(table: sa.Table, frame: pd.DataFrame, dialect: str) -> pd.DataFrame:
+    """The frame's columns that the table has, in the representation the driver expects."""
+    unknown = set(frame.columns) - set(table.columns.keys())
+    if unknown:
+        raise ValueError(f"{table.name} has no column(s) {sorted(unknown)}")
+    out = pd.DataFrame(index=frame.index)
+    for name in frame.columns:
+        column, values = table.columns[name], frame[name]
+        if _is_time(column):
+            stamps = pd.to_datetime(values, utc=True)
+            text = stamps.dt.strftime(_SQLITE_TIME_FORMAT if dialect == "sqlite" else "%Y-%m-%dT%H:%M:%S.%f+00:00")
+            out[name] = text.where(stamps.notna(), None)
+        elif _is_integer(column):
+            out[name] = pd.array(values, dtype="Int64")
+        else:
+            out[name] = values
+    return out
+
+
+def bulk_insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int:
+    """Insert every row of `frame` into `table` inside the caller's transaction."""
+    if frame.empty:
+        return 0
+    dialect = conn.dialect.name
+    prepared = _prepared(table, frame, dialect)
+    columns = list(prepared.columns)
+    if dialect == "postgresql":
+        buffer = io.StringIO()
+        prepared.to_csv(buffer, index=False, header=False, na_rep="", quoting=csv.QUOTE_MINIMAL)
+        buffer.seek(0)
+        column_sql = ", ".join(f'"{c}"' for c in columns)
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.copy_expert(f'COPY "{table.name}" ({column_sql}) FROM STDIN WITH (FORMAT csv)', buffer)
+        finally:
+            cursor.close()
+    else:
+        placeholders = ", ".join("?" for _ in columns)
+        column_sql = ", ".join(f'"{c}"' for c in columns)
+        rows = prepared.astype(object).where(prepared.notna(), None).itertuples(index=False, name=None)
+        conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({column_sql}) VALUES ({placeholders})', list(rows))
+    return len(prepared)
+
+
+def insert_review_logs(conn: sa.Connection, frame: pd.DataFrame) -> int:
+    """Bulk insert into review_logs, creating the month partitions it needs first (PostgreSQL)."""
+    if frame.empty:
+        return 0
+    stamps = pd.to_datetime(frame["reviewed_at"], utc=True)
+    month_codes = np.unique(stamps.dt.year.to_numpy() * 12 + stamps.dt.month.to_numpy() - 1)
+    partitions.ensure_month_partitions(conn, [dt.date(int(c) // 12, int(c) % 12 + 1, 1) for c in month_codes])
+    return bulk_insert(conn, review_logs, frame)
+
+
+def read_frame(conn: sa.Connection, statement: sa.Select) -> pd.DataFrame:
+    """Run a select into a DataFrame; UTC time columns come back as datetime64[UTC]."""
+    frame = pd.read_sql(statement, conn)
+    for column in statement.selected_columns:
+        if isinstance(column.type, UtcDateTime) and column.name in frame:
+            frame[column.name] = pd.to_datetime(frame[column.name], utc=True, format="ISO8601")
+    return frame
+
+
+def replace_time_window(
+    conn: sa.Connection, table: sa.Table, time_column: str, start: dt.datetime, end: dt.datetime, frame: pd.DataFrame
+) -> int:
+    """Idempotent partitioned write: delete the window [start, end), then insert the frame."""
+    column = table.columns[time_column]
+    conn.execute(table.delete().where(column >= start, column < end))
+    return bulk_insert(conn, table, frame)

@@ -1,0 +1,46 @@
+"""Where the warehouse lives and how to connect to it."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+
+DATABASE_URL_ENV = "LEARNING_PIPELINES_DATABASE_URL"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_sqlite_path() -> Path:
+    """The embedded warehouse: `warehouse.db` in $DAGSTER_HOME, else in the repo's dagster_home/."""
+    home = os.environ.get("DAGSTER_HOME")
+    return Path(home) / "warehouse.db" if home else PROJECT_ROOT / "dagster_home" / "warehouse.db"
+
+
+def resolve_database_url(url: str | None = None) -> str:
+    """An explicit URL wins, then $LEARNING_PIPELINES_DATABASE_URL, then the embedded SQLite file."""
+    return url or os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{default_sqlite_path()}"
+
+
+def _enable_sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # Dagster runs steps in several processes; wait for the writer instead of failing.
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+@functools.lru_cache(maxsize=16)
+def get_engine(url: str | None = None) -> sa.Engine:
+    """One pooled engine per URL and process."""
+    url = resolve_database_url(url)
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url)
+        sa.event.listen(engine, "connect", _enable_sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)

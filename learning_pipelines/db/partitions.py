@@ -1,0 +1,91 @@
+"""Monthly range partitions of review_logs on PostgreSQL (a no-op on SQLite)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+PARENT_TABLE = "review_logs"
+DEFAULT_PARTITION = "review_logs_default"
+_MONTH_PARTITION = re.compile(r"^review_logs_y(\d{4})m(\d{2})$")
+
+
+def month_partition_name(month_start: dt.date) -> str:
+    return f"{PARENT_TABLE}_y{month_start.year:04d}m{month_start.month:02d}"
+
+
+def is_partition_table(name: str) -> bool:
+    """Child tables of review_logs: not in the SQLAlchemy metadata, managed here instead."""
+    return name == DEFAULT_PARTITION or bool(_MONTH_PARTITION.match(name))
+
+
+def month_start(value: dt.date | dt.datetime) -> dt.date:
+    return dt.date(value.year, value.month, 1)
+
+
+def next_month(month: dt.date) -> dt.date:
+    return dt.date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+
+
+def existing_month_partitions(conn: sa.Connection) -> set[dt.date]:
+    names = conn.execute(
+        sa.text(
+            "SELECT c.relname FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
+            "WHERE p.relname = :parent"
+        ),
+        {"parent": PARENT_TABLE},
+    ).scalars()
+    months = set()
+    for name in names:
+        match = _MONTH_PARTITION.match(name)
+        if match:
+            months.add(dt.date(int(match.group(1)), int(match.group(2)), 1))
+    return months
+
+
+def ensure_month_partitions(conn: sa.Connection, months: Iterable[dt.date]) -> list[dt.date]:
+    """Create the month partitions that are missing; returns the months created.
+
+    Rows of such a month already sitting in the DEFAULT partition would make a plain
+    CREATE ... PARTITION OF fail, so the default is detached, the month created, its rows
+    moved and the default re-attached — all inside the caller's transaction.
+    """
+    if conn.dialect.name != "postgresql":
+        return []
+    wanted = sorted({month_start(m) for m in months} - existing_month_partitions(conn))
+    for month in wanted:
+        # Serialize concurrent creators of the same month.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": month_partition_name(month)})
+        if month in existing_month_partitions(conn):
+            continue
+        _create_month_partition(conn, month)
+    return wanted
+
+
+def _create_month_partition(conn: sa.Connection, month: dt.date) -> None:
+    name = month_partition_name(month)
+    bounds = {"lo": dt.datetime.combine(month, dt.time(), dt.timezone.utc),
+              "hi": dt.datetime.combine(next_month(month), dt.time(), dt.timezone.utc)}
+    range_sql = f"FROM ('{bounds['lo'].isoformat()}') TO ('{bounds['hi'].isoformat()}')"
+    has_default = conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": DEFAULT_PARTITION}).scalar()
+    stray_rows = has_default and conn.execute(
+        sa.text(f"SELECT EXISTS (SELECT 1 FROM {DEFAULT_PARTITION} WHERE reviewed_at >= :lo AND reviewed_at < :hi)"),
+        bounds,
+    ).scalar()
+    if not stray_rows:
+        conn.execute(sa.text(f"CREATE TABLE {name} PARTITION OF {PARENT_TABLE} FOR VALUES {range_sql}"))
+        return
+    conn.execute(sa.text(f"ALTER TABLE {PARENT_TABLE} DETACH PARTITION {DEFAULT_PARTITION}"))
+    conn.execute(sa.text(f"CREATE TABLE {name} PARTITION OF {PARENT_TABLE} FOR VALUES {range_sql}"))
+    conn.execute(
+        sa.text(
+            f"WITH moved AS (DELETE FROM {DEFAULT_PARTITION} WHERE reviewed_at >= :lo AND reviewed_at < :hi "
+            f"RETURNING *) INSERT INTO {name} SELECT * FROM moved"
+        ),
+        bounds,
+    )
+    conn.execute(sa.text(f"ALTER TABLE {PARENT_TABLE} ATTACH PARTITION {DEFAULT_PARTITION} DEFAULT"))

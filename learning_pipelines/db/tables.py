@@ -1,0 +1,171 @@
+"""The warehouse schema as SQLAlchemy Core tables. Alembic (`migrations/`) owns how it gets there."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from learning_pipelines.db.types import UtcDateTime
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+AutoId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("external_ref", sa.String(200), nullable=True, comment="id in the source system"),
+    sa.Column("timezone", sa.String(64), nullable=False, server_default="UTC"),
+    sa.Column("day_start_hour", sa.SmallInteger, nullable=False, server_default="4",
+              comment="hour at which the learner's day starts (Anki's default is 4)"),
+    sa.Column("created_at", UtcDateTime, nullable=False, server_default=sa.func.current_timestamp()),
+    sa.CheckConstraint("day_start_hour BETWEEN 0 AND 23", name="day_start_hour"),
+)
+
+themes = sa.Table(
+    "themes",
+    metadata,
+    sa.Column("theme_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(200), nullable=False),
+)
+
+concepts = sa.Table(
+    "concepts",
+    metadata,
+    sa.Column("concept_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("external_ref", sa.String(200), nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False, server_default=sa.func.current_timestamp()),
+)
+
+concept_theme_map = sa.Table(
+    "concept_theme_map",
+    metadata,
+    sa.Column("concept_id", sa.BigInteger, sa.ForeignKey("concepts.concept_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("theme_id", sa.Integer, sa.ForeignKey("themes.theme_id", ondelete="CASCADE"), primary_key=True),
+)
+
+concept_edges = sa.Table(
+    "concept_edges",
+    metadata,
+    sa.Column("prerequisite_id", sa.BigInteger, sa.ForeignKey("concepts.concept_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("concept_id", sa.BigInteger, sa.ForeignKey("concepts.concept_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("weight", sa.Float, nullable=False, server_default="1.0"),
+    sa.CheckConstraint("prerequisite_id <> concept_id", name="not_self"),
+)
+
+# Range-partitioned by month on PostgreSQL (see migrations and db/partitions.py), hence the
+# primary key includes reviewed_at. Review ids stay unique: importers never reuse one.
+review_logs = sa.Table(
+    "review_logs",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("reviewed_at", UtcDateTime, primary_key=True),
+    sa.Column("user_id", sa.BigInteger, sa.ForeignKey("users.user_id"), nullable=False),
+    sa.Column("concept_id", sa.BigInteger, sa.ForeignKey("concepts.concept_id"), nullable=False),
+    sa.Column("rating", sa.SmallInteger, nullable=False, comment="1 Again, 2 Hard, 3 Good, 4 Easy"),
+    sa.Column("review_duration_ms", sa.Integer, nullable=False),
+    sa.Column("state", sa.SmallInteger, nullable=True, comment="0 learning, 1 review, 2 relearning, 3 filtered"),
+    sa.CheckConstraint("rating BETWEEN 1 AND 4", name="rating"),
+    sa.CheckConstraint("review_duration_ms >= 0", name="duration"),
+    sa.CheckConstraint("state IS NULL OR state BETWEEN 0 AND 3", name="state"),
+    sa.Index(None, "user_id", "concept_id", "reviewed_at"),
+    sa.Index(None, "reviewed_at"),
+    postgresql_partition_by="RANGE (reviewed_at)",
+)
+
+review_log_rejects = sa.Table(
+    "review_log_rejects",
+    metadata,
+    sa.Column("reject_id", AutoId, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(500), nullable=False, comment="file path, or the asset partition that quarantined it"),
+    sa.Column("line_number", sa.Integer, nullable=True, comment="1-based line in the source file, header included"),
+    sa.Column("review_id", sa.BigInteger, nullable=True),
+    sa.Column("reviewed_at", UtcDateTime, nullable=True, comment="when it parsed, so rejects count per month"),
+    sa.Column("raw_row", sa.Text, nullable=False, comment="the row as read, JSON"),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("rejected_at", UtcDateTime, nullable=False),
+    sa.Index(None, "reviewed_at"),
+)
+
+review_log_imports = sa.Table(
+    "review_log_imports",
+    metadata,
+    sa.Column("import_id", AutoId, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(500), nullable=False),
+    sa.Column("file_sha256", sa.String(64), nullable=False),
+    sa.Column("n_rows", sa.Integer, nullable=False),
+    sa.Column("n_loaded", sa.Integer, nullable=False),
+    sa.Column("n_already_present", sa.Integer, nullable=False),
+    sa.Column("n_rejected", sa.Integer, nullable=False),
+    sa.Column("n_not_reviews", sa.Integer, nullable=False, comment="e.g. Anki manual reschedules"),
+    sa.Column("imported_at", UtcDateTime, nullable=False),
+)
+
+# Output of the review_logs asset: each review's place in its card's history.
+review_log_intervals = sa.Table(
+    "review_log_intervals",
+    metadata,
+    sa.Column("review_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("reviewed_at", UtcDateTime, primary_key=True),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    sa.Column("concept_id", sa.BigInteger, nullable=False),
+    sa.Column("review_number", sa.Integer, nullable=False, comment="1 for the card's first review"),
+    sa.Column("elapsed_days", sa.Integer, nullable=True,
+              comment="learner-days since the card's previous review; NULL for the first"),
+    sa.Index(None, "reviewed_at"),
+)
+
+user_learning_prefs = sa.Table(
+    "user_learning_prefs",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, sa.ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("spacing_multiplier", sa.Float, nullable=False, server_default="1.0"),
+    sa.Column("retention_target_override", sa.Float, nullable=True),
+    sa.Column("revision_daily_target", sa.Integer, nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False, server_default=sa.func.current_timestamp()),
+    sa.CheckConstraint("spacing_multiplier BETWEEN 0.5 AND 2.0", name="spacing_multiplier"),
+    sa.CheckConstraint(
+        "retention_target_override IS NULL OR retention_target_override BETWEEN 0.7 AND 0.95",
+        name="retention_target_override",
+    ),
+    sa.CheckConstraint("revision_daily_target IS NULL OR revision_daily_target > 0", name="revision_daily_target"),
+)
+
+resources = sa.Table(
+    "resources",
+    metadata,
+    sa.Column("resource_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("title", sa.String(300), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False, comment="video, article, exercise, ..."),
+    sa.Column("difficulty", sa.Float, nullable=True, comment="0 easy .. 1 hard"),
+    sa.CheckConstraint("difficulty IS NULL OR difficulty BETWEEN 0 AND 1", name="difficulty"),
+)
+
+resource_concepts = sa.Table(
+    "resource_concepts",
+    metadata,
+    sa.Column("resource_id", sa.BigInteger, sa.ForeignKey("resources.resource_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("concept_id", sa.BigInteger, sa.ForeignKey("concepts.concept_id", ondelete="CASCADE"), primary_key=True),
+)
+
+user_interactions = sa.Table(
+    "user_interactions",
+    metadata,
+    sa.Column("interaction_id", AutoId, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.BigInteger, sa.ForeignKey("users.user_id"), nullable=False),
+    sa.Column("resource_id", sa.BigInteger, sa.ForeignKey("resources.resource_id"), nullable=False),
+    sa.Column("interaction_type", sa.String(32), nullable=False),
+    sa.Column("occurred_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("interaction_type IN ('view', 'complete', 'like', 'bookmark')", name="interaction_type"),
+    sa.Index(None, "user_id", "occurred_at"),
+)

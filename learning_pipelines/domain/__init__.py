@@ -1,0 +1,1 @@
+"""Pure computation: numpy, pandas and torch only. No Dagster, no SQLAlchemy."""

@@ -1,0 +1,119 @@
+"""FSRS-6 memory model: a handful of pure, vectorized functions.
+
+Follows fsrs-rs (open-spaced-repetition) for FSRS-6. `w` is either the 21 weights or an
+array of shape (n, 21) holding one weight vector per card, so many learners' cards step
+together. Elapsed time is in whole learner-days (FSRS-6 is day-based); a same-day review
+(0 days) uses the short-term stability formula.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+N_WEIGHTS = 21
+AGAIN, HARD, GOOD, EASY = 1, 2, 3, 4
+
+# Stability and difficulty ranges, as in fsrs-rs.
+S_MIN, S_MAX = 0.001, 36500.0
+D_MIN, D_MAX = 1.0, 10.0
+INIT_S_MAX = 100.0
+
+# FSRS-6 default weights (fsrs-rs FSRS6_DEFAULT_PARAMETERS).
+DEFAULT_WEIGHTS = np.array([
+    0.212, 1.2931, 2.3065, 8.2956, 6.4133, 0.8334, 3.0194, 0.001, 1.8722, 0.1666, 0.796,
+    1.4835, 0.0614, 0.2629, 1.6483, 0.6014, 1.8729, 0.5425, 0.0912, 0.0658, 0.1542,
+])
+
+# Clamping bounds of each weight (fsrs-rs parameter_clipper_v6, short-term enabled,
+# one relearning step).
+WEIGHT_BOUNDS = np.array([
+    (S_MIN, INIT_S_MAX), (S_MIN, INIT_S_MAX), (S_MIN, INIT_S_MAX), (S_MIN, INIT_S_MAX),
+    (D_MIN, D_MAX), (0.001, 4.0), (0.001, 4.0), (0.001, 0.75), (0.0, 4.5), (0.0, 0.8),
+    (0.001, 3.5), (0.001, 5.0), (0.001, 0.25), (0.001, 0.9), (0.0, 4.0), (0.0, 1.0),
+    (1.0, 6.0), (0.0, 2.0), (0.0, 2.0), (0.01, 0.8), (0.1, 0.8),
+])
+
+
+def _w(w: np.ndarray, i: int) -> np.ndarray:
+    return np.asarray(w)[..., i]
+
+
+def clip_weights(w: np.ndarray) -> np.ndarray:
+    return np.clip(w, WEIGHT_BOUNDS[:, 0], WEIGHT_BOUNDS[:, 1])
+
+
+def forgetting_factor(w: np.ndarray) -> np.ndarray:
+    """The factor that makes R(S, S) = 0.9 under decay -w20."""
+    return 0.9 ** (1.0 / -_w(w, 20)) - 1.0
+
+
+def retrievability(elapsed_days, stability, w) -> np.ndarray:
+    """Probability of recall after `elapsed_days` at `stability` (power forgetting curve)."""
+    return (1.0 + forgetting_factor(w) * np.asarray(elapsed_days) / stability) ** -_w(w, 20)
+
+
+def next_interval_days(stability, desired_retention, w) -> np.ndarray:
+    """Days until retrievability falls to `desired_retention` (fractional, not rounded)."""
+    interval = stability / forgetting_factor(w) * (np.asarray(desired_retention) ** (1.0 / -_w(w, 20)) - 1.0)
+    return np.clip(interval, 0.0, S_MAX)
+
+
+def initial_stability(rating, w) -> np.ndarray:
+    index = np.asarray(rating, dtype=int) - 1
+    w = np.asarray(w)
+    return w[index] if w.ndim == 1 else w[np.arange(len(index)), index]
+
+
+def initial_difficulty(rating, w) -> np.ndarray:
+    """Unclamped, as used by mean reversion; clamp it for a card's first state."""
+    return _w(w, 4) - np.exp(_w(w, 5) * (np.asarray(rating) - 1)) + 1.0
+
+
+def next_difficulty(difficulty, rating, w) -> np.ndarray:
+    """Linear damping toward 10, then mean reversion toward the initial difficulty of Easy."""
+    delta = -_w(w, 6) * (np.asarray(rating) - 3.0)
+    damped = difficulty + (10.0 - difficulty) / 9.0 * delta
+    reverted = _w(w, 7) * initial_difficulty(EASY, w) + (1.0 - _w(w, 7)) * damped
+    return np.clip(reverted, D_MIN, D_MAX)
+
+
+def stability_after_recall(stability, difficulty, r, rating, w) -> np.ndarray:
+    rating = np.asarray(rating)
+    hard_penalty = np.where(rating == HARD, _w(w, 15), 1.0)
+    easy_bonus = np.where(rating == EASY, _w(w, 16), 1.0)
+    growth = (np.exp(_w(w, 8)) * (11.0 - difficulty) * stability ** -_w(w, 9)
+              * (np.exp(_w(w, 10) * (1.0 - r)) - 1.0) * hard_penalty * easy_bonus)
+    return stability * (growth + 1.0)
+
+
+def stability_after_lapse(stability, difficulty, r, w) -> np.ndarray:
+    """Post-lapse stability, never above what a same-day Again would leave (FSRS-6)."""
+    lapse = (_w(w, 11) * difficulty ** -_w(w, 12) * ((stability + 1.0) ** _w(w, 13) - 1.0)
+             * np.exp(_w(w, 14) * (1.0 - r)))
+    return np.minimum(lapse, stability / np.exp(_w(w, 17) * _w(w, 18)))
+
+
+def short_term_stability(stability, rating, w) -> np.ndarray:
+    """Same-day review: Good and Easy never shrink stability."""
+    rating = np.asarray(rating)
+    increase = np.exp(_w(w, 17) * (rating - 3.0 + _w(w, 18))) * stability ** -_w(w, 19)
+    return stability * np.where(rating >= GOOD, np.maximum(increase, 1.0), increase)
+
+
+def next_state(stability, difficulty, elapsed_days, rating, w) -> tuple[np.ndarray, np.ndarray]:
+    """Memory state after a review. A card without a state (stability NaN) takes its initial one."""
+    stability = np.asarray(stability, dtype=float)
+    difficulty = np.asarray(difficulty, dtype=float)
+    elapsed_days = np.maximum(np.round(np.asarray(elapsed_days, dtype=float)), 0.0)
+    rating = np.asarray(rating)
+    first = np.isnan(stability)
+    s_prev = np.where(first, 1.0, stability)
+    d_prev = np.where(first, 5.0, difficulty)
+    r = retrievability(elapsed_days, s_prev, w)
+    s_new = np.where(rating == AGAIN, stability_after_lapse(s_prev, d_prev, r, w),
+                     stability_after_recall(s_prev, d_prev, r, rating, w))
+    s_new = np.where(elapsed_days == 0, short_term_stability(s_prev, rating, w), s_new)
+    d_new = next_difficulty(d_prev, rating, w)
+    s_new = np.where(first, initial_stability(rating, w), s_new)
+    d_new = np.where(first, np.clip(initial_difficulty(rating, w), D_MIN, D_MAX), d_new)
+    return np.clip(s_new, S_MIN, S_MAX), d_new

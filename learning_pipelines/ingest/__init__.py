@@ -1,0 +1,1 @@
+"""Review-log importers (CSV, Parquet, Anki collections) with validation and quarantine."""

@@ -1,0 +1,82 @@
+"""Real databases for tests: a migrated SQLite file, and a fresh database on the test PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from learning_pipelines.db import migrate
+from learning_pipelines.db.engine import get_engine
+
+TEST_PG_URL = os.environ.get("LEARNING_PIPELINES_TEST_DATABASE_URL",
+                             "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ANKI_CSV = SHARED_DATA / "fsrs" / "anki_one_learner_revlog.csv"
+
+
+def _admin_engine() -> sa.Engine:
+    return sa.create_engine(TEST_PG_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+
+
+def _postgres_reachable() -> str | None:
+    try:
+        with _admin_engine().connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return None
+    except sa.exc.OperationalError as error:
+        return str(error).splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> None:
+    problem = _postgres_reachable()
+    if problem:
+        message = f"PostgreSQL at {TEST_PG_URL} unreachable: {problem}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (under CI a missing PostgreSQL is a failure)")
+        pytest.skip(message)
+
+
+@pytest.fixture
+def empty_postgres_url(postgres_available) -> str:
+    """A brand-new database on the test server, dropped afterwards."""
+    name = f"lp_test_{uuid.uuid4().hex[:12]}"
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(TEST_PG_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    get_engine(url).dispose()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def empty_sqlite_url(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    yield url
+    get_engine(url).dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def warehouse_url(request) -> str:
+    """A warehouse migrated to head, on SQLite and on PostgreSQL."""
+    url = request.getfixturevalue("empty_sqlite_url" if request.param == "sqlite" else "empty_postgres_url")
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture
+def warehouse_engine(warehouse_url) -> sa.Engine:
+    return get_engine(warehouse_url)
+
+
+@pytest.fixture
+def anki_csv() -> Path:
+    if not ANKI_CSV.exists():
+        pytest.skip(f"shared data not found at {ANKI_CSV} (a user's checkout has no ../shared/data)")
+    return ANKI_CSV

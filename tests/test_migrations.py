@@ -1,0 +1,95 @@
+import datetime as dt
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from learning_pipelines.db import bulk, migrate, partitions
+from learning_pipelines.db.engine import get_engine
+from learning_pipelines.db.tables import metadata
+
+
+def _tables(url: str) -> set[str]:
+    return set(sa.inspect(get_engine(url)).get_table_names())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_upgrade_downgrade_upgrade_round_trip(request, backend):
+    url = request.getfixturevalue("empty_sqlite_url" if backend == "sqlite" else "empty_postgres_url")
+    migrate.upgrade(url)
+    assert set(metadata.tables) <= _tables(url)
+    assert migrate.current_revision(get_engine(url)) == migrate.head_revision()
+
+    migrate.downgrade(url, "base")
+    get_engine(url).dispose()
+    assert _tables(url) <= {"alembic_version"}
+
+    migrate.upgrade(url)
+    assert set(metadata.tables) <= _tables(url)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migrations_match_the_table_definitions(request, backend):
+    url = request.getfixturevalue("empty_sqlite_url" if backend == "sqlite" else "empty_postgres_url")
+    migrate.upgrade(url)
+    command.check(migrate.alembic_config(url))  # raises when autogenerate would find a difference
+
+
+def _review(review_id: int, when: str) -> dict:
+    return {"id": review_id, "user_id": 1, "concept_id": 1, "rating": 3,
+            "reviewed_at": pd.Timestamp(when), "review_duration_ms": 1000, "state": 1}
+
+
+def _seed_learner_and_concept(conn) -> None:
+    conn.execute(sa.text("INSERT INTO users (user_id) VALUES (1)"))
+    conn.execute(sa.text("INSERT INTO concepts (concept_id, name) VALUES (1, 'c')"))
+
+
+def test_review_logs_is_range_partitioned_by_month_on_postgres(empty_postgres_url):
+    migrate.upgrade(empty_postgres_url)
+    engine = get_engine(empty_postgres_url)
+    with engine.begin() as conn:
+        strategy, key = conn.execute(sa.text(
+            "SELECT pt.partstrat, a.attname FROM pg_partitioned_table pt "
+            "JOIN pg_class c ON c.oid = pt.partrelid "
+            "JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0] "
+            "WHERE c.relname = 'review_logs'")).one()
+        assert (strategy, key) == ("r", "reviewed_at")
+        _seed_learner_and_concept(conn)
+        bulk.insert_review_logs(conn, pd.DataFrame([_review(1, "2024-03-05T10:00Z"), _review(2, "2024-04-30T23:59Z")]))
+    with engine.connect() as conn:
+        children = set(conn.execute(sa.text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'review_logs'")).scalars())
+        assert children == {"review_logs_default", "review_logs_y2024m03", "review_logs_y2024m04"}
+        placed = dict(conn.execute(sa.text("SELECT id, tableoid::regclass::text FROM review_logs")).all())
+        assert placed == {1: "review_logs_y2024m03", 2: "review_logs_y2024m04"}
+        primary_key = conn.execute(sa.text(
+            "SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_index i JOIN pg_attribute a "
+            "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+            "WHERE i.indrelid = 'review_logs'::regclass AND i.indisprimary")).scalar_one()
+        assert primary_key == ["id", "reviewed_at"]
+
+
+def test_month_partition_created_while_default_holds_its_rows(empty_postgres_url):
+    migrate.upgrade(empty_postgres_url)
+    engine = get_engine(empty_postgres_url)
+    with engine.begin() as conn:
+        _seed_learner_and_concept(conn)
+        # Rows written straight into the parent land in the default partition.
+        bulk.bulk_insert(conn, metadata.tables["review_logs"],
+                         pd.DataFrame([_review(1, "2024-05-02T00:00Z"), _review(2, "2024-05-31T12:00Z"),
+                                       _review(3, "2024-06-01T00:00Z")]))
+    with engine.begin() as conn:
+        created = partitions.ensure_month_partitions(conn, [dt.date(2024, 5, 1)])
+    assert created == [dt.date(2024, 5, 1)]
+    with engine.connect() as conn:
+        placed = dict(conn.execute(sa.text("SELECT id, tableoid::regclass::text FROM review_logs")).all())
+    assert placed == {1: "review_logs_y2024m05", 2: "review_logs_y2024m05", 3: "review_logs_default"}
+
+
+def test_partition_management_is_a_no_op_on_sqlite(empty_sqlite_url):
+    migrate.upgrade(empty_sqlite_url)
+    with get_engine(empty_sqlite_url).begin() as conn:
+        assert partitions.ensure_month_partitions(conn, [dt.date(2024, 5, 1)]) == []
