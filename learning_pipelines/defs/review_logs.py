@@ -140,7 +140,7 @@ def _intervals(conn, month: pd.DataFrame, start, end) -> pd.DataFrame:
 
 
 review_logs_job = dg.define_asset_job(
-    "review_logs_job", selection=["review_logs"], partitions_def=review_log_months,
+    "review_logs_job", selection=["review_logs"],
     tags={"dagster/max_runtime": str(2 * 60 * 60)},
 )
 

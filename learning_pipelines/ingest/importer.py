@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -112,14 +113,12 @@ def import_review_file(
     return summary
 
 
+_VALUE = re.compile(r"'[^']*'|\d{4}-\d{2}-\d{2}[ T][\d:.+]+|(?<![.\w])-?\d+(?![.\w])")
+
+
 def _reason_kind(reason: str) -> str:
-    """'review_rating 5 outside 1..4' -> 'review_rating outside 1..4', to count reasons by kind."""
-    words = [w for w in reason.split(";")[0].split() if not _looks_like_value(w)]
-    return " ".join(words)
-
-
-def _looks_like_value(word: str) -> bool:
-    return word[:1].isdigit() or word[:1] in "'-+\"" or word.startswith("NaT")
+    """'review_rating 5 outside 1..4' -> 'review_rating … outside 1..4', to count reasons by kind."""
+    return _VALUE.sub("…", reason.split("; ")[0].split(" (")[0])
 
 
 def _known_ids(conn: sa.Connection, typed: pd.DataFrame) -> tuple[set[int], set[int]]:

@@ -1,0 +1,45 @@
+"""The code location loads, validates, and its graph is pinned so a change to it shows in review."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from learning_pipelines.definitions import defs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Update together with the graph: adding an asset, check, job, schedule or sensor changes this.
+EXPECTED_GRAPH = {
+    "assets": ["review_logs"],
+    "checks": ["review_logs:no_future_reviews", "review_logs:reject_rate_below_threshold"],
+    "jobs": ["review_logs_job"],
+    "schedules": ["review_logs_nightly"],
+    "sensors": [],
+    "resources": ["warehouse"],
+}
+
+
+def _graph() -> dict[str, list[str]]:
+    definitions = defs()
+    repository = definitions.get_repository_def()
+    return {
+        "assets": sorted(k.to_user_string() for k in repository.asset_graph.get_all_asset_keys()),
+        "checks": sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in repository.asset_graph.asset_check_keys),
+        "jobs": sorted(j.name for j in repository.get_all_jobs() if not j.name.startswith("__")),
+        "schedules": sorted(s.name for s in repository.schedule_defs),
+        "sensors": sorted(s.name for s in repository.sensor_defs),
+        "resources": sorted(definitions.resources),
+    }
+
+
+def test_graph_snapshot():
+    assert _graph() == EXPECTED_GRAPH
+
+
+def test_dagster_definitions_validate():
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation successful for code location learning_pipelines" in result.stdout + result.stderr

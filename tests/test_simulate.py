@@ -1,0 +1,80 @@
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from learning_pipelines.domain import fsrs
+from learning_pipelines.domain.simulate import simulate_platform
+
+AS_OF = dt.datetime(2026, 3, 29, 1, 0, tzinfo=dt.timezone.utc)  # just before a DST change in Europe
+
+
+def _platform(**kwargs):
+    return simulate_platform(n_learners=80, n_concepts=60, n_resources=50, days=120, as_of=AS_OF, seed=3, **kwargs)
+
+
+def test_same_seed_same_platform():
+    a, b = _platform(), _platform()
+    pd.testing.assert_frame_equal(a.review_logs, b.review_logs)
+    pd.testing.assert_frame_equal(a.user_interactions, b.user_interactions)
+
+
+def test_reviews_are_valid_and_in_the_past():
+    platform = _platform()
+    logs = platform.review_logs
+    assert logs["id"].is_unique
+    assert logs["reviewed_at"].max() < pd.Timestamp(AS_OF)
+    assert logs["rating"].between(1, 4).all() and logs["review_duration_ms"].gt(0).all()
+    assert set(logs["user_id"]) <= set(platform.users["user_id"])
+    assert set(logs["concept_id"]) <= set(platform.concepts["concept_id"])
+    # Some learners reach the FSRS eligibility bar of 300 reviews, others do not.
+    per_learner = logs.groupby("user_id").size()
+    assert per_learner.max() >= 300 and per_learner.min() < 300
+
+
+def test_ground_truth_weights_within_bounds_and_distinct_per_learner():
+    weights = _platform().true_weights.to_numpy()
+    assert weights.shape == (80, fsrs.N_WEIGHTS)
+    assert np.all(weights >= fsrs.WEIGHT_BOUNDS[:, 0]) and np.all(weights <= fsrs.WEIGHT_BOUNDS[:, 1])
+    assert len(np.unique(weights[:, 8])) == 80
+
+
+def test_recall_follows_the_ground_truth_retrievability():
+    """Replaying each card with its learner's true weights, predicted recall matches observed recall."""
+    platform = simulate_platform(n_learners=300, n_concepts=80, n_resources=20, days=150, as_of=AS_OF, seed=5)
+    logs = platform.review_logs.merge(platform.users[["user_id", "timezone"]], on="user_id")
+    from learning_pipelines.domain.review_history import learner_day_numbers
+
+    logs["day"] = learner_day_numbers(logs["reviewed_at"], logs["timezone"], pd.Series(4, index=logs.index))
+    logs = logs.sort_values(["user_id", "concept_id", "reviewed_at"]).reset_index(drop=True)
+    weights = platform.true_weights.loc[logs["user_id"]].to_numpy()
+    predicted, recalled = [], []
+    stability = difficulty = None
+    previous = None
+    for row, w in zip(logs.itertuples(), weights):
+        card = (row.user_id, row.concept_id)
+        if card != previous:
+            stability, difficulty, last_day, previous = np.nan, np.nan, row.day, card
+        elapsed = row.day - last_day
+        if not np.isnan(stability) and elapsed > 0:
+            predicted.append(float(fsrs.retrievability(elapsed, stability, w)))
+            recalled.append(row.rating > 1)
+        stability, difficulty = fsrs.next_state(stability, difficulty, elapsed, row.rating, w)
+        last_day = row.day
+    predicted, recalled = np.array(predicted), np.array(recalled)
+    assert len(predicted) > 5000
+    assert abs(predicted.mean() - recalled.mean()) < 0.01
+    low = predicted < np.quantile(predicted, 0.2)
+    assert recalled[low].mean() < recalled[~low].mean()
+
+
+def test_graph_and_catalogue_are_consistent():
+    platform = _platform()
+    edges = platform.concept_edges
+    assert (edges["prerequisite_id"] < edges["concept_id"]).all()  # a DAG by construction
+    unmapped = set(platform.concepts["concept_id"]) - set(platform.concept_theme_map["concept_id"])
+    assert len(unmapped) < len(platform.concepts) * 0.1
+    prefs = platform.user_learning_prefs
+    assert prefs["spacing_multiplier"].between(0.5, 2.0).all()
+    assert prefs["retention_target_override"].dropna().between(0.7, 0.95).all()
+    assert set(platform.user_interactions["resource_id"]) <= set(platform.resources["resource_id"])
