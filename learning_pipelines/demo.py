@@ -49,12 +49,12 @@ def review_months(engine: sa.Engine) -> list[str]:
     return [p.strftime("%Y-%m-01") for p in pd.period_range(first.strftime("%Y-%m"), last.strftime("%Y-%m"), freq="M")]
 
 
-def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: list[str],
-                    today: dt.date) -> list[tuple[str, float]]:
+def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: list[str]) -> list[tuple[str, float]]:
     """Monthly-partitioned assets for every month with data, then unpartitioned ones, then daily ones for
-    today; each as a run in `instance`, so the UI shows them. Returns (what, seconds) per run."""
+    their latest day; each as a run in `instance`, so the UI shows them. Returns (what, seconds) per run."""
     specs = list(defs.resolve_all_asset_specs())
     by_kind: dict[str, list] = {"monthly": [], "none": [], "daily": []}
+    last_day = None
     for spec in specs:
         partitions_def = spec.partitions_def
         if partitions_def is None:
@@ -63,6 +63,7 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: 
             by_kind["monthly"].append(spec.key)
         elif isinstance(partitions_def, dg.DailyPartitionsDefinition):
             by_kind["daily"].append(spec.key)
+            last_day = partitions_def.get_last_partition_key()
     timings = []
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -81,7 +82,7 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: 
     if by_kind["none"]:
         run("demo_assets", by_kind["none"])
     if by_kind["daily"]:
-        run("demo_daily_assets", by_kind["daily"], today.isoformat())
+        run("demo_daily_assets", by_kind["daily"], last_day)
     return timings
 
 
@@ -128,5 +129,5 @@ def run_demo(n_learners: int, seed: int, materialize: bool = True) -> DemoReport
     if materialize:
         defs = load_defs()
         with dg.DagsterInstance.get() as instance:
-            runs = materialize_all(defs, instance, review_months(engine), dt.date.today())
+            runs = materialize_all(defs, instance, review_months(engine))
     return DemoReport(url, loaded, load_seconds, runs, table_counts(engine))

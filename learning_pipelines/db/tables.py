@@ -169,3 +169,61 @@ user_interactions = sa.Table(
     sa.CheckConstraint("interaction_type IN ('view', 'complete', 'like', 'bookmark')", name="interaction_type"),
     sa.Index(None, "user_id", "occurred_at"),
 )
+
+# --- FSRS memory model (written by the fsrs assets) -------------------------------------
+
+srs_user_params = sa.Table(
+    "srs_user_params",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, sa.ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("ab_group", sa.String(32), nullable=False, comment="BASELINE_GLOBAL or TUNED_ELIGIBLE"),
+    sa.Column("weights", sa.Text, nullable=True, comment="21 FSRS-6 weights, JSON; NULL: the learner uses the global ones"),
+    sa.Column("n_reviews", sa.Integer, nullable=False),
+    sa.Column("trained_at", UtcDateTime, nullable=True),
+    sa.Column("training_cooldown_until", UtcDateTime, nullable=True),
+    sa.Column("logloss_before", sa.Float, nullable=True, comment="held-out logloss with the global weights"),
+    sa.Column("logloss_after", sa.Float, nullable=True, comment="held-out logloss with the learner's own weights"),
+    sa.Column("n_holdout_reviews", sa.Integer, nullable=True),
+    sa.CheckConstraint("ab_group IN ('BASELINE_GLOBAL', 'TUNED_ELIGIBLE')", name="ab_group"),
+)
+
+fsrs_global_params = sa.Table(
+    "fsrs_global_params",
+    metadata,
+    sa.Column("version", AutoId, primary_key=True, autoincrement=True),
+    sa.Column("weights", sa.Text, nullable=False, comment="21 FSRS-6 weights, JSON"),
+    sa.Column("n_reviews", sa.Integer, nullable=False),
+    sa.Column("n_learners", sa.Integer, nullable=False),
+    sa.Column("logloss", sa.Float, nullable=False, comment="training logloss on the pooled reviews"),
+    sa.Column("trained_at", UtcDateTime, nullable=False),
+)
+
+card_memory_states = sa.Table(
+    "card_memory_states",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("concept_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("stability_days", sa.Float, nullable=False),
+    sa.Column("difficulty", sa.Float, nullable=False, comment="1 easy .. 10 hard"),
+    sa.Column("n_reviews", sa.Integer, nullable=False),
+    sa.Column("last_review_at", UtcDateTime, nullable=False),
+    sa.Column("due_at", UtcDateTime, nullable=False, comment="when recall falls to the learner's retention target"),
+    sa.Column("weights_source", sa.String(16), nullable=False, comment="own or global"),
+    sa.Index(None, "due_at"),
+)
+
+eval_metrics_daily = sa.Table(
+    "eval_metrics_daily",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("ab_group", sa.String(32), primary_key=True),
+    sa.Column("n_reviews", sa.Integer, nullable=False),
+    sa.Column("n_learners", sa.Integer, nullable=False),
+    sa.Column("logloss", sa.Float, nullable=True),
+    sa.Column("brier", sa.Float, nullable=True),
+    sa.Column("ece", sa.Float, nullable=True),
+    sa.Column("rmse_bins", sa.Float, nullable=True),
+    sa.Column("mean_predicted", sa.Float, nullable=True),
+    sa.Column("mean_recalled", sa.Float, nullable=True),
+    sa.Column("evaluated_at", UtcDateTime, nullable=False),
+)

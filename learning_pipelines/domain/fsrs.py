@@ -4,11 +4,15 @@ Follows fsrs-rs (open-spaced-repetition) for FSRS-6. `w` is either the 21 weight
 array of shape (n, 21) holding one weight vector per card, so many learners' cards step
 together. Elapsed time is in whole learner-days (FSRS-6 is day-based); a same-day review
 (0 days) uses the short-term stability formula.
+
+The step functions take numpy arrays or torch tensors alike (the optimizer differentiates
+through the very same code that serves predictions).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 N_WEIGHTS = 21
 AGAIN, HARD, GOOD, EASY = 1, 2, 3, 4
@@ -34,86 +38,106 @@ WEIGHT_BOUNDS = np.array([
 ])
 
 
-def _w(w: np.ndarray, i: int) -> np.ndarray:
-    return np.asarray(w)[..., i]
+def _w(w, i: int):
+    return w[..., i] if isinstance(w, torch.Tensor) else np.asarray(w)[..., i]
+
+
+def _ops(x):
+    """numpy for arrays and scalars, torch for tensors: the functions below use either."""
+    return torch if isinstance(x, torch.Tensor) else np
 
 
 def clip_weights(w: np.ndarray) -> np.ndarray:
     return np.clip(w, WEIGHT_BOUNDS[:, 0], WEIGHT_BOUNDS[:, 1])
 
 
-def forgetting_factor(w: np.ndarray) -> np.ndarray:
+def forgetting_factor(w):
     """The factor that makes R(S, S) = 0.9 under decay -w20."""
     return 0.9 ** (1.0 / -_w(w, 20)) - 1.0
 
 
-def retrievability(elapsed_days, stability, w) -> np.ndarray:
+def retrievability(elapsed_days, stability, w):
     """Probability of recall after `elapsed_days` at `stability` (power forgetting curve)."""
-    return (1.0 + forgetting_factor(w) * np.asarray(elapsed_days) / stability) ** -_w(w, 20)
+    return (1.0 + forgetting_factor(w) * elapsed_days / stability) ** -_w(w, 20)
 
 
-def next_interval_days(stability, desired_retention, w) -> np.ndarray:
+def next_interval_days(stability, desired_retention, w):
     """Days until retrievability falls to `desired_retention` (fractional, not rounded)."""
-    interval = stability / forgetting_factor(w) * (np.asarray(desired_retention) ** (1.0 / -_w(w, 20)) - 1.0)
-    return np.clip(interval, 0.0, S_MAX)
+    interval = stability / forgetting_factor(w) * (desired_retention ** (1.0 / -_w(w, 20)) - 1.0)
+    return _ops(interval).clip(interval, 0.0, S_MAX)
 
 
-def initial_stability(rating, w) -> np.ndarray:
+def initial_stability(rating, w):
+    """w0..w3: the stability after a first Again, Hard, Good or Easy."""
+    if isinstance(w, torch.Tensor):
+        index = (rating - 1).long()
+        return w[index] if w.ndim == 1 else w.gather(-1, index.unsqueeze(-1)).squeeze(-1)
     index = np.asarray(rating, dtype=int) - 1
     w = np.asarray(w)
     return w[index] if w.ndim == 1 else w[np.arange(len(index)), index]
 
 
-def initial_difficulty(rating, w) -> np.ndarray:
+def initial_difficulty(rating, w):
     """Unclamped, as used by mean reversion; clamp it for a card's first state."""
-    return _w(w, 4) - np.exp(_w(w, 5) * (np.asarray(rating) - 1)) + 1.0
+    return _w(w, 4) - _ops(_w(w, 5)).exp(_w(w, 5) * (rating - 1)) + 1.0
 
 
-def next_difficulty(difficulty, rating, w) -> np.ndarray:
+def next_difficulty(difficulty, rating, w):
     """Linear damping toward 10, then mean reversion toward the initial difficulty of Easy."""
-    delta = -_w(w, 6) * (np.asarray(rating) - 3.0)
+    delta = -_w(w, 6) * (rating - 3.0)
     damped = difficulty + (10.0 - difficulty) / 9.0 * delta
     reverted = _w(w, 7) * initial_difficulty(EASY, w) + (1.0 - _w(w, 7)) * damped
-    return np.clip(reverted, D_MIN, D_MAX)
+    return _ops(reverted).clip(reverted, D_MIN, D_MAX)
 
 
-def stability_after_recall(stability, difficulty, r, rating, w) -> np.ndarray:
-    rating = np.asarray(rating)
-    hard_penalty = np.where(rating == HARD, _w(w, 15), 1.0)
-    easy_bonus = np.where(rating == EASY, _w(w, 16), 1.0)
-    growth = (np.exp(_w(w, 8)) * (11.0 - difficulty) * stability ** -_w(w, 9)
-              * (np.exp(_w(w, 10) * (1.0 - r)) - 1.0) * hard_penalty * easy_bonus)
+def stability_after_recall(stability, difficulty, r, rating, w):
+    xp = _ops(stability)
+    hard_penalty = xp.where(rating == HARD, _w(w, 15), 1.0)
+    easy_bonus = xp.where(rating == EASY, _w(w, 16), 1.0)
+    growth = (xp.exp(_w(w, 8)) * (11.0 - difficulty) * stability ** -_w(w, 9)
+              * (xp.exp(_w(w, 10) * (1.0 - r)) - 1.0) * hard_penalty * easy_bonus)
     return stability * (growth + 1.0)
 
 
-def stability_after_lapse(stability, difficulty, r, w) -> np.ndarray:
+def stability_after_lapse(stability, difficulty, r, w):
     """Post-lapse stability, never above what a same-day Again would leave (FSRS-6)."""
+    xp = _ops(stability)
     lapse = (_w(w, 11) * difficulty ** -_w(w, 12) * ((stability + 1.0) ** _w(w, 13) - 1.0)
-             * np.exp(_w(w, 14) * (1.0 - r)))
-    return np.minimum(lapse, stability / np.exp(_w(w, 17) * _w(w, 18)))
+             * xp.exp(_w(w, 14) * (1.0 - r)))
+    return xp.minimum(lapse, stability / xp.exp(_w(w, 17) * _w(w, 18)))
 
 
-def short_term_stability(stability, rating, w) -> np.ndarray:
+def short_term_stability(stability, rating, w):
     """Same-day review: Good and Easy never shrink stability."""
-    rating = np.asarray(rating)
-    increase = np.exp(_w(w, 17) * (rating - 3.0 + _w(w, 18))) * stability ** -_w(w, 19)
-    return stability * np.where(rating >= GOOD, np.maximum(increase, 1.0), increase)
+    xp = _ops(stability)
+    increase = xp.exp(_w(w, 17) * (rating - 3.0 + _w(w, 18))) * stability ** -_w(w, 19)
+    return stability * xp.where(rating >= GOOD, xp.clip(increase, 1.0, None), increase)
+
+
+def initial_state(rating, w):
+    """(stability, difficulty) after a card's first review."""
+    difficulty = initial_difficulty(rating, w)
+    return initial_stability(rating, w), _ops(difficulty).clip(difficulty, D_MIN, D_MAX)
+
+
+def review_step(stability, difficulty, elapsed_days, rating, w):
+    """(stability, difficulty) after a later review, `elapsed_days` (whole days) after the previous one."""
+    xp = _ops(stability)
+    r = retrievability(elapsed_days, stability, w)
+    new_s = xp.where(rating == AGAIN, stability_after_lapse(stability, difficulty, r, w),
+                     stability_after_recall(stability, difficulty, r, rating, w))
+    new_s = xp.where(elapsed_days == 0, short_term_stability(stability, rating, w), new_s)
+    return xp.clip(new_s, S_MIN, S_MAX), next_difficulty(difficulty, rating, w)
 
 
 def next_state(stability, difficulty, elapsed_days, rating, w) -> tuple[np.ndarray, np.ndarray]:
-    """Memory state after a review. A card without a state (stability NaN) takes its initial one."""
+    """Memory state after a review (numpy). A card without a state (stability NaN) takes its initial one."""
     stability = np.asarray(stability, dtype=float)
     difficulty = np.asarray(difficulty, dtype=float)
     elapsed_days = np.maximum(np.round(np.asarray(elapsed_days, dtype=float)), 0.0)
     rating = np.asarray(rating)
     first = np.isnan(stability)
-    s_prev = np.where(first, 1.0, stability)
-    d_prev = np.where(first, 5.0, difficulty)
-    r = retrievability(elapsed_days, s_prev, w)
-    s_new = np.where(rating == AGAIN, stability_after_lapse(s_prev, d_prev, r, w),
-                     stability_after_recall(s_prev, d_prev, r, rating, w))
-    s_new = np.where(elapsed_days == 0, short_term_stability(s_prev, rating, w), s_new)
-    d_new = next_difficulty(d_prev, rating, w)
-    s_new = np.where(first, initial_stability(rating, w), s_new)
-    d_new = np.where(first, np.clip(initial_difficulty(rating, w), D_MIN, D_MAX), d_new)
-    return np.clip(s_new, S_MIN, S_MAX), d_new
+    s_new, d_new = review_step(np.where(first, 1.0, stability), np.where(first, 5.0, difficulty),
+                               elapsed_days, rating, w)
+    s_first, d_first = initial_state(rating, w)
+    return np.where(first, np.clip(s_first, S_MIN, S_MAX), s_new), np.where(first, d_first, d_new)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from learning_pipelines.db import bulk
 from learning_pipelines.db.tables import concepts, review_log_imports, review_log_rejects, review_logs, users
 from learning_pipelines.ingest import validation
-from learning_pipelines.ingest.readers import canonical_columns, read_review_file
+from learning_pipelines.ingest.readers import read_review_file
 from learning_pipelines.ingest.validation import ReviewFileError
 
 _ID_CHUNK = 5000
@@ -73,24 +73,20 @@ def import_review_file(
         _record_file_reject(engine, source, str(error), now)
         raise
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    raw = raw[[*canonical_columns(raw), "line_number", *(["_field_count_error"] if "_field_count_error" in raw else [])]]
-    typed, parse_reasons = validation.parse_reviews(raw, default_user_id=user_id)
-    width_reasons = raw.get("_field_count_error", pd.Series("", index=raw.index))
-    raw = raw.drop(columns=["_field_count_error"], errors="ignore")
+    raw, typed, reasons = validation.parse_file_rows(raw, default_user_id=user_id)
 
     with engine.begin() as conn:
         known_users, known_concepts = _known_ids(conn, typed)
         new_users, new_concepts = set(), set()
         if register_unknown:
-            clean = validation.join_reasons(width_reasons, parse_reasons,
-                                             validation.review_rule_violations(typed, now)) == ""
+            clean = validation.join_reasons(reasons, validation.review_rule_violations(typed, now)) == ""
             new_users = set(typed.loc[clean, "user_id"].dropna().astype(int)) - known_users
             new_concepts = set(typed.loc[clean, "concept_id"].dropna().astype(int)) - known_concepts
             _register(conn, new_users, new_concepts, source)
             known_users |= new_users
             known_concepts |= new_concepts
         rule_reasons = validation.review_rule_violations(typed, now, known_users, known_concepts)
-        result = validation.split_valid(raw, typed, validation.join_reasons(width_reasons, parse_reasons, rule_reasons))
+        result = validation.split_valid(raw, typed, validation.join_reasons(reasons, rule_reasons))
 
         present = _present(conn, review_logs.c.id, result.good["id"])
         fresh = result.good.loc[~result.good["id"].isin(present)].drop(columns=["line_number"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from learning_pipelines.ingest.validation import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, ReviewFileError
+from learning_pipelines.ingest.validation import ReviewFileError
 
 CSV_SUFFIXES = (".csv", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -130,8 +130,4 @@ def _anki_database(path: Path, scratch: Path) -> Path:
                     shutil.copyfileobj(source, sink)
                 return target
     raise ReviewFileError(f"{path}: Anki package without a collection (expected collection.anki21b/.anki21/.anki2)")
-
-
-def canonical_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in frame.columns]
 

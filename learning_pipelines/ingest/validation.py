@@ -166,3 +166,11 @@ def split_valid(raw: pd.DataFrame, typed: pd.DataFrame, reasons: pd.Series) -> V
         "reason": reasons[bad],
     })
     return ValidatedReviews(good.reset_index(drop=True), rejects.reset_index(drop=True))
+
+
+def parse_file_rows(raw: pd.DataFrame, default_user_id: int | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """(raw rows of the known columns, typed rows, reasons so far) for rows a reader returned."""
+    width_reasons = raw.get("_field_count_error", pd.Series("", index=raw.index))
+    raw = raw[[c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS, "line_number") if c in raw.columns]]
+    typed, parse_reasons = parse_reviews(raw, default_user_id=default_user_id)
+    return raw, typed, join_reasons(width_reasons, parse_reasons)

@@ -1,0 +1,41 @@
+"""The platform's rules for who gets own FSRS weights (DESIGN section 3)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from learning_pipelines.domain.review_ids import derive_review_ids
+
+# Fewer reviews than this give weights noisier than the global ones (platform rule).
+MIN_REVIEWS_FOR_OPTIMIZATION = 300
+# A learner is re-optimized at most weekly: fits move little faster than that (platform rule).
+TRAINING_COOLDOWN = dt.timedelta(days=7)
+# Each learner's latest reviews kept out of training, to check tuned beats global on them.
+HOLDOUT_SHARE = 0.1
+DEFAULT_RETENTION_TARGET = 0.9
+BASELINE_GLOBAL = "BASELINE_GLOBAL"
+TUNED_ELIGIBLE = "TUNED_ELIGIBLE"
+_AB_SALT = 0x5EED_AB  # changing it reshuffles every learner: never do it mid-experiment
+
+
+def ab_group(user_ids) -> np.ndarray:
+    """Stable 50/50 split by a hash of user_id: the same learner always lands in the same group."""
+    ids = np.asarray(user_ids, dtype=np.int64)
+    hashed = derive_review_ids(ids, np.full(len(ids), _AB_SALT), np.zeros(len(ids), dtype=np.int64))
+    return np.where(hashed % 2 == 0, BASELINE_GLOBAL, TUNED_ELIGIBLE)
+
+
+def eligible_for_optimization(n_reviews: pd.Series, cooldown_until: pd.Series, now: dt.datetime) -> pd.Series:
+    """Enough reviews and no cooldown running."""
+    cooling = pd.to_datetime(cooldown_until, utc=True) > pd.Timestamp(now)
+    return (n_reviews >= MIN_REVIEWS_FOR_OPTIMIZATION) & ~cooling.fillna(False)
+
+
+def holdout_mask(reviews: pd.DataFrame, share: float = HOLDOUT_SHARE) -> pd.Series:
+    """Each learner's latest `share` of reviews (by reviewed_at)."""
+    rank = reviews.groupby("user_id")["reviewed_at"].rank(method="first", ascending=False)
+    size = reviews.groupby("user_id")["reviewed_at"].transform("size")
+    return rank <= np.floor(size * share)

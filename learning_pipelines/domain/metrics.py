@@ -1,0 +1,74 @@
+"""Scores of probabilistic predictions: recall models (FSRS) and rankings (NCF)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+_EPS = 1e-7
+
+
+def log_loss(y, p, weights=None) -> float:
+    y, p = np.asarray(y, dtype=float), np.clip(np.asarray(p, dtype=float), _EPS, 1 - _EPS)
+    return float(np.average(-(y * np.log(p) + (1 - y) * np.log(1 - p)), weights=weights))
+
+
+def brier(y, p) -> float:
+    return float(np.mean((np.asarray(p, dtype=float) - np.asarray(y, dtype=float)) ** 2))
+
+
+def expected_calibration_error(y, p, n_bins: int = 10) -> float:
+    """Count-weighted |mean predicted - observed| over equal-width probability bins."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    gap = np.abs(np.bincount(bins, p, n_bins) - np.bincount(bins, y, n_bins))
+    return float(gap.sum() / max(counts.sum(), 1))
+
+
+def _log_bucket(x: np.ndarray, base: float, scale: float, digits: int) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.round(scale * np.power(base, np.floor(np.log(x) / np.log(base))), digits)
+
+
+def rmse_bins(y, p, elapsed_days, review_number, lapses) -> float:
+    """RMSE(bins) as srs-benchmark computes it: reviews binned by interval, review count and
+    lapses (log-spaced buckets), then the count-weighted RMSE of mean predicted vs observed recall."""
+    lapses = np.asarray(lapses)
+    frame = pd.DataFrame({
+        "delta_t": _log_bucket(np.asarray(elapsed_days, dtype=float), 3.62, 2.48, 2),
+        "i": _log_bucket(np.asarray(review_number, dtype=float), 1.89, 1.99, 0),
+        "lapse": np.where(lapses != 0, _log_bucket(np.maximum(lapses, 1).astype(float), 1.73, 1.65, 0), 0),
+        "y": np.asarray(y, dtype=float), "p": np.asarray(p, dtype=float),
+    })
+    grouped = frame.groupby(["delta_t", "i", "lapse"]).agg(y=("y", "mean"), p=("p", "mean"), n=("y", "size"))
+    return float(np.sqrt(np.average((grouped["y"] - grouped["p"]) ** 2, weights=grouped["n"])))
+
+
+def auc(y, p) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); NaN with one class only."""
+    y, p = np.asarray(y, dtype=bool), np.asarray(p, dtype=float)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = pd.Series(p).rank(method="average").to_numpy()
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def recall_metrics(predictions: pd.DataFrame) -> dict[str, float]:
+    """Logloss, Brier, ECE, RMSE(bins), AUC over reviews at least a day after the previous one.
+
+    predictions: recalled (0/1), retrievability, elapsed_days, review_number, lapses_before.
+    """
+    scored = predictions.loc[predictions["elapsed_days"] > 0]
+    y, p = scored["recalled"].to_numpy(), scored["retrievability"].to_numpy()
+    if not len(scored):
+        return {"n_reviews": 0}
+    return {
+        "logloss": log_loss(y, p),
+        "brier": brier(y, p),
+        "ece": expected_calibration_error(y, p),
+        "rmse_bins": rmse_bins(y, p, scored["elapsed_days"], scored["review_number"], scored["lapses_before"]),
+        "auc": auc(y, p),
+        "n_reviews": int(len(scored)),
+    }

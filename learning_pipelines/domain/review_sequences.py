@@ -1,0 +1,75 @@
+"""Review histories as padded per-card sequences, longest card first, for batched replay.
+
+Sorting cards by length lets every replay step work on a shrinking prefix of cards, so the
+work done is proportional to the number of reviews, not cards x longest history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+
+@dataclasses.dataclass(frozen=True)
+class ReviewSequences:
+    elapsed_days: np.ndarray  # (T, N) whole learner-days since the card's previous review; 0 on the first
+    ratings: np.ndarray  # (T, N) 1..4, 0 past a card's end
+    lengths: np.ndarray  # (N,) reviews per card, descending
+    card_learner: np.ndarray  # (N,) index into learner_ids
+    learner_ids: np.ndarray  # (L,)
+    card_keys: pd.DataFrame  # (N,) user_id, concept_id of each card
+    row_of: np.ndarray  # (T, N) row of the input frame, -1 past a card's end
+
+    @property
+    def n_cards(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def n_learners(self) -> int:
+        return len(self.learner_ids)
+
+    @property
+    def active_counts(self) -> np.ndarray:
+        """Cards still reviewing at each step: those are always the first ones."""
+        return (self.lengths[None, :] > np.arange(self.ratings.shape[0])[:, None]).sum(axis=1)
+
+    def later_reviews(self) -> tuple[np.ndarray, np.ndarray]:
+        """(step, card) of every review after a card's first, in replay order (step by step)."""
+        counts = self.active_counts[1:]
+        steps = np.repeat(np.arange(1, len(counts) + 1), counts)
+        cards = np.concatenate([np.arange(n) for n in counts]) if len(counts) else np.zeros(0, dtype=int)
+        return steps, cards
+
+
+def build_sequences(reviews: pd.DataFrame) -> ReviewSequences:
+    """reviews: user_id, concept_id, learner_day, rating, in time order within each card."""
+    frame = reviews[["user_id", "concept_id", "learner_day", "rating"]].reset_index(drop=True)
+    order = np.lexsort((np.arange(len(frame)), frame["concept_id"].to_numpy(), frame["user_id"].to_numpy()))
+    ordered = frame.iloc[order]
+    card = ordered.groupby(["user_id", "concept_id"], sort=False).ngroup().to_numpy()
+    position = ordered.groupby(["user_id", "concept_id"], sort=False).cumcount().to_numpy()
+    lengths_by_card = np.bincount(card)
+    rank = np.empty_like(lengths_by_card)
+    rank[np.argsort(-lengths_by_card, kind="stable")] = np.arange(len(lengths_by_card))
+    column = rank[card]
+    n_steps = int(lengths_by_card.max()) if len(card) else 0
+    shape = (n_steps, len(lengths_by_card))
+    days = np.zeros(shape, dtype=np.int64)
+    ratings = np.zeros(shape, dtype=np.int64)
+    row_of = np.full(shape, -1, dtype=np.int64)
+    days[position, column] = ordered["learner_day"].to_numpy()
+    ratings[position, column] = ordered["rating"].to_numpy()
+    row_of[position, column] = order
+    elapsed = np.zeros(shape, dtype=np.int64)
+    elapsed[1:] = np.where(ratings[1:] > 0, days[1:] - days[:-1], 0)
+    lengths = lengths_by_card[np.argsort(-lengths_by_card, kind="stable")]
+    first_rows = ordered.iloc[np.flatnonzero(position == 0)]
+    first_rows = first_rows.assign(column=column[position == 0]).sort_values("column")
+    learner_ids, card_learner = np.unique(first_rows["user_id"].to_numpy(), return_inverse=True)
+    return ReviewSequences(
+        elapsed_days=elapsed, ratings=ratings, lengths=lengths, card_learner=card_learner,
+        learner_ids=learner_ids, card_keys=first_rows[["user_id", "concept_id"]].reset_index(drop=True),
+        row_of=row_of,
+    )
