@@ -10,11 +10,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Update together with the graph: adding an asset, check, job, schedule or sensor changes this.
 EXPECTED_GRAPH = {
-    "assets": ["review_logs"],
-    "checks": ["review_logs:no_future_reviews", "review_logs:reject_rate_below_threshold"],
-    "jobs": ["review_logs_job"],
-    "schedules": ["review_logs_nightly"],
-    "sensors": [],
+    "assets": ["card_memory_states", "fsrs_parameters", "fsrs_shadow_evaluation", "review_logs"],
+    "checks": ["fsrs_parameters:tuned_not_worse_than_global", "fsrs_parameters:weights_within_bounds",
+               "review_logs:no_future_reviews", "review_logs:reject_rate_below_threshold"],
+    "jobs": ["fsrs_optimization_job", "fsrs_shadow_evaluation_job", "review_logs_job"],
+    "schedules": ["fsrs_shadow_daily", "fsrs_weekly", "review_logs_nightly"],
+    "sensors": ["fsrs_eligibility_sensor"],
     "resources": ["warehouse"],
 }
 
