@@ -86,6 +86,6 @@ def test_pooled_fit_gives_one_weight_vector_for_everyone():
 
 
 def test_recency_weights_rise_from_a_quarter_to_one():
-    weights = recency_weights(np.array([30, 10, 20, 40]))
-    assert weights[1] == pytest.approx(0.25) and weights.argmax() == 3
-    assert np.all(np.diff(weights[[1, 2, 0, 3]]) > 0) and weights.max() < 1.0
+    weights = recency_weights(np.arange(4), np.full(4, 4))
+    assert weights[0] == pytest.approx(0.25) and weights[-1] == pytest.approx(0.25 + 0.75 * (3 / 4) ** 3)
+    assert np.all(np.diff(weights) > 0) and weights.max() < 1.0

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 
 from learning_pipelines.domain import fsrs
+from learning_pipelines.domain.fsrs_replay import predict_reviews
+from learning_pipelines.domain.review_history import learner_day_numbers
 from learning_pipelines.domain.simulate import simulate_platform
 
 AS_OF = dt.datetime(2026, 3, 29, 1, 0, tzinfo=dt.timezone.utc)  # just before a DST change in Europe
@@ -42,26 +44,13 @@ def test_ground_truth_weights_within_bounds_and_distinct_per_learner():
 def test_recall_follows_the_ground_truth_retrievability():
     """Replaying each card with its learner's true weights, predicted recall matches observed recall."""
     platform = simulate_platform(n_learners=300, n_concepts=80, n_resources=20, days=150, as_of=AS_OF, seed=5)
-    logs = platform.review_logs.merge(platform.users[["user_id", "timezone"]], on="user_id")
-    from learning_pipelines.domain.review_history import learner_day_numbers
-
-    logs["day"] = learner_day_numbers(logs["reviewed_at"], logs["timezone"], pd.Series(4, index=logs.index))
-    logs = logs.sort_values(["user_id", "concept_id", "reviewed_at"]).reset_index(drop=True)
-    weights = platform.true_weights.loc[logs["user_id"]].to_numpy()
-    predicted, recalled = [], []
-    stability = difficulty = None
-    previous = None
-    for row, w in zip(logs.itertuples(), weights):
-        card = (row.user_id, row.concept_id)
-        if card != previous:
-            stability, difficulty, last_day, previous = np.nan, np.nan, row.day, card
-        elapsed = row.day - last_day
-        if not np.isnan(stability) and elapsed > 0:
-            predicted.append(float(fsrs.retrievability(elapsed, stability, w)))
-            recalled.append(row.rating > 1)
-        stability, difficulty = fsrs.next_state(stability, difficulty, elapsed, row.rating, w)
-        last_day = row.day
-    predicted, recalled = np.array(predicted), np.array(recalled)
+    logs = platform.review_logs.merge(platform.users[["user_id", "timezone", "day_start_hour"]], on="user_id")
+    logs["learner_day"] = learner_day_numbers(logs["reviewed_at"], logs["timezone"], logs["day_start_hour"])
+    logs = logs.sort_values("reviewed_at", kind="stable").reset_index(drop=True)
+    truth = {int(u): row.to_numpy() for u, row in platform.true_weights.iterrows()}
+    predictions = predict_reviews(logs, truth).predictions
+    scored = predictions.loc[predictions["elapsed_days"] > 0]
+    predicted, recalled = scored["retrievability"].to_numpy(), scored["recalled"].to_numpy()
     assert len(predicted) > 5000
     assert abs(predicted.mean() - recalled.mean()) < 0.01
     low = predicted < np.quantile(predicted, 0.2)

@@ -5,14 +5,13 @@ array of shape (n, 21) holding one weight vector per card, so many learners' car
 together. Elapsed time is in whole learner-days (FSRS-6 is day-based); a same-day review
 (0 days) uses the short-term stability formula.
 
-The step functions take numpy arrays or torch tensors alike (the optimizer differentiates
-through the very same code that serves predictions).
+The optimizer differentiates these formulas analytically in fsrs_sensitivity.py: change one
+here and change its derivative there (a test compares it with finite differences).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 N_WEIGHTS = 21
 AGAIN, HARD, GOOD, EASY = 1, 2, 3, 4
@@ -39,12 +38,7 @@ WEIGHT_BOUNDS = np.array([
 
 
 def _w(w, i: int):
-    return w[..., i] if isinstance(w, torch.Tensor) else np.asarray(w)[..., i]
-
-
-def _ops(x):
-    """numpy for arrays and scalars, torch for tensors: the functions below use either."""
-    return torch if isinstance(x, torch.Tensor) else np
+    return np.asarray(w)[..., i]
 
 
 def clip_weights(w: np.ndarray) -> np.ndarray:
@@ -64,14 +58,11 @@ def retrievability(elapsed_days, stability, w):
 def next_interval_days(stability, desired_retention, w):
     """Days until retrievability falls to `desired_retention` (fractional, not rounded)."""
     interval = stability / forgetting_factor(w) * (desired_retention ** (1.0 / -_w(w, 20)) - 1.0)
-    return _ops(interval).clip(interval, 0.0, S_MAX)
+    return np.clip(interval, 0.0, S_MAX)
 
 
 def initial_stability(rating, w):
     """w0..w3: the stability after a first Again, Hard, Good or Easy."""
-    if isinstance(w, torch.Tensor):
-        index = (rating - 1).long()
-        return w[index] if w.ndim == 1 else w.gather(-1, index.unsqueeze(-1)).squeeze(-1)
     index = np.asarray(rating, dtype=int) - 1
     w = np.asarray(w)
     return w[index] if w.ndim == 1 else w[np.arange(len(index)), index]
@@ -79,7 +70,7 @@ def initial_stability(rating, w):
 
 def initial_difficulty(rating, w):
     """Unclamped, as used by mean reversion; clamp it for a card's first state."""
-    return _w(w, 4) - _ops(_w(w, 5)).exp(_w(w, 5) * (rating - 1)) + 1.0
+    return _w(w, 4) - np.exp(_w(w, 5) * (rating - 1)) + 1.0
 
 
 def next_difficulty(difficulty, rating, w):
@@ -87,47 +78,43 @@ def next_difficulty(difficulty, rating, w):
     delta = -_w(w, 6) * (rating - 3.0)
     damped = difficulty + (10.0 - difficulty) / 9.0 * delta
     reverted = _w(w, 7) * initial_difficulty(EASY, w) + (1.0 - _w(w, 7)) * damped
-    return _ops(reverted).clip(reverted, D_MIN, D_MAX)
+    return np.clip(reverted, D_MIN, D_MAX)
 
 
 def stability_after_recall(stability, difficulty, r, rating, w):
-    xp = _ops(stability)
-    hard_penalty = xp.where(rating == HARD, _w(w, 15), 1.0)
-    easy_bonus = xp.where(rating == EASY, _w(w, 16), 1.0)
-    growth = (xp.exp(_w(w, 8)) * (11.0 - difficulty) * stability ** -_w(w, 9)
-              * (xp.exp(_w(w, 10) * (1.0 - r)) - 1.0) * hard_penalty * easy_bonus)
+    hard_penalty = np.where(rating == HARD, _w(w, 15), 1.0)
+    easy_bonus = np.where(rating == EASY, _w(w, 16), 1.0)
+    growth = (np.exp(_w(w, 8)) * (11.0 - difficulty) * stability ** -_w(w, 9)
+              * (np.exp(_w(w, 10) * (1.0 - r)) - 1.0) * hard_penalty * easy_bonus)
     return stability * (growth + 1.0)
 
 
 def stability_after_lapse(stability, difficulty, r, w):
     """Post-lapse stability, never above what a same-day Again would leave (FSRS-6)."""
-    xp = _ops(stability)
     lapse = (_w(w, 11) * difficulty ** -_w(w, 12) * ((stability + 1.0) ** _w(w, 13) - 1.0)
-             * xp.exp(_w(w, 14) * (1.0 - r)))
-    return xp.minimum(lapse, stability / xp.exp(_w(w, 17) * _w(w, 18)))
+             * np.exp(_w(w, 14) * (1.0 - r)))
+    return np.minimum(lapse, stability / np.exp(_w(w, 17) * _w(w, 18)))
 
 
 def short_term_stability(stability, rating, w):
     """Same-day review: Good and Easy never shrink stability."""
-    xp = _ops(stability)
-    increase = xp.exp(_w(w, 17) * (rating - 3.0 + _w(w, 18))) * stability ** -_w(w, 19)
-    return stability * xp.where(rating >= GOOD, xp.clip(increase, 1.0, None), increase)
+    increase = np.exp(_w(w, 17) * (rating - 3.0 + _w(w, 18))) * stability ** -_w(w, 19)
+    return stability * np.where(rating >= GOOD, np.clip(increase, 1.0, None), increase)
 
 
 def initial_state(rating, w):
     """(stability, difficulty) after a card's first review."""
     difficulty = initial_difficulty(rating, w)
-    return initial_stability(rating, w), _ops(difficulty).clip(difficulty, D_MIN, D_MAX)
+    return initial_stability(rating, w), np.clip(difficulty, D_MIN, D_MAX)
 
 
 def review_step(stability, difficulty, elapsed_days, rating, w):
     """(stability, difficulty) after a later review, `elapsed_days` (whole days) after the previous one."""
-    xp = _ops(stability)
     r = retrievability(elapsed_days, stability, w)
-    new_s = xp.where(rating == AGAIN, stability_after_lapse(stability, difficulty, r, w),
+    new_s = np.where(rating == AGAIN, stability_after_lapse(stability, difficulty, r, w),
                      stability_after_recall(stability, difficulty, r, rating, w))
-    new_s = xp.where(elapsed_days == 0, short_term_stability(stability, rating, w), new_s)
-    return xp.clip(new_s, S_MIN, S_MAX), next_difficulty(difficulty, rating, w)
+    new_s = np.where(elapsed_days == 0, short_term_stability(stability, rating, w), new_s)
+    return np.clip(new_s, S_MIN, S_MAX), next_difficulty(difficulty, rating, w)
 
 
 def next_state(stability, difficulty, elapsed_days, rating, w) -> tuple[np.ndarray, np.ndarray]:

@@ -1,11 +1,11 @@
-"""Fit FSRS-6 weights for many learners at once: one batched torch problem, not a loop over learners.
+"""Fit FSRS-6 weights for many learners at once: one batched problem, not a loop over learners.
 
-Every learner's cards are replayed together (fsrs_replay.replay); the loss is the sum over
-learners of each learner's recency-weighted mean log loss, so gradients never mix learners
-and Adam's per-parameter steps make this exactly as many independent fits, run in lockstep.
-Like the reference (fsrs-rs): initial stabilities pre-trained from first intervals, weights
-clamped to their bounds after every step, an L2 pull toward the starting weights that fades
-with the amount of data, and the best weights seen kept per learner (early stopping).
+Every learner's cards are replayed together, with the derivative of each prediction with
+respect to its learner's weights (fsrs_sensitivity); each learner then takes its own damped
+Gauss-Newton (Levenberg-Marquardt) step on its recency-weighted mean log loss. Like the
+reference (fsrs-rs): initial stabilities pre-trained from first intervals, weights clamped to
+their bounds, an L2 pull toward the starting weights that fades with the amount of data, and a
+learner's fit stops when it no longer improves (early stopping).
 """
 
 from __future__ import annotations
@@ -14,22 +14,20 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-import torch
 
 from learning_pipelines.domain import fsrs
 from learning_pipelines.domain.fsrs_replay import replay
+from learning_pipelines.domain.fsrs_sensitivity import replay_with_jacobian
 from learning_pipelines.domain.review_sequences import ReviewSequences, build_sequences
 
 _EPS = 1e-6
-_S0_GRID = np.exp(np.linspace(np.log(fsrs.S_MIN * 10), np.log(fsrs.INIT_S_MAX), 300))
+_S0_GRID = np.exp(np.linspace(np.log(fsrs.S_MIN * 10), np.log(fsrs.INIT_S_MAX), 120))
 
 
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
-    learning_rate: float = 0.04
-    max_iterations: int = 120
-    patience: int = 8  # iterations without improvement before a learner's best weights are final
-    tolerance: float = 1e-4  # smaller logloss gains do not count as improvement
+    max_iterations: int = 20
+    tolerance: float = 1e-5  # a learner whose accepted step gains less logloss than this is done
     prior_strength: float = 64.0  # pseudo-reviews pulling each weight toward its start (fsrs-rs: gamma)
     recency_weighting: bool = True
 
@@ -43,10 +41,10 @@ class FitResult:
     iterations: int
 
 
-def recency_weights(order: np.ndarray) -> np.ndarray:
-    """Later reviews count more: 0.25 for the oldest up to 1.0 for the newest (fsrs-rs's curve)."""
-    rank = np.argsort(np.argsort(order, kind="stable"), kind="stable")
-    return 0.25 + 0.75 * (rank / max(len(order), 1)) ** 3
+def recency_weights(rank: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Later reviews count more: 0.25 for a learner's oldest (rank 0 of count) rising toward 1.0
+    for the newest, along fsrs-rs's cubic curve."""
+    return 0.25 + 0.75 * (rank / np.maximum(count, 1)) ** 3
 
 
 def _scored_positions(seqs: ReviewSequences):
@@ -87,73 +85,124 @@ def fit_weights(seqs: ReviewSequences, start: np.ndarray | None = None, review_o
                 config: FitConfig = FitConfig()) -> FitResult:
     """Fit one weight vector per learner of `seqs`, starting from `start` (default: FSRS-6 defaults).
 
+    Levenberg-Marquardt on each learner's 21 weights, all learners in lockstep: one batched replay
+    gives every prediction and its Jacobian (fsrs_sensitivity), each learner gets its own damped
+    Gauss-Newton step, kept only where it lowers that learner's loss. Learners drop out of the
+    batch as they converge, so later iterations replay fewer cards.
+
     review_order: a sortable time for each input row (ReviewSequences.row_of), for recency weights.
     """
     n_learners = seqs.n_learners
     start = np.tile(fsrs.DEFAULT_WEIGHTS, (n_learners, 1)) if start is None else np.asarray(start, dtype=float)
-    steps, cards, scored = _scored_positions(seqs)
-    learner_of = seqs.card_learner[cards[scored]]
-    n_reviews = np.bincount(learner_of, minlength=n_learners)
-    sample_weight = np.ones(int(scored.sum()))
-    if config.recency_weighting and review_order is not None:
-        rows = seqs.row_of[steps[scored], cards[scored]]
-        for learner in range(n_learners):  # rank within each learner's own history
-            mask = learner_of == learner
-            sample_weight[mask] = recency_weights(np.asarray(review_order)[rows[mask]])
-    initial = pretrain_initial_stability(seqs, start)
+    anchor = pretrain_initial_stability(seqs, start)
+    objective = _Objective(seqs, review_order, anchor, config)
 
-    dtype = torch.float64
-    elapsed = torch.as_tensor(seqs.elapsed_days, dtype=dtype)
-    ratings = torch.as_tensor(seqs.ratings, dtype=dtype)
-    active = seqs.active_counts
-    scored_index = torch.as_tensor(np.flatnonzero(scored))
-    labels = torch.as_tensor((seqs.ratings[steps, cards] > fsrs.AGAIN)[scored], dtype=dtype)
-    sw = torch.as_tensor(sample_weight, dtype=dtype)
-    learner_index = torch.as_tensor(learner_of)
-    weight_sum = torch.zeros(n_learners, dtype=dtype).index_add_(0, learner_index, sw).clamp_min(_EPS)
-    card_learner = torch.as_tensor(seqs.card_learner)
-    low = torch.as_tensor(fsrs.WEIGHT_BOUNDS[:, 0], dtype=dtype)
-    high = torch.as_tensor(fsrs.WEIGHT_BOUNDS[:, 1], dtype=dtype)
-    anchor = torch.as_tensor(initial, dtype=dtype)
-    # Prior scale per weight: a tenth of its allowed range, so the pull is comparable across weights.
-    scale = (high - low) / 10.0
-    prior_weight = config.prior_strength / (torch.as_tensor(n_reviews, dtype=dtype) + config.prior_strength)
-
-    def per_learner_loss(weights: torch.Tensor) -> torch.Tensor:
-        predicted, _, _ = replay(elapsed, ratings, active, weights[card_learner])
-        p = predicted[scored_index].clamp(_EPS, 1 - _EPS)
-        nll = -(labels * torch.log(p) + (1 - labels) * torch.log(1 - p)) * sw
-        return torch.zeros(n_learners, dtype=dtype).index_add(0, learner_index, nll) / weight_sum
-
-    weights = anchor.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([weights], lr=config.learning_rate)
-    with torch.no_grad():
-        loss_before = per_learner_loss(torch.as_tensor(start, dtype=dtype))
-    best_loss = torch.full((n_learners,), float("inf"), dtype=dtype)
-    best_weights = anchor.clone()
-    since_best = torch.zeros(n_learners, dtype=torch.long)
+    weights = anchor.copy()
+    everyone = np.arange(n_learners)
+    loss, grad, hessian = objective.evaluate(weights, everyone)
+    damping = np.full(n_learners, 1e-3)
+    active = objective.n_reviews > 0
     iteration = 0
     for iteration in range(1, config.max_iterations + 1):
-        optimizer.zero_grad()
-        data_loss = per_learner_loss(weights)
-        penalty = (((weights - anchor) / scale) ** 2).mean(dim=1) * prior_weight
-        (data_loss + penalty).sum().backward()
-        with torch.no_grad():
-            improved = data_loss < best_loss - config.tolerance
-            first = torch.isinf(best_loss)
-            improved = improved | first
-            best_loss = torch.where(improved, data_loss, best_loss)
-            best_weights[improved] = weights[improved]
-            since_best = torch.where(improved, 0, since_best + 1)
-            if bool((since_best >= config.patience).all()):
-                break
-            done = since_best >= config.patience
-            weights.grad[done] = 0.0
-            optimizer.step()
-            weights.copy_(torch.maximum(torch.minimum(weights, high), low))
-    with torch.no_grad():
-        final_loss = per_learner_loss(best_weights)
-    return FitResult(best_weights.numpy(), loss_before.numpy(), final_loss.numpy(), n_reviews, iteration)
+        if not active.any():
+            break
+        learners = np.flatnonzero(active)
+        h = hessian[learners]
+        diagonal = np.einsum("lii->li", h)
+        system = h + (damping[learners, None] * diagonal + 1e-9)[:, :, None] * np.eye(fsrs.N_WEIGHTS)
+        candidate = weights.copy()
+        candidate[learners] = fsrs.clip_weights(
+            weights[learners] - np.linalg.solve(system, grad[learners][:, :, None])[:, :, 0])
+        new_loss, new_grad, new_hessian = objective.evaluate(candidate, learners)
+        better = np.zeros(n_learners, dtype=bool)
+        better[learners] = new_loss[learners] < loss[learners]
+        gain = np.where(better, loss - new_loss, 0.0)
+        weights[better], grad[better], hessian[better] = candidate[better], new_grad[better], new_hessian[better]
+        loss = np.where(better, new_loss, loss)
+        damping = np.where(better, damping / 3.0, np.where(active, damping * 8.0, damping))
+        # Done: an accepted step gained almost nothing, or no step small enough helps any more.
+        active &= ~((better & (gain < config.tolerance)) | (damping > 1e8))
+    return FitResult(weights, objective.data_loss(start), objective.data_loss(weights), objective.n_reviews, iteration)
+
+
+class _Objective:
+    """Per-learner recency-weighted logloss plus the prior, with gradient and Gauss-Newton (Fisher)
+    matrix, for any subset of learners (only their cards are replayed)."""
+
+    def __init__(self, seqs: ReviewSequences, review_order, anchor: np.ndarray, config: FitConfig):
+        self.seqs, self.anchor = seqs, anchor
+        n_learners = seqs.n_learners
+        steps, cards, scored = _scored_positions(seqs)
+        learner_of = seqs.card_learner[cards[scored]]
+        self.n_reviews = np.bincount(learner_of, minlength=n_learners)
+        # Sample weights on the (step, card) grid, so any subset of cards can pick its own.
+        self.sample_weight = np.zeros(seqs.ratings.shape)
+        weight = np.ones(int(scored.sum()))
+        if config.recency_weighting and review_order is not None:
+            rows = seqs.row_of[steps[scored], cards[scored]]
+            order = np.lexsort((np.asarray(review_order)[rows], learner_of))
+            first_of_learner = np.concatenate([[0], np.cumsum(self.n_reviews)[:-1]])
+            rank = np.empty(len(order))
+            rank[order] = np.arange(len(order)) - np.repeat(first_of_learner, self.n_reviews)
+            weight = recency_weights(rank, self.n_reviews[learner_of])
+        self.sample_weight[steps[scored], cards[scored]] = weight
+        self.total_weight = np.maximum(np.bincount(learner_of, weight, n_learners), _EPS)
+        # Prior: a tenth of each weight's allowed range is one unit; its pull fades with the data.
+        self.scale = (fsrs.WEIGHT_BOUNDS[:, 1] - fsrs.WEIGHT_BOUNDS[:, 0]) / 10.0
+        self.prior = config.prior_strength / (self.n_reviews + config.prior_strength) / fsrs.N_WEIGHTS
+
+    def _scored(self, cols: np.ndarray, predicted: np.ndarray):
+        """(learner, label, sample weight, index into predicted) of the scored reviews of cards `cols`."""
+        lengths = self.seqs.lengths[cols]
+        counts = (lengths[None, :] > np.arange(self.seqs.ratings.shape[0])[:, None]).sum(axis=1)[1:]
+        steps = np.repeat(np.arange(1, len(counts) + 1), counts)
+        cards = np.concatenate([np.arange(n) for n in counts]) if len(counts) else np.zeros(0, dtype=int)
+        grid_cards = cols[cards]
+        keep = np.flatnonzero(self.seqs.elapsed_days[steps, grid_cards] > 0)
+        steps, grid_cards = steps[keep], grid_cards[keep]
+        labels = (self.seqs.ratings[steps, grid_cards] > fsrs.AGAIN).astype(float)
+        return self.seqs.card_learner[grid_cards], labels, self.sample_weight[steps, grid_cards], keep
+
+    def _nll(self, p, labels, weight):
+        return -(labels * np.log(p) + (1 - labels) * np.log(1 - p)) * weight
+
+    def data_loss(self, weights) -> np.ndarray:
+        cols = np.arange(self.seqs.n_cards)
+        predicted, _, _ = replay(self.seqs.elapsed_days.astype(float), self.seqs.ratings, self.seqs.active_counts,
+                                 np.asarray(weights)[self.seqs.card_learner])
+        learner, labels, weight, keep = self._scored(cols, predicted)
+        p = np.clip(predicted[keep], _EPS, 1 - _EPS)
+        return np.bincount(learner, self._nll(p, labels, weight), len(self.total_weight)) / self.total_weight
+
+    def evaluate(self, weights: np.ndarray, learners: np.ndarray):
+        n_learners = len(self.total_weight)
+        selected = np.zeros(n_learners, dtype=bool)
+        selected[learners] = True
+        cols = np.flatnonzero(selected[self.seqs.card_learner])
+        lengths = self.seqs.lengths[cols]
+        active_counts = (lengths[None, :] > np.arange(self.seqs.ratings.shape[0])[:, None]).sum(axis=1)
+        predicted, jacobian = replay_with_jacobian(self.seqs.elapsed_days[:, cols], self.seqs.ratings[:, cols],
+                                                   active_counts, weights[self.seqs.card_learner[cols]])
+        learner, labels, weight, keep = self._scored(cols, predicted)
+        p, jacobian = np.clip(predicted[keep], _EPS, 1 - _EPS), jacobian[keep]
+        offset = (weights - self.anchor) / self.scale
+        loss = (np.bincount(learner, self._nll(p, labels, weight), n_learners) / self.total_weight
+                + self.prior * (offset**2).sum(axis=1))
+        slope = weight * (p - labels) / (p * (1 - p)) / self.total_weight[learner]
+        curvature = weight / (p * (1 - p)) / self.total_weight[learner]
+        grad = np.zeros((n_learners, fsrs.N_WEIGHTS))
+        hessian = np.zeros((n_learners, fsrs.N_WEIGHTS, fsrs.N_WEIGHTS))
+        order = np.argsort(learner, kind="stable")
+        bounds = np.searchsorted(learner[order], np.arange(n_learners + 1))
+        for one in learners:  # 21 x 21 algebra per learner; the replay above is batched
+            rows = order[bounds[one]:bounds[one + 1]]
+            if len(rows):
+                j = jacobian[rows]
+                grad[one] = slope[rows] @ j
+                hessian[one] = (j * curvature[rows, None]).T @ j
+        grad += 2 * self.prior[:, None] * offset / self.scale
+        hessian += (2 * self.prior[:, None] / self.scale**2)[:, :, None] * np.eye(fsrs.N_WEIGHTS)
+        return loss, grad, hessian
 
 
 def fit_reviews(reviews: pd.DataFrame, start: np.ndarray | None = None,
@@ -164,7 +213,7 @@ def fit_reviews(reviews: pd.DataFrame, start: np.ndarray | None = None,
     """
     ordered = reviews.sort_values("reviewed_at", kind="stable").reset_index(drop=True)
     seqs = build_sequences(ordered)
-    result = fit_weights(seqs, start=start, review_order=ordered["reviewed_at"].to_numpy(), config=config)
+    result = fit_weights(seqs, start=start, review_order=np.arange(len(ordered)), config=config)
     table = pd.DataFrame({
         "user_id": seqs.learner_ids,
         "weights": [list(map(float, w)) for w in result.weights],

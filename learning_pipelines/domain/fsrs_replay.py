@@ -1,4 +1,4 @@
-"""Replay many cards' histories through FSRS-6 at once (numpy for serving, torch for training)."""
+"""Replay many cards' histories through FSRS-6 at once."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from learning_pipelines.domain.review_sequences import ReviewSequences, build_se
 def replay(elapsed_days, ratings, active_counts, card_weights):
     """Predicted recall before every later review, and each card's final (stability, difficulty).
 
-    elapsed_days, ratings: (T, N) numpy arrays or torch tensors; active_counts: (T,) ints,
-    descending; card_weights: (N, 21). Predictions come step by step: step 1's active cards,
-    then step 2's, ... (see ReviewSequences.later_reviews).
+    elapsed_days, ratings: (T, N) arrays; active_counts: (T,) ints, descending; card_weights:
+    (N, 21). Predictions come step by step: step 1's active cards, then step 2's, ... (see
+    ReviewSequences.later_reviews).
     """
     stability, difficulty = fsrs.initial_state(ratings[0], card_weights)
     predictions, finished_s, finished_d = [], [], []
@@ -32,10 +32,8 @@ def replay(elapsed_days, ratings, active_counts, card_weights):
         stability, difficulty = fsrs.review_step(stability, difficulty, elapsed, ratings[step, :n], w)
     finished_s.append(stability)
     finished_d.append(difficulty)
-    xp = fsrs._ops(stability)
-    cat = xp.cat if xp is not np else np.concatenate
-    empty = stability[:0]
-    return (cat(predictions) if predictions else empty, cat(finished_s[::-1]), cat(finished_d[::-1]))
+    return (np.concatenate(predictions) if predictions else np.zeros(0), np.concatenate(finished_s[::-1]),
+            np.concatenate(finished_d[::-1]))
 
 
 @dataclasses.dataclass(frozen=True)
