@@ -52,18 +52,15 @@ def review_months(engine: sa.Engine) -> list[str]:
 def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: list[str]) -> list[tuple[str, float]]:
     """Monthly-partitioned assets for every month with data, then unpartitioned ones, then daily ones for
     their latest day; each as a run in `instance`, so the UI shows them. Returns (what, seconds) per run."""
-    specs = list(defs.resolve_all_asset_specs())
-    by_kind: dict[str, list] = {"monthly": [], "none": [], "daily": []}
-    last_day = None
-    for spec in specs:
+    monthly, unpartitioned, daily = [], [], {}
+    for spec in defs.resolve_all_asset_specs():
         partitions_def = spec.partitions_def
         if partitions_def is None:
-            by_kind["none"].append(spec.key)
+            unpartitioned.append(spec.key)
         elif isinstance(partitions_def, dg.MonthlyPartitionsDefinition):
-            by_kind["monthly"].append(spec.key)
+            monthly.append(spec.key)
         elif isinstance(partitions_def, dg.DailyPartitionsDefinition):
-            by_kind["daily"].append(spec.key)
-            last_day = partitions_def.get_last_partition_key()
+            daily.setdefault(partitions_def, []).append(spec.key)
     timings = []
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -77,12 +74,12 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: 
             raise RuntimeError(f"materializing {label} failed; see run {result.run_id} in the UI")
         timings.append((label, time.perf_counter() - started))
 
-    for month in months if by_kind["monthly"] else []:
-        run("demo_monthly_assets", by_kind["monthly"], month)
-    if by_kind["none"]:
-        run("demo_assets", by_kind["none"])
-    if by_kind["daily"]:
-        run("demo_daily_assets", by_kind["daily"], last_day)
+    for month in months if monthly else []:
+        run("demo_monthly_assets", monthly, month)
+    if unpartitioned:
+        run("demo_assets", unpartitioned)
+    for number, (partitions_def, keys) in enumerate(daily.items()):
+        run(f"demo_daily_assets_{number}", keys, partitions_def.get_last_partition_key())
     return timings
 
 

@@ -209,6 +209,8 @@ card_memory_states = sa.Table(
     sa.Column("last_review_at", UtcDateTime, nullable=False),
     sa.Column("due_at", UtcDateTime, nullable=False, comment="when recall falls to the learner's retention target"),
     sa.Column("weights_source", sa.String(16), nullable=False, comment="own or global"),
+    sa.Column("decay", sa.Float, nullable=False, server_default="0.1542",
+              comment="w20 of the weights used: retrievability = (1 + f t / S) ^ -decay"),
     sa.Index(None, "due_at"),
 )
 
@@ -226,4 +228,65 @@ eval_metrics_daily = sa.Table(
     sa.Column("mean_predicted", sa.Float, nullable=True),
     sa.Column("mean_recalled", sa.Float, nullable=True),
     sa.Column("evaluated_at", UtcDateTime, nullable=False),
+)
+
+
+# --- Concept complexity and revision queues ----------------------------------------------
+
+concept_complexity = sa.Table(
+    "concept_complexity",
+    metadata,
+    sa.Column("concept_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("score", sa.Float, nullable=False, comment="0 easy .. 1 hard, shrunk and graph-smoothed"),
+    sa.Column("raw_score", sa.Float, nullable=True, comment="before shrinkage and smoothing"),
+    sa.Column("first_review_lapse_rate", sa.Float, nullable=True),
+    sa.Column("mean_difficulty", sa.Float, nullable=True),
+    sa.Column("stability_growth", sa.Float, nullable=True, comment="mean log(1 + stability days) per review"),
+    sa.Column("n_learners", sa.Integer, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False, comment="n / (n + prior strength)"),
+    sa.Column("computed_at", UtcDateTime, nullable=False),
+)
+
+revision_queue_theme = sa.Table(
+    "revision_queue_theme",
+    metadata,
+    sa.Column("queue_date", sa.Date, primary_key=True),
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("theme_key", sa.String(64), primary_key=True, comment="theme id, THEME::<id> fallback, or UNMAPPED"),
+    sa.Column("due_today", sa.Integer, nullable=False, comment="due by the end of the learner's day, overdue included"),
+    sa.Column("overdue", sa.Integer, nullable=False, comment="already due before the learner's day began"),
+    sa.Column("mastery", sa.Float, nullable=False, comment="mean retrievability of the theme's concepts at day start"),
+    sa.Column("rank", sa.Integer, nullable=False),
+)
+
+revision_queue_user_summary = sa.Table(
+    "revision_queue_user_summary",
+    metadata,
+    sa.Column("queue_date", sa.Date, primary_key=True),
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("due_today_total", sa.Integer, nullable=False),
+    sa.Column("overdue_total", sa.Integer, nullable=False),
+    sa.Column("recommended_theme_ids", sa.Text, nullable=False, comment="JSON list of theme keys, best first"),
+    sa.Column("revision_daily_target", sa.Integer, nullable=True),
+    sa.Column("generated_at", UtcDateTime, nullable=False),
+)
+
+queue_stats_daily = sa.Table(
+    "queue_stats_daily",
+    metadata,
+    sa.Column("queue_date", sa.Date, primary_key=True),
+    sa.Column("theme_key", sa.String(64), primary_key=True, comment="'*' for the global totals"),
+    sa.Column("n_learners", sa.Integer, nullable=False),
+    sa.Column("due_today", sa.Integer, nullable=False),
+    sa.Column("overdue", sa.Integer, nullable=False),
+)
+
+tag_quality_debt_log = sa.Table(
+    "tag_quality_debt_log",
+    metadata,
+    sa.Column("queue_date", sa.Date, primary_key=True),
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("concept_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("fallback_key", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False),
 )

@@ -177,6 +177,7 @@ def card_memory_states(context: dg.AssetExecutionContext, warehouse: Warehouse) 
         "n_reviews": states["n_reviews"], "last_review_at": states["last_review_at"],
         "due_at": states["last_review_at"] + pd.to_timedelta(interval_days, unit="D"),
         "weights_source": np.where(states["user_id"].isin(list(own)), "own", "global"),
+        "decay": card_weights[:, 20],
     })
     with warehouse.begin() as conn:
         conn.execute(tables.card_memory_states.delete())

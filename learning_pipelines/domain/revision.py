@@ -1,0 +1,199 @@
+"""Daily revision queues: what each learner has due today, grouped into themes and ranked.
+
+Pure numpy over card-state arrays, one chunk of learners at a time: a chunk's cards are
+flagged due/overdue against each learner's own day (time zone and day start), mapped to
+themes (a concept without a mapping falls back to a theme inferred from its prerequisite
+graph, `THEME::<id>`, or to `UNMAPPED`, and is logged as tag-quality debt), counted per
+(learner, theme) with bincount, and ranked: most due today first, weaker mastery first on ties.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+
+from learning_pipelines.domain import fsrs
+
+UNMAPPED = "UNMAPPED"
+FALLBACK_PREFIX = "THEME::"
+DEFAULT_RETENTION_TARGET = 0.9
+# Learner preference ranges (platform rule): outside them the scheduler's guarantees break.
+SPACING_MULTIPLIER_RANGE = (0.5, 2.0)
+RETENTION_TARGET_RANGE = (0.7, 0.95)
+
+
+class InvalidPreference(ValueError):
+    """A learner preference outside its allowed range."""
+
+
+def preference_problems(prefs: pd.DataFrame) -> pd.Series:
+    """Per row of user_learning_prefs, what is out of range ("" when nothing)."""
+    problems = pd.Series("", index=prefs.index, dtype=object)
+    low, high = SPACING_MULTIPLIER_RANGE
+    spacing = prefs["spacing_multiplier"]
+    bad = spacing.notna() & ~spacing.between(low, high)
+    problems[bad] += "spacing_multiplier " + spacing[bad].astype(str) + f" outside [{low}, {high}]; "
+    low, high = RETENTION_TARGET_RANGE
+    target = prefs["retention_target_override"]
+    bad = target.notna() & ~target.between(low, high)
+    problems[bad] += "retention_target_override " + target[bad].astype(str) + f" outside [{low}, {high}]; "
+    if "revision_daily_target" in prefs:
+        daily = prefs["revision_daily_target"]
+        bad = daily.notna() & (daily <= 0)
+        problems[bad] += "revision_daily_target " + daily[bad].astype(str) + " must be positive; "
+    return problems.str.rstrip("; ")
+
+
+def validate_preferences(prefs: pd.DataFrame) -> None:
+    """Raise InvalidPreference naming every learner and value out of range."""
+    problems = preference_problems(prefs)
+    bad = problems != ""
+    if bad.any():
+        details = "; ".join(f"user {u}: {p}" for u, p in zip(prefs.loc[bad, "user_id"], problems[bad]))
+        raise InvalidPreference(f"{int(bad.sum())} learning preference row(s) rejected: {details}")
+
+
+def learner_day_bounds(day: dt.date, timezones: pd.Series, day_start_hours: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """UTC start and end (as int64 ns) of `day` on each learner's calendar."""
+    start = np.empty(len(timezones), dtype=np.int64)
+    end = np.empty(len(timezones), dtype=np.int64)
+    zones = timezones.to_numpy()
+    hours = day_start_hours.to_numpy()
+    for zone in pd.unique(zones):
+        mask = zones == zone
+        local = pd.Timestamp(day) + pd.to_timedelta(hours[mask], unit="h")
+        begin = local.tz_localize(zone, ambiguous=True, nonexistent="shift_forward").tz_convert("UTC")
+        finish = (local + pd.Timedelta(days=1)).tz_localize(zone, ambiguous=True,
+                                                            nonexistent="shift_forward").tz_convert("UTC")
+        start[mask] = begin.as_unit("ns").asi8
+        end[mask] = finish.as_unit("ns").asi8
+    return start, end
+
+
+def fallback_themes(concept_ids: np.ndarray, concept_theme_map: pd.DataFrame, concept_edges: pd.DataFrame) -> pd.Series:
+    """For concepts without a theme: the most common theme among their graph neighbours, as
+    `THEME::<id>`, else `UNMAPPED`. Indexed by concept_id."""
+    mapped = concept_theme_map.drop_duplicates("concept_id").set_index("concept_id")["theme_id"]
+    orphans = pd.Index(np.setdiff1d(concept_ids, mapped.index.to_numpy()), name="concept_id")
+    if not len(orphans):
+        return pd.Series(dtype=object)
+    neighbours = pd.concat([
+        concept_edges.rename(columns={"concept_id": "orphan", "prerequisite_id": "neighbour"}),
+        concept_edges.rename(columns={"prerequisite_id": "orphan", "concept_id": "neighbour"}),
+    ])[["orphan", "neighbour"]]
+    neighbours = neighbours.loc[neighbours["orphan"].isin(orphans)]
+    neighbours = neighbours.assign(theme_id=neighbours["neighbour"].map(mapped)).dropna(subset=["theme_id"])
+    votes = neighbours.groupby(["orphan", "theme_id"]).size().rename("n").reset_index()
+    best = votes.sort_values(["orphan", "n", "theme_id"], ascending=[True, False, True]).drop_duplicates("orphan")
+    keys = pd.Series(UNMAPPED, index=orphans, dtype=object)
+    keys[best["orphan"].to_numpy()] = [f"{FALLBACK_PREFIX}{int(t)}" for t in best["theme_id"]]
+    return keys
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueChunk:
+    themes: pd.DataFrame  # user_id, theme_key, due_today, overdue, mastery, rank
+    summaries: pd.DataFrame  # user_id, due_today_total, overdue_total, recommended_theme_ids
+    debt: pd.DataFrame  # user_id, concept_id, fallback_key, reason
+
+
+def build_queues(states: pd.DataFrame, learners: pd.DataFrame, concept_themes: pd.DataFrame, day: dt.date) -> QueueChunk:
+    """Queues of one chunk of learners for `day`.
+
+    states: user_id, concept_id, stability_days, last_review_at, decay (card_memory_states).
+    learners: user_id, timezone, day_start_hour, retention_target, spacing_multiplier (one row each);
+    a card is due when its recall falls to the learner's retention target, its interval stretched by
+    the learner's spacing multiplier.
+    concept_themes: concept_id, theme_key, is_fallback — one row per concept (concept_theme_keys).
+    """
+    learners = learners.reset_index(drop=True)
+    learner_index = pd.Index(learners["user_id"]).get_indexer(states["user_id"])
+    if (learner_index < 0).any():
+        raise ValueError("card states for learners missing from `learners`")
+    day_start, day_end = learner_day_bounds(day, learners["timezone"], learners["day_start_hour"])
+    stability = states["stability_days"].to_numpy(float)
+    decay = states["decay"].to_numpy(float)
+    weights = np.zeros((len(states), fsrs.N_WEIGHTS))
+    weights[:, 20] = decay
+    interval_days = fsrs.next_interval_days(stability, learners["retention_target"].to_numpy(float)[learner_index],
+                                            weights) * learners["spacing_multiplier"].to_numpy(float)[learner_index]
+    last_review = _ns(states["last_review_at"])
+    due_ns = last_review + (interval_days * 86_400e9).astype(np.int64)
+    due_today = due_ns <= day_end[learner_index]
+    overdue = due_ns < day_start[learner_index]
+    elapsed_days = np.maximum(day_start[learner_index] - last_review, 0) / 86_400e9
+    mastery = fsrs.retrievability(elapsed_days, stability, weights)
+
+    theme_codes, theme_keys = pd.factorize(concept_themes["theme_key"])
+    per_concept = pd.DataFrame({"concept_id": concept_themes["concept_id"].to_numpy(), "theme": theme_codes,
+                                "fallback": concept_themes["is_fallback"].to_numpy()})
+    card = pd.DataFrame({"card": np.arange(len(states)), "concept_id": states["concept_id"].to_numpy()})
+    card_theme = card.merge(per_concept, on="concept_id", how="left")
+    missing = card_theme["theme"].isna()
+    if missing.any():  # concepts absent from concept_themes altogether
+        theme_keys = theme_keys.append(pd.Index([UNMAPPED])) if UNMAPPED not in theme_keys else theme_keys
+        card_theme.loc[missing, "theme"] = theme_keys.get_loc(UNMAPPED)
+        card_theme.loc[missing, "fallback"] = True
+    rows = card_theme["card"].to_numpy()
+    theme = card_theme["theme"].to_numpy(int)
+    n_themes = len(theme_keys)
+    key = learner_index[rows] * n_themes + theme
+    size = len(learners) * n_themes
+    count = np.bincount(key, minlength=size)
+    due_count = np.bincount(key, due_today[rows], size).astype(int)
+    overdue_count = np.bincount(key, overdue[rows], size).astype(int)
+    mastery_mean = np.bincount(key, mastery[rows], size) / np.maximum(count, 1)
+    present = np.flatnonzero(count)
+    user_pos, theme_pos = np.divmod(present, n_themes)
+    themes = pd.DataFrame({
+        "user_id": learners["user_id"].to_numpy()[user_pos],
+        "theme_key": np.asarray(theme_keys, dtype=object)[theme_pos],
+        "due_today": due_count[present], "overdue": overdue_count[present], "mastery": mastery_mean[present],
+    })
+    # Rank within each learner: due today desc, then weaker mastery first, then key for stability.
+    order = np.lexsort((themes["theme_key"].to_numpy(str), themes["mastery"].to_numpy(), -themes["due_today"].to_numpy(),
+                        user_pos))
+    themes = themes.iloc[order].reset_index(drop=True)
+    themes["rank"] = themes.groupby("user_id").cumcount() + 1
+
+    due_cards = due_today[rows]
+    due_rows = themes.loc[themes["due_today"] > 0]
+    recommended = due_rows.groupby("user_id", sort=False)["theme_key"].agg(list)
+    summaries = pd.DataFrame({
+        "user_id": learners["user_id"],
+        "due_today_total": np.bincount(learner_index, due_today, len(learners)).astype(int),
+        "overdue_total": np.bincount(learner_index, overdue, len(learners)).astype(int),
+    })
+    summaries["recommended_theme_ids"] = [json.dumps(recommended.get(u, [])) for u in summaries["user_id"]]
+    fallback_due = card_theme["fallback"].to_numpy(bool) & due_cards
+    debt_cards = rows[fallback_due]
+    debt = pd.DataFrame({
+        "user_id": states["user_id"].to_numpy()[debt_cards],
+        "concept_id": states["concept_id"].to_numpy()[debt_cards],
+        "fallback_key": np.asarray(theme_keys, dtype=object)[theme[fallback_due]],
+    })
+    debt["reason"] = np.where(debt["fallback_key"] == UNMAPPED, "no theme mapping and no mapped graph neighbour",
+                              "no theme mapping; theme inferred from prerequisite graph")
+    return QueueChunk(themes, summaries, debt.drop_duplicates(["user_id", "concept_id"]))
+
+
+def _ns(values: pd.Series) -> np.ndarray:
+    return pd.to_datetime(values, utc=True).dt.as_unit("ns").astype("int64").to_numpy()
+
+
+def concept_theme_keys(concept_ids: np.ndarray, concept_theme_map: pd.DataFrame,
+                       concept_edges: pd.DataFrame) -> pd.DataFrame:
+    """concept_id, theme_key, is_fallback: one theme per concept, its lowest mapped theme id (so a
+    card counts in exactly one theme and theme rows add up to the learner's totals), else a fallback."""
+    mapped = concept_theme_map.loc[concept_theme_map["concept_id"].isin(concept_ids)]
+    mapped = mapped.sort_values(["concept_id", "theme_id"]).drop_duplicates("concept_id")
+    mapped = pd.DataFrame({"concept_id": mapped["concept_id"].to_numpy(),
+                           "theme_key": mapped["theme_id"].astype(int).astype(str).to_numpy(), "is_fallback": False})
+    fallback = fallback_themes(np.asarray(concept_ids), concept_theme_map, concept_edges)
+    fallback = pd.DataFrame({"concept_id": fallback.index.to_numpy(), "theme_key": fallback.to_numpy(),
+                             "is_fallback": True})
+    return pd.concat([mapped, fallback], ignore_index=True)
