@@ -36,15 +36,15 @@ def preference_problems(prefs: pd.DataFrame) -> pd.Series:
     low, high = SPACING_MULTIPLIER_RANGE
     spacing = prefs["spacing_multiplier"]
     bad = spacing.notna() & ~spacing.between(low, high)
-    problems[bad] += "spacing_multiplier " + spacing[bad].astype(str) + f" outside [{low}, {high}]; "
+    problems[bad] += "spacing_multiplier " + spacing[bad].map("{:g}".format).astype(str) + f" outside [{low}, {high}]; "
     low, high = RETENTION_TARGET_RANGE
     target = prefs["retention_target_override"]
     bad = target.notna() & ~target.between(low, high)
-    problems[bad] += "retention_target_override " + target[bad].astype(str) + f" outside [{low}, {high}]; "
+    problems[bad] += "retention_target_override " + target[bad].map("{:g}".format).astype(str) + f" outside [{low}, {high}]; "
     if "revision_daily_target" in prefs:
         daily = prefs["revision_daily_target"]
         bad = daily.notna() & (daily <= 0)
-        problems[bad] += "revision_daily_target " + daily[bad].astype(str) + " must be positive; "
+        problems[bad] += "revision_daily_target " + daily[bad].map("{:g}".format).astype(str) + " must be positive; "
     return problems.str.rstrip("; ")
 
 
