@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: install demo test dev bench clean-demo promtool
+.PHONY: install demo test dev bench clean-demo promtool metrics
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,12 +21,22 @@ demo: install
 	$(BIN)/alembic upgrade head
 	$(BIN)/learning-pipelines demo --learners 1000
 
-test: install
+# promtool (Debian package `prometheus`) tests the alert rules.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing promtool (Debian package prometheus)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; }
+
+test: install promtool
 	$(BIN)/python -m pytest -q
 
 dev: install
 	$(BIN)/alembic upgrade head
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+metrics: install
+	$(BIN)/learning-pipelines metrics
 
 bench: install
 	@ls bench/*.py >/dev/null 2>&1 && for script in bench/*.py; do $(BIN)/python $$script || exit 1; done || echo "no benchmarks yet"

@@ -49,37 +49,49 @@ def review_months(engine: sa.Engine) -> list[str]:
     return [p.strftime("%Y-%m-01") for p in pd.period_range(first.strftime("%Y-%m"), last.strftime("%Y-%m"), freq="M")]
 
 
+# The code location's own jobs, in dependency order: the demo's runs look like production's in the UI
+# and in the metrics. (job, which partitions: every month with data, the latest day, or none)
+JOB_PLAN = (("review_logs_job", "months"), ("fsrs_optimization_job", None), ("revision_queues_job", "latest"),
+            ("fsrs_shadow_evaluation_job", "latest"))
+
+
 def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: list[str]) -> list[tuple[str, float]]:
-    """Monthly-partitioned assets for every month with data, then unpartitioned ones, then daily ones for
-    their latest day; each as a run in `instance`, so the UI shows them. Returns (what, seconds) per run."""
-    monthly, unpartitioned, daily = [], [], {}
-    for spec in defs.resolve_all_asset_specs():
-        partitions_def = spec.partitions_def
-        if partitions_def is None:
-            unpartitioned.append(spec.key)
-        elif isinstance(partitions_def, dg.MonthlyPartitionsDefinition):
-            monthly.append(spec.key)
-        elif isinstance(partitions_def, dg.DailyPartitionsDefinition):
-            daily.setdefault(partitions_def, []).append(spec.key)
+    """Every asset, through the code location's jobs where one covers it and an ad-hoc job otherwise;
+    each run goes into `instance`, so the UI shows them. Returns (what, seconds) per run."""
     timings = []
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    repository = defs.get_repository_def()
+    done: set = set()
 
-    def run(name, selection, partition_key=None):
-        label = ", ".join(k.to_user_string() for k in selection) + (f" [{partition_key}]" if partition_key else "")
+    def run(job: dg.JobDefinition, partition_key=None):
+        keys = sorted(job.asset_layer.executable_asset_keys, key=lambda k: k.to_user_string())
+        label = ", ".join(k.to_user_string() for k in keys) + (f" [{partition_key}]" if partition_key else "")
         started = time.perf_counter()
-        job_defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(name, selection=selection)]))
-        result = job_defs.resolve_job_def(name).execute_in_process(
-            instance=instance, partition_key=partition_key, run_config=quiet, raise_on_error=False)
+        result = job.execute_in_process(instance=instance, partition_key=partition_key, run_config=quiet,
+                                        raise_on_error=False)
         if not result.success:
             raise RuntimeError(f"materializing {label} failed; see run {result.run_id} in the UI")
+        done.update(keys)
         timings.append((label, time.perf_counter() - started))
 
-    for month in months if monthly else []:
-        run("demo_monthly_assets", monthly, month)
-    if unpartitioned:
-        run("demo_assets", unpartitioned)
-    for number, (partitions_def, keys) in enumerate(daily.items()):
-        run(f"demo_daily_assets_{number}", keys, partitions_def.get_last_partition_key())
+    def latest_key(job):
+        return job.partitions_def.get_last_partition_key() if job.partitions_def else None
+
+    for name, partitions in JOB_PLAN[:2]:
+        job = repository.get_job(name)
+        for key in (months if partitions == "months" else [None]):
+            run(job, key)
+    leftovers = [spec.key for spec in defs.resolve_all_asset_specs()
+                 if spec.key not in done and spec.partitions_def is None]
+    if leftovers:
+        adhoc = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job("demo_assets", selection=leftovers)]))
+        run(adhoc.resolve_job_def("demo_assets"))
+    for name, _ in JOB_PLAN[2:]:
+        job = repository.get_job(name)
+        run(job, latest_key(job))
+    missing = {spec.key for spec in defs.resolve_all_asset_specs()} - done
+    if missing:
+        raise RuntimeError(f"the demo does not materialize {sorted(k.to_user_string() for k in missing)}")
     return timings
 
 

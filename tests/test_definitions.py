@@ -18,7 +18,7 @@ EXPECTED_GRAPH = {
                "revision_queues:every_due_concept_accounted_for", "revision_queues:summary_totals_match_theme_rows"],
     "jobs": ["fsrs_optimization_job", "fsrs_shadow_evaluation_job", "review_logs_job", "revision_queues_job"],
     "schedules": ["fsrs_shadow_daily", "fsrs_weekly", "review_logs_nightly", "revision_queues_nightly"],
-    "sensors": ["fsrs_eligibility_sensor"],
+    "sensors": ["fsrs_eligibility_sensor", "run_failure_reporter"],
     "resources": ["warehouse"],
 }
 

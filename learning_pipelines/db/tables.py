@@ -290,3 +290,17 @@ tag_quality_debt_log = sa.Table(
     sa.Column("fallback_key", sa.String(64), nullable=False),
     sa.Column("reason", sa.String(200), nullable=False),
 )
+
+# --- Operations ---------------------------------------------------------------------------
+
+pipeline_run_failures = sa.Table(
+    "pipeline_run_failures",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("job_name", sa.String(200), nullable=False),
+    sa.Column("step_key", sa.String(200), nullable=True, comment="first failed step; NULL when the run failed outside steps"),
+    sa.Column("error_class", sa.String(200), nullable=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("failed_at", UtcDateTime, nullable=False),
+    sa.Column("webhook_status", sa.String(64), nullable=True, comment="HTTP status of the alert post, or why none was sent"),
+)

@@ -1,0 +1,65 @@
+"""Run-failure reporting: every failed run is recorded in the warehouse and, when a webhook is
+configured, posted to it as JSON."""
+
+import datetime as dt
+import json
+import os
+import urllib.error
+import urllib.request
+
+import dagster as dg
+
+from learning_pipelines.db import tables
+from learning_pipelines.defs.resources import Warehouse
+
+ALERT_WEBHOOK_ENV = "LEARNING_PIPELINES_ALERT_WEBHOOK"
+WEBHOOK_TIMEOUT_SECONDS = 10
+
+
+def failure_report(context: dg.RunFailureSensorContext) -> dict:
+    """Job, run, first failed step and its error class, and the run's failure message."""
+    step_failures = context.get_step_failure_events()
+    first = step_failures[0] if step_failures else None
+    error = first.event_specific_data.error if first is not None else None
+    # Dagster wraps the user's exception; report the one the asset raised.
+    while error is not None and error.cls_name.startswith("Dagster") and error.cause is not None:
+        error = error.cause
+    return {
+        "job": context.dagster_run.job_name,
+        "run_id": context.dagster_run.run_id,
+        "step": first.step_key if first is not None else None,
+        "error_class": error.cls_name if error is not None else None,
+        "message": (error.message.strip() if error is not None else context.failure_event.message or "run failed")[:2000],
+        "failed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "tags": {k: v for k, v in context.dagster_run.tags.items() if not k.startswith(".")},
+    }
+
+
+def post_alert(url: str, report: dict) -> str:
+    """POST the report as JSON; returns the HTTP status, or why it could not be sent."""
+    request = urllib.request.Request(url, data=json.dumps(report).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
+            return str(response.status)
+    except urllib.error.HTTPError as error:
+        return str(error.code)
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        return f"unreachable: {error}"[:64]
+
+
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
+def run_failure_reporter(context: dg.RunFailureSensorContext, warehouse: Warehouse) -> None:
+    """Records every failed run of this code location in `pipeline_run_failures` (job, run id, step,
+    error class) and posts it to $LEARNING_PIPELINES_ALERT_WEBHOOK when that is set."""
+    report = failure_report(context)
+    url = os.environ.get(ALERT_WEBHOOK_ENV)
+    status = post_alert(url, report) if url else "no webhook configured"
+    context.log.info(f"run {report['run_id']} of {report['job']} failed at {report['step']}: {status}")
+    failures = tables.pipeline_run_failures
+    with warehouse.begin() as conn:
+        conn.execute(failures.delete().where(failures.c.run_id == report["run_id"]))
+        conn.execute(failures.insert().values(
+            run_id=report["run_id"], job_name=report["job"], step_key=report["step"],
+            error_class=report["error_class"], message=report["message"],
+            failed_at=dt.datetime.fromisoformat(report["failed_at"]), webhook_status=status))

@@ -1,0 +1,1 @@
+"""Prometheus metrics built from the Dagster instance's run records and the warehouse."""

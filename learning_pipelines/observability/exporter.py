@@ -1,0 +1,162 @@
+"""A Prometheus collector that reads everything it reports from storage on each scrape.
+
+Counters and histograms are derived from Dagster's run storage and event log, never kept in
+memory, so they never go backwards when the exporter restarts. Nothing inside the assets has to
+report anything.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+
+import dagster as dg
+import sqlalchemy as sa
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from learning_pipelines.db import tables
+
+FSRS_JOB = "fsrs_optimization_job"
+CDC_ASSET = "concept_complexity"
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400)
+IN_QUEUE = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED)
+FINISHED = {dg.DagsterRunStatus.SUCCESS: "success", dg.DagsterRunStatus.FAILURE: "failure",
+            dg.DagsterRunStatus.CANCELED: "canceled"}
+# Exposed metric families; the dashboard and alert rules may only use these (a test checks).
+METRIC_NAMES = (
+    "dagster_run_queue_size", "dagster_runs_finished", "jobs_failed", "learning_pipelines_last_success_timestamp_seconds",
+    "fsrs_optimization_jobs_processed", "fsrs_optimization_job_duration_seconds", "cdc_calculation_job_duration_seconds",
+    "dagster_asset_last_materialization_timestamp_seconds", "fsrs_learners_optimized", "fsrs_shadow_logloss",
+    "revision_queue_due", "revision_queue_generated_timestamp_seconds", "review_logs_rows", "review_log_rejects_rows",
+    "learning_pipelines_scrape_duration_seconds", "learning_pipelines_warehouse_up",
+)
+
+
+def _histogram(name: str, documentation: str, values: Iterable[float]) -> HistogramMetricFamily:
+    values = list(values)
+    buckets = [(str(float(b)), sum(v <= b for v in values)) for b in DURATION_BUCKETS] + [("+Inf", len(values))]
+    return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=float(sum(values)))
+
+
+class LearningPipelinesCollector(Collector):
+    def __init__(self, instance: dg.DagsterInstance, engine: sa.Engine | None):
+        self.instance = instance
+        self.engine = engine
+
+    def collect(self) -> Iterator:
+        started = time.perf_counter()
+        yield from self._runs()
+        yield from self._assets()
+        warehouse_up = GaugeMetricFamily("learning_pipelines_warehouse_up", "1 when the warehouse answered this scrape")
+        try:
+            families = list(self._warehouse()) if self.engine is not None else []
+            warehouse_up.add_metric([], 1 if self.engine is not None else 0)
+        except sa.exc.SQLAlchemyError:
+            families = []
+            warehouse_up.add_metric([], 0)
+        yield from families
+        yield warehouse_up
+        scrape = GaugeMetricFamily("learning_pipelines_scrape_duration_seconds", "Time to build this scrape")
+        scrape.add_metric([], time.perf_counter() - started)
+        yield scrape
+
+    def _runs(self) -> Iterator:
+        queued: Counter = Counter()
+        finished: Counter = Counter()
+        last_success: dict[str, float] = {}
+        fsrs_durations = []
+        for record in self.instance.get_run_records():
+            run = record.dagster_run
+            if run.status in IN_QUEUE:
+                queued[run.job_name] += 1
+            elif run.status in FINISHED:
+                finished[(run.job_name, FINISHED[run.status])] += 1
+            if run.status == dg.DagsterRunStatus.SUCCESS and record.end_time:
+                last_success[run.job_name] = max(last_success.get(run.job_name, 0.0), record.end_time)
+                if run.job_name == FSRS_JOB and record.start_time:
+                    fsrs_durations.append(record.end_time - record.start_time)
+        queue = GaugeMetricFamily("dagster_run_queue_size", "Queued, starting and running runs per job", labels=["job"])
+        for job, count in sorted(queued.items()):
+            queue.add_metric([job], count)
+        yield queue
+        runs = CounterMetricFamily("dagster_runs_finished", "Finished runs per job and outcome", labels=["job", "status"])
+        failed = CounterMetricFamily("jobs_failed", "Failed runs per job", labels=["job"])
+        for (job, status), count in sorted(finished.items()):
+            runs.add_metric([job, status], count)
+            if status == "failure":
+                failed.add_metric([job], count)
+        yield runs
+        yield failed
+        success = GaugeMetricFamily("learning_pipelines_last_success_timestamp_seconds",
+                                    "End time of each job's latest successful run", labels=["job"])
+        for job, when in sorted(last_success.items()):
+            success.add_metric([job], when)
+        yield success
+        processed = CounterMetricFamily("fsrs_optimization_jobs_processed", "Successful FSRS optimization runs")
+        processed.add_metric([], len(fsrs_durations))
+        yield processed
+        yield _histogram("fsrs_optimization_job_duration_seconds", "Duration of successful FSRS optimization runs",
+                         fsrs_durations)
+
+    def _assets(self) -> Iterator:
+        cdc = self.instance.fetch_materializations(dg.AssetKey(CDC_ASSET), limit=1000).records
+        seconds = [r.asset_materialization.metadata["seconds"].value for r in cdc
+                   if r.asset_materialization and "seconds" in r.asset_materialization.metadata]
+        yield _histogram("cdc_calculation_job_duration_seconds", "Duration of concept complexity (CDC) calculations",
+                         seconds)
+        latest = GaugeMetricFamily("dagster_asset_last_materialization_timestamp_seconds",
+                                   "Time of each asset's latest materialization", labels=["asset"])
+        for key in sorted(self.instance.get_asset_keys(), key=lambda k: k.to_user_string()):
+            event = self.instance.get_latest_materialization_event(key)
+            if event is not None:
+                latest.add_metric([key.to_user_string()], event.timestamp)
+        yield latest
+
+    def _warehouse(self) -> Iterator:
+        with self.engine.connect() as conn:
+            optimized = conn.execute(sa.select(sa.func.count()).select_from(tables.srs_user_params)
+                                     .where(tables.srs_user_params.c.weights.is_not(None))).scalar_one()
+            reviews = conn.execute(sa.select(sa.func.count()).select_from(tables.review_logs)).scalar_one()
+            rejects = conn.execute(sa.select(sa.func.count()).select_from(tables.review_log_rejects)).scalar_one()
+            stats = tables.queue_stats_daily
+            latest_day = conn.execute(sa.select(sa.func.max(stats.c.queue_date))).scalar()
+            totals = conn.execute(sa.select(stats.c.due_today, stats.c.overdue).where(
+                stats.c.queue_date == latest_day, stats.c.theme_key == "*")).first() if latest_day else None
+            generated = conn.execute(sa.select(sa.func.max(tables.revision_queue_user_summary.c.generated_at))).scalar()
+            shadow = tables.eval_metrics_daily
+            shadow_day = conn.execute(sa.select(sa.func.max(shadow.c.day))).scalar()
+            logloss = conn.execute(sa.select(shadow.c.ab_group, shadow.c.logloss).where(
+                shadow.c.day == shadow_day, shadow.c.logloss.is_not(None))).all() if shadow_day else []
+        gauge = GaugeMetricFamily("fsrs_learners_optimized", "Learners with their own FSRS weights")
+        gauge.add_metric([], optimized)
+        yield gauge
+        for name, doc, value in (("review_logs_rows", "Reviews in the warehouse", reviews),
+                                 ("review_log_rejects_rows", "Rejected review rows kept for inspection", rejects)):
+            family = GaugeMetricFamily(name, doc)
+            family.add_metric([], value)
+            yield family
+        due = GaugeMetricFamily("revision_queue_due", "Concepts due on the latest queue day", labels=["kind"])
+        if totals is not None:
+            due.add_metric(["due_today"], totals.due_today)
+            due.add_metric(["overdue"], totals.overdue)
+        yield due
+        when = GaugeMetricFamily("revision_queue_generated_timestamp_seconds", "When revision queues were last built")
+        if generated is not None:
+            when.add_metric([], generated.timestamp())
+        yield when
+        shadow_family = GaugeMetricFamily("fsrs_shadow_logloss", "Latest daily shadow-evaluation logloss per A/B group",
+                                          labels=["ab_group"])
+        for group, value in logloss:
+            if value is not None and math.isfinite(value):
+                shadow_family.add_metric([group], value)
+        yield shadow_family
+
+
+def build_registry(instance: dg.DagsterInstance, engine: sa.Engine | None) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LearningPipelinesCollector(instance, engine))
+    return registry
