@@ -111,6 +111,55 @@ def _metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recommend(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from learning_pipelines.db import bulk, tables
+    from learning_pipelines.db.engine import get_engine
+
+    recs, resources = tables.user_recommendations, tables.resources
+    with get_engine(args.database_url).connect() as conn:
+        rows = bulk.read_frame(conn, sa.select(recs.c.rank, recs.c.resource_id, resources.c.title, resources.c.kind,
+                                               recs.c.score, recs.c.strategy, recs.c.ncf_score, recs.c.content_score,
+                                               recs.c.graph_score)
+                               .join(resources, resources.c.resource_id == recs.c.resource_id)
+                               .where(recs.c.user_id == args.user_id).order_by(recs.c.rank))
+    if rows.empty:
+        print(f"no recommendations for user {args.user_id} (materialize `recommendations` first)", file=sys.stderr)
+        return 1
+    print(f"recommendations for user {args.user_id} (strategy: {rows['strategy'].iloc[0]})")
+    for row in rows.itertuples():
+        ncf = "—" if pd.isna(row.ncf_score) else f"{row.ncf_score:.2f}"
+        print(f"{row.rank:>3}. {row.title} ({row.kind}, resource {row.resource_id})  score {row.score:.3f}  "
+              f"[ncf {ncf}, content {row.content_score:.2f}, graph {row.graph_score:.2f}] {row.strategy}")
+    return 0
+
+
+def _ncf(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    import pandas as pd
+
+    from learning_pipelines.domain.ncf import NcfConfig, evaluate_neumf
+
+    if args.format == "movielens":
+        interactions = pd.read_csv(args.file, sep="\t", names=["user", "item", "rating", "time"])
+    else:
+        interactions = pd.read_csv(args.file)
+        missing = {"user", "item"} - set(interactions.columns)
+        if missing:
+            print(f"error: {args.file}: missing column(s) {', '.join(sorted(missing))} (need user, item[, time])",
+                  file=sys.stderr)
+            return 2
+        if "time" not in interactions:
+            interactions["time"] = range(len(interactions))  # file order is time order
+    config = dataclasses.replace(NcfConfig(), seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+    print(json.dumps(evaluate_neumf(interactions, config)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="learning-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             sub.add_argument("--weights", type=Path, help="weights JSON written by `fsrs fit --weights-out`")
         sub.set_defaults(handler=_fsrs)
+
+    recommend = commands.add_parser("recommend", help="print a learner's recommendations and their strategy")
+    recommend.add_argument("user_id", type=int)
+    recommend.add_argument("--database-url")
+    recommend.set_defaults(handler=_recommend)
+
+    ncf_parser = commands.add_parser("ncf", help="NCF on any interactions file (no warehouse)")
+    ncf_commands = ncf_parser.add_subparsers(dest="ncf_command", required=True)
+    ncf_eval = ncf_commands.add_parser("evaluate", help="train NeuMF and score it under leave-one-out (HR@10, NDCG@10)")
+    ncf_eval.add_argument("file", type=Path)
+    ncf_eval.add_argument("--format", choices=["movielens", "csv"], default="movielens",
+                          help="movielens: tab-separated user, item, rating, time; csv: columns user, item[, time]")
+    ncf_eval.add_argument("--seed", type=int, default=7)
+    ncf_eval.add_argument("--epochs", type=int, help="default: the model's configured epochs")
+    ncf_eval.set_defaults(handler=_ncf)
 
     metrics = commands.add_parser("metrics", help="serve Prometheus metrics from the Dagster instance and warehouse")
     metrics.add_argument("--host", default="127.0.0.1")

@@ -51,8 +51,9 @@ def review_months(engine: sa.Engine) -> list[str]:
 
 # The code location's own jobs, in dependency order: the demo's runs look like production's in the UI
 # and in the metrics. (job, which partitions: every month with data, the latest day, or none)
-JOB_PLAN = (("review_logs_job", "months"), ("fsrs_optimization_job", None), ("revision_queues_job", "latest"),
-            ("fsrs_shadow_evaluation_job", "latest"))
+# Assets no job covers run in between, as one ad-hoc run.
+JOB_PLAN = (("review_logs_job", "months"), ("fsrs_optimization_job", None), ("ncf_job", None),
+            ("revision_queues_job", "latest"), ("fsrs_shadow_evaluation_job", "latest"))
 
 
 def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: list[str]) -> list[tuple[str, float]]:
@@ -77,18 +78,17 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: 
     def latest_key(job):
         return job.partitions_def.get_last_partition_key() if job.partitions_def else None
 
-    for name, partitions in JOB_PLAN[:2]:
+    planned = {key for name, _ in JOB_PLAN for key in repository.get_job(name).asset_layer.executable_asset_keys}
+    leftovers = [spec.key for spec in defs.resolve_all_asset_specs() if spec.key not in planned]
+    for number, (name, partitions) in enumerate(JOB_PLAN):
+        if number == 2 and leftovers:  # after the FSRS job, before the jobs that read what the leftovers write
+            adhoc = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job("demo_assets",
+                                                                                       selection=leftovers)]))
+            run(adhoc.resolve_job_def("demo_assets"))
         job = repository.get_job(name)
-        for key in (months if partitions == "months" else [None]):
+        keys = months if partitions == "months" else [latest_key(job) if partitions == "latest" else None]
+        for key in keys:
             run(job, key)
-    leftovers = [spec.key for spec in defs.resolve_all_asset_specs()
-                 if spec.key not in done and spec.partitions_def is None]
-    if leftovers:
-        adhoc = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job("demo_assets", selection=leftovers)]))
-        run(adhoc.resolve_job_def("demo_assets"))
-    for name, _ in JOB_PLAN[2:]:
-        job = repository.get_job(name)
-        run(job, latest_key(job))
     missing = {spec.key for spec in defs.resolve_all_asset_specs()} - done
     if missing:
         raise RuntimeError(f"the demo does not materialize {sorted(k.to_user_string() for k in missing)}")

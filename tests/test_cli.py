@@ -32,7 +32,7 @@ def dagster_home(tmp_path) -> Path:
 
 def test_demo_loads_learners_materializes_and_prints_where_to_look(warehouse_url, dagster_home):
     env = {"DAGSTER_HOME": str(dagster_home), "LEARNING_PIPELINES_DATABASE_URL": warehouse_url}
-    result = _run(["demo", "--learners", "40"], env)
+    result = _run(["demo", "--learners", "150"], env)  # enough learners for NCF to beat popularity
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "loaded simulated platform" in out and "make dev" in out
@@ -49,7 +49,7 @@ def test_demo_loads_learners_materializes_and_prints_where_to_look(warehouse_url
         materialized = instance.get_materialized_partitions(dg.AssetKey("review_logs"))
         assert len(materialized) == len([line for line in out.splitlines() if "review_logs [" in line])
 
-    again = _run(["demo", "--learners", "40", "--no-materialize"], env)
+    again = _run(["demo", "--learners", "150", "--no-materialize"], env)
     assert again.returncode == 0 and "load skipped" in again.stdout
 
 

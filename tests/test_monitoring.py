@@ -218,6 +218,8 @@ def test_run_monitoring_fails_a_run_past_its_max_runtime(tmp_path):
     workspace.write_text(yaml.safe_dump({"load_from": [{"python_file": {
         "relative_path": str(Path(__file__).parent / "hung_job.py"), "location_name": "hung"}}]}))
     env = {**os.environ, "DAGSTER_HOME": str(home)}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)  # create the storage now: daemon and CLI creating it at once race
     bin_dir = Path(sys.executable).parent
     daemon = subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)], env=env,
                               stdout=open(tmp_path / "daemon.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)

@@ -304,3 +304,52 @@ pipeline_run_failures = sa.Table(
     sa.Column("failed_at", UtcDateTime, nullable=False),
     sa.Column("webhook_status", sa.String(64), nullable=True, comment="HTTP status of the alert post, or why none was sent"),
 )
+
+# --- NCF recommendations -------------------------------------------------------------------
+
+ncf_models = sa.Table(
+    "ncf_models",
+    metadata,
+    sa.Column("model_id", AutoId, primary_key=True, autoincrement=True),
+    sa.Column("trained_at", UtcDateTime, nullable=False),
+    sa.Column("checkpoint_uri", sa.String(500), nullable=False),
+    sa.Column("n_interactions", sa.Integer, nullable=False, comment="interactions in the warehouse when trained"),
+    sa.Column("n_users", sa.Integer, nullable=False),
+    sa.Column("n_items", sa.Integer, nullable=False),
+    sa.Column("hr_at_10", sa.Float, nullable=False),
+    sa.Column("ndcg_at_10", sa.Float, nullable=False),
+    sa.Column("popularity_hr_at_10", sa.Float, nullable=False),
+    sa.Column("epochs", sa.Integer, nullable=False),
+    sa.Column("train_seconds", sa.Float, nullable=False),
+)
+
+ncf_user_embeddings = sa.Table(
+    "ncf_user_embeddings",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("model_id", sa.BigInteger, nullable=False),
+    sa.Column("embedding", sa.Text, nullable=False, comment="JSON: GMF factors then MLP embedding"),
+)
+
+ncf_item_embeddings = sa.Table(
+    "ncf_item_embeddings",
+    metadata,
+    sa.Column("resource_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("model_id", sa.BigInteger, nullable=False),
+    sa.Column("embedding", sa.Text, nullable=False, comment="JSON: GMF factors then MLP embedding"),
+)
+
+user_recommendations = sa.Table(
+    "user_recommendations",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("rank", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("resource_id", sa.BigInteger, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("strategy", sa.String(32), nullable=False, comment="hybrid, or content_graph when NCF cannot serve"),
+    sa.Column("ncf_score", sa.Float, nullable=True),
+    sa.Column("content_score", sa.Float, nullable=False),
+    sa.Column("graph_score", sa.Float, nullable=False),
+    sa.Column("model_id", sa.BigInteger, nullable=True),
+    sa.Column("generated_at", UtcDateTime, nullable=False),
+)

@@ -1,7 +1,11 @@
 """Resources shared by every asset."""
 
 import contextlib
+import io
+import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -40,6 +44,45 @@ class Warehouse(dg.ConfigurableResource):
             return bulk.read_frame(conn, statement)
 
 
+class ModelStore(dg.ConfigurableResource, ABC):
+    """Where model checkpoints live: saved under a name, loaded back by the URI save returned."""
+
+    @abstractmethod
+    def save(self, name: str, payload: bytes) -> str: ...
+
+    @abstractmethod
+    def load(self, uri: str) -> bytes: ...
+
+
+class LocalModelStore(ModelStore):
+    """Checkpoints as files; empty `base_dir` means $DAGSTER_HOME/models (else dagster_home/models)."""
+
+    base_dir: str = Field(default="", description="directory for checkpoints; empty: $DAGSTER_HOME/models")
+
+    def _root(self) -> Path:
+        if self.base_dir:
+            return Path(self.base_dir)
+        home = os.environ.get("DAGSTER_HOME")
+        return (Path(home) if home else Path(__file__).resolve().parents[2] / "dagster_home") / "models"
+
+    def save(self, name: str, payload: bytes) -> str:
+        path = self._root() / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(path.suffix + ".partial")
+        partial.write_bytes(payload)
+        partial.replace(path)  # a reader never sees half a checkpoint
+        return path.resolve().as_uri()
+
+    def load(self, uri: str) -> bytes:
+        return Path(uri.removeprefix("file://")).read_bytes()
+
+
+def to_bytes(save) -> bytes:
+    buffer = io.BytesIO()
+    save(buffer)
+    return buffer.getvalue()
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"warehouse": Warehouse()})
+    return dg.Definitions(resources={"warehouse": Warehouse(), "model_store": LocalModelStore()})

@@ -32,7 +32,8 @@ METRIC_NAMES = (
     "fsrs_optimization_jobs_processed", "fsrs_optimization_job_duration_seconds", "cdc_calculation_job_duration_seconds",
     "dagster_asset_last_materialization_timestamp_seconds", "fsrs_learners_optimized", "fsrs_shadow_logloss",
     "revision_queue_due", "revision_queue_generated_timestamp_seconds", "review_logs_rows", "review_log_rejects_rows",
-    "learning_pipelines_scrape_duration_seconds", "learning_pipelines_warehouse_up",
+    "learning_pipelines_scrape_duration_seconds", "learning_pipelines_warehouse_up", "ncf_model_age_seconds",
+    "ncf_model_hr_at_10",
 )
 
 
@@ -131,6 +132,9 @@ class LearningPipelinesCollector(Collector):
             shadow_day = conn.execute(sa.select(sa.func.max(shadow.c.day))).scalar()
             logloss = conn.execute(sa.select(shadow.c.ab_group, shadow.c.logloss).where(
                 shadow.c.day == shadow_day, shadow.c.logloss.is_not(None))).all() if shadow_day else []
+            models = tables.ncf_models
+            ncf = conn.execute(sa.select(models.c.trained_at, models.c.hr_at_10, models.c.popularity_hr_at_10)
+                               .order_by(models.c.model_id.desc()).limit(1)).first()
         gauge = GaugeMetricFamily("fsrs_learners_optimized", "Learners with their own FSRS weights")
         gauge.add_metric([], optimized)
         yield gauge
@@ -154,6 +158,15 @@ class LearningPipelinesCollector(Collector):
             if value is not None and math.isfinite(value):
                 shadow_family.add_metric([group], value)
         yield shadow_family
+        age = GaugeMetricFamily("ncf_model_age_seconds", "Age of the latest NCF model")
+        hit_rate = GaugeMetricFamily("ncf_model_hr_at_10", "Held-out HR@10 of the latest NCF model and of popularity",
+                                     labels=["model"])
+        if ncf is not None:
+            age.add_metric([], time.time() - ncf.trained_at.timestamp())
+            hit_rate.add_metric(["ncf"], ncf.hr_at_10)
+            hit_rate.add_metric(["popularity"], ncf.popularity_hr_at_10)
+        yield age
+        yield hit_rate
 
 
 def build_registry(instance: dg.DagsterInstance, engine: sa.Engine | None) -> CollectorRegistry:

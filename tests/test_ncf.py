@@ -1,0 +1,158 @@
+import dataclasses
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from learning_pipelines.db import bulk, tables
+from learning_pipelines.defs.ncf import ncf_model, ncf_retraining_sensor, recommendations
+from learning_pipelines.defs.resources import LocalModelStore, Warehouse
+from learning_pipelines.demo import load_platform
+from learning_pipelines.domain.ncf import NcfConfig, evaluate_neumf, leave_one_out
+from learning_pipelines.domain.simulate import simulate_platform
+
+FAST = dataclasses.replace(NcfConfig(), epochs=8)
+
+
+def _interactions(platform) -> pd.DataFrame:
+    return platform.user_interactions.rename(columns={"user_id": "user", "resource_id": "item", "occurred_at": "time"})
+
+
+def test_ncf_beats_popularity_on_simulated_learners():
+    platform = simulate_platform(n_learners=400, n_concepts=60, n_resources=150, days=60, mean_cards_per_learner=5,
+                                 seed=3)
+    scores = evaluate_neumf(_interactions(platform), FAST)
+    assert scores["hr_at_10"] > scores["popularity_hr_at_10"]
+    assert scores["n_users"] == 400 and 0 < scores["ndcg_at_10"] <= scores["hr_at_10"]
+    assert evaluate_neumf(_interactions(platform), FAST)["hr_at_10"] == scores["hr_at_10"], "deterministic per seed"
+
+
+def test_leave_one_out_holds_out_the_latest_item_among_unseen_ones():
+    interactions = pd.DataFrame({"user": [5, 5, 5, 9, 9], "item": [1, 2, 3, 2, 3], "time": [1, 3, 2, 1, 2]})
+    split = leave_one_out(interactions, n_candidates=3, seed=1)
+    # users 5, 9 -> codes 0, 1; items 1, 2, 3 -> codes 0, 1, 2
+    assert split.test_item.tolist() == [1, 2]
+    assert sorted(map(tuple, split.train.values.tolist())) == [(0, 0), (0, 2), (1, 1)]
+    assert split.candidates[1, 0] == 2 and set(split.candidates[1, 1:]) <= {0}
+
+
+@pytest.fixture
+def ncf_resources(warehouse_url, tmp_path):
+    return {"warehouse": Warehouse(database_url=warehouse_url), "model_store": LocalModelStore(base_dir=str(tmp_path))}
+
+
+def _count(engine, table) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
+def test_too_few_positives_skip_training_with_a_reason(warehouse_engine, ncf_resources):
+    platform = simulate_platform(n_learners=3, n_concepts=20, n_resources=10, days=30, seed=1)
+    load_platform(warehouse_engine, dataclasses.replace(platform, user_interactions=platform.user_interactions.head(6)))
+    result = dg.materialize([ncf_model], resources=ncf_resources)
+    metadata = result.asset_materializations_for_node("ncf_model")[0].metadata
+    assert metadata["trained"].value is False
+    assert "only 6 positive interaction(s); NCF needs at least 10" in metadata["reason"].value
+    assert _count(warehouse_engine, tables.ncf_models) == 0 and _count(warehouse_engine, tables.ncf_user_embeddings) == 0
+    recs = dg.materialize([recommendations], resources=ncf_resources)
+    assert recs.success
+    with warehouse_engine.connect() as conn:
+        strategies = set(conn.execute(sa.select(tables.user_recommendations.c.strategy)).scalars())
+    assert strategies <= {"content_graph"}
+
+
+def test_warm_learners_get_hybrid_and_cold_ones_the_fallback(warehouse_engine, ncf_resources):
+    platform = simulate_platform(n_learners=150, n_concepts=40, n_resources=60, days=60, mean_cards_per_learner=5,
+                                 seed=5)
+    load_platform(warehouse_engine, platform)
+    with warehouse_engine.begin() as conn:
+        bulk.bulk_insert(conn, tables.users, pd.DataFrame({"user_id": [999]}))  # a newcomer, no interactions
+        covered = int(platform.resource_concepts["concept_id"].iloc[0])
+        bulk.bulk_insert(conn, tables.card_memory_states, pd.DataFrame({
+            "user_id": [999], "concept_id": [covered], "stability_days": [1.0], "difficulty": [8.0], "n_reviews": [2],
+            "last_review_at": [pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=20)],
+            "due_at": [pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=19)], "weights_source": ["global"],
+            "decay": [0.1542]}))
+    result = dg.materialize([ncf_model, recommendations], resources=ncf_resources)
+    assert result.success
+    check = result.get_asset_check_evaluations()[0]
+    assert check.check_name == "ncf_beats_popularity" and "hr_at_10" in check.metadata
+    with warehouse_engine.connect() as conn:
+        recs = bulk.read_frame(conn, sa.select(tables.user_recommendations))
+        n_embeddings = conn.execute(sa.select(sa.func.count()).select_from(tables.ncf_item_embeddings)).scalar_one()
+    assert n_embeddings == platform.user_interactions["resource_id"].nunique()
+    newcomer = recs.loc[recs["user_id"] == 999]
+    assert len(newcomer) == 10 and (newcomer["strategy"] == "content_graph").all()
+    assert newcomer["ncf_score"].isna().all() and newcomer["content_score"].max() > 0
+    covering = set(platform.resource_concepts.loc[platform.resource_concepts["concept_id"] == covered, "resource_id"])
+    assert int(newcomer.iloc[0]["resource_id"]) in covering, "the weak concept's resource comes first"
+    warm = recs.loc[recs["user_id"] != 999]
+    assert (warm["strategy"] == "hybrid").all() and warm["ncf_score"].notna().all()
+    seen = set(map(tuple, platform.user_interactions[["user_id", "resource_id"]].values.tolist()))
+    assert not any((u, r) in seen for u, r in warm[["user_id", "resource_id"]].values.tolist())
+    assert (warm.groupby("user_id")["rank"].apply(list) == [list(range(1, 11))] * warm["user_id"].nunique()).all()
+
+
+def test_a_model_that_loses_to_popularity_blocks_recommendations(warehouse_engine, ncf_resources):
+    # 60 learners x 60 resources: too little signal, NCF only ties popularity.
+    platform = simulate_platform(n_learners=60, n_concepts=40, n_resources=60, days=60, mean_cards_per_learner=5,
+                                 seed=5)
+    load_platform(warehouse_engine, platform)
+    result = dg.materialize([ncf_model, recommendations], resources=ncf_resources, raise_on_error=False)
+    check = result.get_asset_check_evaluations()[0]
+    assert not check.passed
+    assert check.metadata["hr_at_10"].value <= check.metadata["popularity_hr_at_10"].value
+    assert not result.asset_materializations_for_node("recommendations")
+    assert _count(warehouse_engine, tables.user_recommendations) == 0
+
+
+def test_retraining_sensor_fires_once_per_growth_step(warehouse_url, warehouse_engine, ncf_resources):
+    platform = simulate_platform(n_learners=30, n_concepts=20, n_resources=30, days=30, seed=8)
+    first_batch = platform.user_interactions.iloc[:400]
+    load_platform(warehouse_engine, dataclasses.replace(platform, user_interactions=first_batch))
+
+    def tick(cursor):
+        with dg.instance_for_test() as instance:
+            return ncf_retraining_sensor(dg.build_sensor_context(instance=instance, cursor=cursor,
+                                                                 resources={"warehouse": ncf_resources["warehouse"]}))
+
+    first = tick(None)
+    assert [r.run_key for r in first.run_requests] == ["ncf_retrain:after_model_0"]
+    assert not tick(first.cursor).run_requests, "same data, same step: no second launch"
+    # A model is recorded even when it loses to popularity (its blocking check then stops recommendations);
+    # either way it saw this data, so the sensor waits for the next growth step.
+    dg.materialize([ncf_model], resources=ncf_resources, raise_on_error=False)
+    assert _count(warehouse_engine, tables.ncf_models) == 1
+    assert not tick(first.cursor).run_requests, "the new model saw all the data"
+    with warehouse_engine.begin() as conn:
+        bulk.bulk_insert(conn, tables.user_interactions, platform.user_interactions.iloc[400:450])  # +12.5 %
+    assert not tick(first.cursor).run_requests
+    with warehouse_engine.begin() as conn:
+        bulk.bulk_insert(conn, tables.user_interactions, platform.user_interactions.iloc[450:520])  # +30 % in all
+    grown = tick(first.cursor)
+    assert [r.run_key for r in grown.run_requests] == ["ncf_retrain:after_model_1"]
+    assert not tick(grown.cursor).run_requests
+
+
+def test_ncf_evaluate_cli_on_a_csv(tmp_path):
+    platform = simulate_platform(n_learners=80, n_concepts=20, n_resources=40, days=30, seed=2)
+    path = tmp_path / "interactions.csv"
+    _interactions(platform)[["user", "item", "time"]].to_csv(path, index=False)
+    cli = str(Path(sys.executable).parent / "learning-pipelines")
+    result = subprocess.run([cli, "ncf", "evaluate", str(path), "--format", "csv", "--epochs", "2", "--seed", "3"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert set(scores) >= {"hr_at_10", "ndcg_at_10", "popularity_hr_at_10", "train_seconds", "n_users", "n_items"}
+    assert scores["n_users"] == 80
+    bad = tmp_path / "bad.csv"
+    bad.write_text("learner,thing\n1,2\n")
+    refused = subprocess.run([cli, "ncf", "evaluate", str(bad), "--format", "csv"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "missing column(s) item, user" in refused.stderr
