@@ -4,7 +4,6 @@ import dataclasses
 import datetime as dt
 import io
 import json
-import time
 
 import dagster as dg
 import numpy as np
@@ -15,8 +14,7 @@ import torch
 from learning_pipelines.db import bulk, tables
 from learning_pipelines.defs.resources import ModelStore, Warehouse, to_bytes
 from learning_pipelines.domain import fsrs
-from learning_pipelines.domain.ncf import (MIN_POSITIVES, NcfConfig, NeuMF, hit_rate_and_ndcg, leave_one_out,
-                                           popularity_scores, score_candidates, train_neumf)
+from learning_pipelines.domain.ncf import MIN_POSITIVES, NcfConfig, NeuMF, fit_and_evaluate
 from learning_pipelines.domain.recommend import content_and_graph_scores, rank_resources
 
 RETRAIN_GROWTH = 0.2  # retrain when interactions grew by more than this fraction since the last model
@@ -53,12 +51,9 @@ def ncf_model(context: dg.AssetExecutionContext, warehouse: Warehouse, model_sto
             check_results=[dg.AssetCheckResult(check_name="ncf_beats_popularity", passed=True,
                                                metadata={"skipped": reason})])
     config = NcfConfig()
-    split = leave_one_out(interactions, seed=config.seed)
-    started = time.perf_counter()
-    model = train_neumf(split.train, split.n_users, split.n_items, config)
-    seconds = time.perf_counter() - started
-    hr, ndcg = hit_rate_and_ndcg(score_candidates(model, split.candidates))
-    pop_hr, _ = hit_rate_and_ndcg(popularity_scores(split))
+    model, scores = fit_and_evaluate(interactions, config)
+    hr, ndcg, pop_hr, seconds = (scores["hr_at_10"], scores["ndcg_at_10"], scores["popularity_hr_at_10"],
+                                 scores["train_seconds"])
     user_ids = np.sort(interactions["user"].unique())
     resource_ids = np.sort(interactions["item"].unique())
     now = dt.datetime.now(dt.timezone.utc)
@@ -68,8 +63,8 @@ def ncf_model(context: dg.AssetExecutionContext, warehouse: Warehouse, model_sto
     uri = model_store.save(f"ncf/{now:%Y%m%dT%H%M%S}.pt", checkpoint)
     with warehouse.begin() as conn:
         model_id = conn.execute(tables.ncf_models.insert().values(
-            trained_at=now, checkpoint_uri=uri, n_interactions=len(interactions), n_users=split.n_users,
-            n_items=split.n_items, hr_at_10=hr, ndcg_at_10=ndcg, popularity_hr_at_10=pop_hr, epochs=config.epochs,
+            trained_at=now, checkpoint_uri=uri, n_interactions=len(interactions), n_users=scores["n_users"],
+            n_items=scores["n_items"], hr_at_10=hr, ndcg_at_10=ndcg, popularity_hr_at_10=pop_hr, epochs=config.epochs,
             train_seconds=seconds).returning(tables.ncf_models.c.model_id)).scalar_one()
         for table, key, ids, parts in (
             (tables.ncf_user_embeddings, "user_id", user_ids, (model.gmf_user, model.mlp_user)),
@@ -82,8 +77,8 @@ def ncf_model(context: dg.AssetExecutionContext, warehouse: Warehouse, model_sto
     return dg.MaterializeResult(
         metadata={"trained": True, "model_id": int(model_id), "hr_at_10": dg.MetadataValue.float(hr),
                   "ndcg_at_10": dg.MetadataValue.float(ndcg), "popularity_hr_at_10": dg.MetadataValue.float(pop_hr),
-                  "epochs": config.epochs, "seconds": dg.MetadataValue.float(seconds), "n_users": split.n_users,
-                  "n_items": split.n_items, "checkpoint": uri},
+                  "epochs": config.epochs, "seconds": dg.MetadataValue.float(seconds), "n_users": scores["n_users"],
+                  "n_items": scores["n_items"], "checkpoint": uri},
         check_results=[dg.AssetCheckResult(check_name="ncf_beats_popularity", passed=hr > pop_hr,
                                            metadata={"hr_at_10": hr, "popularity_hr_at_10": pop_hr})])
 

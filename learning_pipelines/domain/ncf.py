@@ -136,13 +136,19 @@ def score_candidates(model: NeuMF, candidates: np.ndarray) -> np.ndarray:
         return model(users, torch.from_numpy(candidates.reshape(-1))).reshape(candidates.shape).numpy()
 
 
-def evaluate_neumf(interactions: pd.DataFrame, config: NcfConfig = NcfConfig()) -> dict:
-    """Train on everything but each user's latest item and score the protocol; one JSON-able dict."""
+def fit_and_evaluate(interactions: pd.DataFrame, config: NcfConfig = NcfConfig()) -> tuple[NeuMF, dict]:
+    """Train on everything but each user's latest item and score the protocol: the model (users and
+    items coded in sorted id order) and one JSON-able dict of scores."""
     split = leave_one_out(interactions, seed=config.seed)
     started = time.perf_counter()
     model = train_neumf(split.train, split.n_users, split.n_items, config)
     train_seconds = time.perf_counter() - started
     hr, ndcg = hit_rate_and_ndcg(score_candidates(model, split.candidates))
     pop_hr, pop_ndcg = hit_rate_and_ndcg(popularity_scores(split))
-    return {"hr_at_10": hr, "ndcg_at_10": ndcg, "popularity_hr_at_10": pop_hr, "popularity_ndcg_at_10": pop_ndcg,
-            "train_seconds": round(train_seconds, 2), "n_users": split.n_users, "n_items": split.n_items}
+    return model, {"hr_at_10": hr, "ndcg_at_10": ndcg, "popularity_hr_at_10": pop_hr,
+                   "popularity_ndcg_at_10": pop_ndcg, "train_seconds": round(train_seconds, 2),
+                   "n_users": split.n_users, "n_items": split.n_items}
+
+
+def evaluate_neumf(interactions: pd.DataFrame, config: NcfConfig = NcfConfig()) -> dict:
+    return fit_and_evaluate(interactions, config)[1]
