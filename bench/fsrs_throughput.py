@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import write_section  # noqa: E402
+from report import publish  # noqa: E402
 
 from learning_pipelines.domain.fsrs_optimizer import fit_reviews  # noqa: E402
 from learning_pipelines.domain.fsrs_replay import predict_reviews  # noqa: E402
@@ -90,9 +90,7 @@ def main() -> None:
         "fsrs-rs time counts the calls only, not building its items; ours counts everything after the "
         "review frame is in memory. History: the first version (torch autograd + Adam) took 54 s here (ratio 0.01).",
     ]
-    body = "\n".join(lines)
-    print(body)
-    write_section("FSRS-6 fitting throughput", body)
+    publish("FSRS-6 fitting throughput", lines)
 
 
 if __name__ == "__main__":

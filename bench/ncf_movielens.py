@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import write_section  # noqa: E402
+from report import publish  # noqa: E402
 
 from learning_pipelines.domain.ncf import (NcfConfig, NeuMF, hit_rate_and_ndcg, leave_one_out,  # noqa: E402
                                            popularity_scores, score_candidates, train_neumf)
@@ -100,9 +100,7 @@ def main() -> None:
         f"{ours_seconds:.0f} s. Scoring one learner against 1,000 resources: **{latency:.2f} ms** (median of 200; "
         "goal < 5 ms).",
     ]
-    body = "\n".join(lines)
-    print(body)
-    write_section("NCF on MovieLens 100k", body)
+    publish("NCF on MovieLens 100k", lines)
 
 
 if __name__ == "__main__":

@@ -24,3 +24,10 @@ def write_section(name: str, body: str) -> None:
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     BENCHMARKS.write_text(text)
+
+
+def publish(name: str, lines: list[str]) -> None:
+    """Print a benchmark's report and write it as its section of BENCHMARKS.md."""
+    body = "\n".join(lines)
+    print(body)
+    write_section(name, body)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import write_section  # noqa: E402
+from report import publish  # noqa: E402
 
 from learning_pipelines.domain import fsrs  # noqa: E402
 from learning_pipelines.domain.revision import build_queues, learner_day_bounds  # noqa: E402
@@ -163,9 +163,7 @@ def main() -> None:
         lines += ["", f"End to end on PostgreSQL (the `revision_queues` asset, `dg.materialize`, learners in chunks of 200): "
                   f"{e2e['cards']:,} card states read, {e2e['theme_rows']:,} theme rows written in {e2e['seconds']:.1f} s "
                   f"({e2e['cards'] / e2e['seconds']:,.0f} card states/s)."]
-    body = "\n".join(lines)
-    print(body)
-    write_section("Revision queues", body)
+    publish("Revision queues", lines)
 
 
 if __name__ == "__main__":
