@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import publish  # noqa: E402
 
 from learning_pipelines.domain import fsrs  # noqa: E402
-from learning_pipelines.domain.revision import build_queues, learner_day_bounds  # noqa: E402
+from learning_pipelines.domain.revision import build_queues  # noqa: E402
 
 DAY = dt.date(2026, 3, 10)
 TIMEZONES = np.array(["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo"])

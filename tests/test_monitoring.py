@@ -21,7 +21,7 @@ import yaml
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from learning_pipelines.db import bulk, migrate, tables
+from learning_pipelines.db import migrate, tables
 from learning_pipelines.db.engine import get_engine
 from learning_pipelines.definitions import defs as load_defs
 from learning_pipelines.defs.alerts import run_failure_reporter

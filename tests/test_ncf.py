@@ -1,12 +1,10 @@
 import dataclasses
-import datetime as dt
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
