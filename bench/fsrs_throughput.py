@@ -20,7 +20,7 @@ from report import publish  # noqa: E402
 from learning_pipelines.domain.fsrs_optimizer import fit_reviews  # noqa: E402
 from learning_pipelines.domain.fsrs_replay import predict_reviews  # noqa: E402
 from learning_pipelines.domain.metrics import log_loss  # noqa: E402
-from learning_pipelines.domain.review_history import learner_day_numbers  # noqa: E402
+from learning_pipelines.domain.review_history import with_learner_days  # noqa: E402
 from learning_pipelines.domain.simulate import simulate_platform  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def simulated_reviews(n_learners: int, mean_cards: float):
                                  mean_cards_per_learner=mean_cards,
                                  as_of=dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc), seed=11)
     reviews = platform.review_logs.merge(platform.users[["user_id", "timezone", "day_start_hour"]], on="user_id")
-    reviews["learner_day"] = learner_day_numbers(reviews["reviewed_at"], reviews["timezone"], reviews["day_start_hour"])
+    reviews = with_learner_days(reviews)
     return reviews.sort_values("reviewed_at", kind="stable").reset_index(drop=True)
 
 

@@ -12,7 +12,7 @@ from learning_pipelines.domain import fsrs
 from learning_pipelines.domain.fsrs_optimizer import fit_pooled, fit_reviews, recency_weights
 from learning_pipelines.domain.fsrs_replay import predict_reviews
 from learning_pipelines.domain.metrics import recall_metrics
-from learning_pipelines.domain.review_history import learner_day_numbers
+from learning_pipelines.domain.review_history import with_learner_days
 from learning_pipelines.domain.simulate import simulate_platform
 from tests.fsrs_data import REFERENCE_DAY_START_HOUR, real_reviews
 
@@ -58,7 +58,7 @@ def test_recovers_known_weights_of_simulated_learners():
     platform = simulate_platform(n_learners=8, n_concepts=600, n_resources=5, days=500, mean_cards_per_learner=450,
                                  as_of=dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc), seed=21)
     reviews = platform.review_logs.merge(platform.users[["user_id", "timezone", "day_start_hour"]], on="user_id")
-    reviews["learner_day"] = learner_day_numbers(reviews["reviewed_at"], reviews["timezone"], reviews["day_start_hour"])
+    reviews = with_learner_days(reviews)
     reviews = reviews.sort_values("reviewed_at", kind="stable").reset_index(drop=True)
     assert reviews.groupby("user_id").size().min() >= 3000
 

@@ -5,7 +5,7 @@ import pandas as pd
 
 from learning_pipelines.domain import fsrs
 from learning_pipelines.domain.fsrs_replay import predict_reviews
-from learning_pipelines.domain.review_history import learner_day_numbers
+from learning_pipelines.domain.review_history import with_learner_days
 from learning_pipelines.domain.simulate import simulate_platform
 
 AS_OF = dt.datetime(2026, 3, 29, 1, 0, tzinfo=dt.timezone.utc)  # just before a DST change in Europe
@@ -45,7 +45,7 @@ def test_recall_follows_the_ground_truth_retrievability():
     """Replaying each card with its learner's true weights, predicted recall matches observed recall."""
     platform = simulate_platform(n_learners=300, n_concepts=80, n_resources=20, days=150, as_of=AS_OF, seed=5)
     logs = platform.review_logs.merge(platform.users[["user_id", "timezone", "day_start_hour"]], on="user_id")
-    logs["learner_day"] = learner_day_numbers(logs["reviewed_at"], logs["timezone"], logs["day_start_hour"])
+    logs = with_learner_days(logs)
     logs = logs.sort_values("reviewed_at", kind="stable").reset_index(drop=True)
     truth = {int(u): row.to_numpy() for u, row in platform.true_weights.iterrows()}
     predictions = predict_reviews(logs, truth).predictions

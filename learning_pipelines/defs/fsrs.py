@@ -16,18 +16,13 @@ from learning_pipelines.domain import fsrs, fsrs_policy
 from learning_pipelines.domain.fsrs_optimizer import fit_pooled, fit_reviews
 from learning_pipelines.domain.fsrs_replay import predict_reviews
 from learning_pipelines.domain.metrics import log_loss, recall_metrics
-from learning_pipelines.domain.review_history import learner_day_numbers
+from learning_pipelines.domain.review_history import with_learner_days
 
 # The pooled (global) fit sees at most this many reviews, sampled by whole cards: beyond it
 # the global weights stop moving and the fit only gets slower.
 GLOBAL_FIT_MAX_REVIEWS = 100_000
 FSRS_EXCLUSIVE_TAG = {"learning_pipelines/exclusive": "fsrs_optimization"}
 SHADOW_FIRST_DAY = "2024-01-01"
-
-
-def _with_learner_days(reviews: pd.DataFrame) -> pd.DataFrame:
-    return reviews.assign(learner_day=learner_day_numbers(reviews["reviewed_at"], reviews["timezone"],
-                                                          reviews["day_start_hour"]))
 
 
 def _latest_global_weights(conn: sa.Connection) -> np.ndarray:
@@ -77,7 +72,7 @@ def fsrs_parameters(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
     started = time.perf_counter()
     now = dt.datetime.now(dt.timezone.utc)
     with warehouse.begin() as conn:
-        reviews = _with_learner_days(reads.reviews_with_calendar(conn))
+        reviews = with_learner_days(reads.reviews_with_calendar(conn))
         previous = bulk.read_frame(conn, sa.select(tables.srs_user_params))
     holdout = fsrs_policy.holdout_mask(reviews)
     training = reviews.loc[~holdout]
@@ -159,7 +154,7 @@ def card_memory_states(context: dg.AssetExecutionContext, warehouse: Warehouse) 
     """Every card's stability and difficulty after its last review (own weights where the learner has
     them, else global), and when it falls due at the learner's retention target and spacing."""
     with warehouse.begin() as conn:
-        reviews = _with_learner_days(reads.reviews_with_calendar(conn))
+        reviews = with_learner_days(reads.reviews_with_calendar(conn))
         own = _own_weights(conn)
         global_weights = _latest_global_weights(conn)
         prefs = bulk.read_frame(conn, sa.select(tables.user_learning_prefs))
@@ -205,7 +200,7 @@ def fsrs_shadow_evaluation(context: dg.AssetExecutionContext, warehouse: Warehou
     with warehouse.begin() as conn:
         today = reads.reviews_with_calendar(conn, start=day_start, end=day_end)
         learners = today["user_id"].unique().tolist()
-        history = _with_learner_days(reads.reviews_with_calendar(conn, end=day_end, user_ids=learners)) \
+        history = with_learner_days(reads.reviews_with_calendar(conn, end=day_end, user_ids=learners)) \
             if learners else today.assign(learner_day=0)
         own = _own_weights(conn)
         global_weights = _latest_global_weights(conn)

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, partitions, tables
 from learning_pipelines.defs.resources import Warehouse
-from learning_pipelines.domain.review_history import card_intervals, learner_day_numbers
+from learning_pipelines.domain.review_history import card_intervals, with_learner_days
 from learning_pipelines.ingest.validation import review_rule_violations
 
 # Reviews before 2000 are rejected on import, so the first month partition is January 2000.
@@ -130,11 +130,8 @@ def _intervals(conn, month: pd.DataFrame, start, end) -> pd.DataFrame:
         .group_by(earlier.c.user_id, earlier.c.concept_id, tables.users.c.timezone, tables.users.c.day_start_hour)
     ))
     prior["last_reviewed_at"] = pd.to_datetime(prior["last_reviewed_at"], utc=True, format="ISO8601")
-    prior["last_learner_day"] = learner_day_numbers(prior["last_reviewed_at"], prior["timezone"],
-                                                    prior["day_start_hour"])
-    reviews = month.rename(columns={"id": "review_id"})
-    reviews["learner_day"] = learner_day_numbers(reviews["reviewed_at"], reviews["timezone"],
-                                                 reviews["day_start_hour"])
+    prior = with_learner_days(prior, "last_reviewed_at", "last_learner_day")
+    reviews = with_learner_days(month.rename(columns={"id": "review_id"}))
     return card_intervals(reviews[["review_id", "user_id", "concept_id", "reviewed_at", "learner_day"]],
                           prior[["user_id", "concept_id", "n_prior_reviews", "last_learner_day"]])
 

@@ -47,10 +47,12 @@ def recency_weights(rank: np.ndarray, count: np.ndarray) -> np.ndarray:
     return 0.25 + 0.75 * (rank / np.maximum(count, 1)) ** 3
 
 
-def _scored_positions(seqs: ReviewSequences):
+def _scored_reviews(seqs: ReviewSequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(step, card) of the reviews the loss scores (a day or more after the previous one), and their
+    positions among the replay's predictions (ReviewSequences.later_reviews order)."""
     steps, cards = seqs.later_reviews()
-    scored = seqs.elapsed_days[steps, cards] > 0
-    return steps, cards, scored
+    keep = np.flatnonzero(seqs.elapsed_days[steps, cards] > 0)
+    return steps[keep], cards[keep], keep
 
 
 def pretrain_initial_stability(seqs: ReviewSequences, start: np.ndarray) -> np.ndarray:
@@ -132,45 +134,38 @@ class _Objective:
     def __init__(self, seqs: ReviewSequences, review_order, anchor: np.ndarray, config: FitConfig):
         self.seqs, self.anchor = seqs, anchor
         n_learners = seqs.n_learners
-        steps, cards, scored = _scored_positions(seqs)
-        learner_of = seqs.card_learner[cards[scored]]
+        steps, cards, _ = _scored_reviews(seqs)
+        learner_of = seqs.card_learner[cards]
         self.n_reviews = np.bincount(learner_of, minlength=n_learners)
         # Sample weights on the (step, card) grid, so any subset of cards can pick its own.
         self.sample_weight = np.zeros(seqs.ratings.shape)
-        weight = np.ones(int(scored.sum()))
+        weight = np.ones(len(steps))
         if config.recency_weighting and review_order is not None:
-            rows = seqs.row_of[steps[scored], cards[scored]]
+            rows = seqs.row_of[steps, cards]
             order = np.lexsort((np.asarray(review_order)[rows], learner_of))
             first_of_learner = np.concatenate([[0], np.cumsum(self.n_reviews)[:-1]])
             rank = np.empty(len(order))
             rank[order] = np.arange(len(order)) - np.repeat(first_of_learner, self.n_reviews)
             weight = recency_weights(rank, self.n_reviews[learner_of])
-        self.sample_weight[steps[scored], cards[scored]] = weight
+        self.sample_weight[steps, cards] = weight
         self.total_weight = np.maximum(np.bincount(learner_of, weight, n_learners), _EPS)
         # Prior: a tenth of each weight's allowed range is one unit; its pull fades with the data.
         self.scale = (fsrs.WEIGHT_BOUNDS[:, 1] - fsrs.WEIGHT_BOUNDS[:, 0]) / 10.0
         self.prior = config.prior_strength / (self.n_reviews + config.prior_strength) / fsrs.N_WEIGHTS
 
-    def _scored(self, cols: np.ndarray, predicted: np.ndarray):
-        """(learner, label, sample weight, index into predicted) of the scored reviews of cards `cols`."""
-        lengths = self.seqs.lengths[cols]
-        counts = (lengths[None, :] > np.arange(self.seqs.ratings.shape[0])[:, None]).sum(axis=1)[1:]
-        steps = np.repeat(np.arange(1, len(counts) + 1), counts)
-        cards = np.concatenate([np.arange(n) for n in counts]) if len(counts) else np.zeros(0, dtype=int)
-        grid_cards = cols[cards]
-        keep = np.flatnonzero(self.seqs.elapsed_days[steps, grid_cards] > 0)
-        steps, grid_cards = steps[keep], grid_cards[keep]
-        labels = (self.seqs.ratings[steps, grid_cards] > fsrs.AGAIN).astype(float)
-        return self.seqs.card_learner[grid_cards], labels, self.sample_weight[steps, grid_cards], keep
+    def _scored(self, cols: np.ndarray, subset: ReviewSequences):
+        """(learner, label, sample weight, index into the subset's predictions) of its scored reviews."""
+        steps, cards, keep = _scored_reviews(subset)
+        labels = (subset.ratings[steps, cards] > fsrs.AGAIN).astype(float)
+        return subset.card_learner[cards], labels, self.sample_weight[steps, cols[cards]], keep
 
     def _nll(self, p, labels, weight):
         return -(labels * np.log(p) + (1 - labels) * np.log(1 - p)) * weight
 
     def data_loss(self, weights) -> np.ndarray:
-        cols = np.arange(self.seqs.n_cards)
         predicted, _, _ = replay(self.seqs.elapsed_days.astype(float), self.seqs.ratings, self.seqs.active_counts,
                                  np.asarray(weights)[self.seqs.card_learner])
-        learner, labels, weight, keep = self._scored(cols, predicted)
+        learner, labels, weight, keep = self._scored(np.arange(self.seqs.n_cards), self.seqs)
         p = np.clip(predicted[keep], _EPS, 1 - _EPS)
         return np.bincount(learner, self._nll(p, labels, weight), len(self.total_weight)) / self.total_weight
 
@@ -179,11 +174,10 @@ class _Objective:
         selected = np.zeros(n_learners, dtype=bool)
         selected[learners] = True
         cols = np.flatnonzero(selected[self.seqs.card_learner])
-        lengths = self.seqs.lengths[cols]
-        active_counts = (lengths[None, :] > np.arange(self.seqs.ratings.shape[0])[:, None]).sum(axis=1)
-        predicted, jacobian = replay_with_jacobian(self.seqs.elapsed_days[:, cols], self.seqs.ratings[:, cols],
-                                                   active_counts, weights[self.seqs.card_learner[cols]])
-        learner, labels, weight, keep = self._scored(cols, predicted)
+        subset = self.seqs.select_cards(cols)
+        predicted, jacobian = replay_with_jacobian(subset.elapsed_days, subset.ratings, subset.active_counts,
+                                                   weights[subset.card_learner])
+        learner, labels, weight, keep = self._scored(cols, subset)
         p, jacobian = np.clip(predicted[keep], _EPS, 1 - _EPS), jacobian[keep]
         offset = (weights - self.anchor) / self.scale
         loss = (np.bincount(learner, self._nll(p, labels, weight), n_learners) / self.total_weight
@@ -226,6 +220,6 @@ def fit_reviews(reviews: pd.DataFrame, start: np.ndarray | None = None,
 
 def fit_pooled(reviews: pd.DataFrame, config: FitConfig = FitConfig()) -> FitResult:
     """One weight vector for everyone: every card replayed as if one learner owned them all."""
-    pooled = reviews.assign(user_id=reviews["user_id"].astype("int64") * 0 + 0,
+    pooled = reviews.assign(user_id=0,
                             concept_id=pd.factorize(pd.MultiIndex.from_frame(reviews[["user_id", "concept_id"]]))[0])
     return fit_reviews(pooled, config=config)[1]

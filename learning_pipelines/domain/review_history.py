@@ -23,6 +23,13 @@ def learner_day_numbers(reviewed_at: pd.Series, timezone: pd.Series, day_start_h
     return days
 
 
+def with_learner_days(reviews: pd.DataFrame, time_column: str = "reviewed_at",
+                      day_column: str = "learner_day") -> pd.DataFrame:
+    """The frame with `day_column`: learner_day_numbers of `time_column`, timezone, day_start_hour."""
+    return reviews.assign(**{day_column: learner_day_numbers(reviews[time_column], reviews["timezone"],
+                                                             reviews["day_start_hour"])})
+
+
 def card_intervals(reviews: pd.DataFrame, prior: pd.DataFrame) -> pd.DataFrame:
     """Each review's number within its card (learner x concept) and learner-days since the previous one.
 

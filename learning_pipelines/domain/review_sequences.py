@@ -35,6 +35,13 @@ class ReviewSequences:
         """Cards still reviewing at each step: those are always the first ones."""
         return (self.lengths[None, :] > np.arange(self.ratings.shape[0])[:, None]).sum(axis=1)
 
+    def select_cards(self, cards: np.ndarray) -> "ReviewSequences":
+        """The same histories for a subset of cards (kept in their longest-first order)."""
+        return dataclasses.replace(
+            self, elapsed_days=self.elapsed_days[:, cards], ratings=self.ratings[:, cards], lengths=self.lengths[cards],
+            card_learner=self.card_learner[cards], card_keys=self.card_keys.iloc[cards].reset_index(drop=True),
+            row_of=self.row_of[:, cards])
+
     def later_reviews(self) -> tuple[np.ndarray, np.ndarray]:
         """(step, card) of every review after a card's first, in replay order (step by step)."""
         counts = self.active_counts[1:]
