@@ -117,8 +117,7 @@ def recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse,
                                                tables.user_interactions.c.resource_id).distinct())
         learners = bulk.read_frame(conn, sa.select(tables.users.c.user_id))["user_id"].to_numpy()
     elapsed = (now - states["last_review_at"]).dt.total_seconds() / 86400
-    weights = np.zeros((len(states), fsrs.N_WEIGHTS))
-    weights[:, 20] = states["decay"].to_numpy(float)
+    weights = fsrs.decay_only_weights(states["decay"])
     states["weakness"] = 1.0 - fsrs.retrievability(elapsed.to_numpy(), states["stability_days"].to_numpy(float), weights)
     complexity_by_concept = complexity.set_index("concept_id")["score"]
     resource_ids = resources["resource_id"].to_numpy()

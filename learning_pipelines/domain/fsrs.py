@@ -45,6 +45,15 @@ def clip_weights(w: np.ndarray) -> np.ndarray:
     return np.clip(w, WEIGHT_BOUNDS[:, 0], WEIGHT_BOUNDS[:, 1])
 
 
+def decay_only_weights(decay) -> np.ndarray:
+    """Per-card weights carrying only w20: all that retrievability and next_interval_days read, for
+    callers that stored a card's decay rather than its learner's whole weight vector."""
+    decay = np.asarray(decay, dtype=float)
+    weights = np.zeros((len(decay), N_WEIGHTS))
+    weights[:, 20] = decay
+    return weights
+
+
 def forgetting_factor(w):
     """The factor that makes R(S, S) = 0.9 under decay -w20."""
     return 0.9 ** (1.0 / -_w(w, 20)) - 1.0

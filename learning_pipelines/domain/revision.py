@@ -116,9 +116,7 @@ def build_queues(states: pd.DataFrame, learners: pd.DataFrame, concept_themes: p
         raise ValueError("card states for learners missing from `learners`")
     day_start, day_end = learner_day_bounds(day, learners["timezone"], learners["day_start_hour"])
     stability = states["stability_days"].to_numpy(float)
-    decay = states["decay"].to_numpy(float)
-    weights = np.zeros((len(states), fsrs.N_WEIGHTS))
-    weights[:, 20] = decay
+    weights = fsrs.decay_only_weights(states["decay"])
     interval_days = fsrs.next_interval_days(stability, learners["retention_target"].to_numpy(float)[learner_index],
                                             weights) * learners["spacing_multiplier"].to_numpy(float)[learner_index]
     last_review = _ns(states["last_review_at"])
