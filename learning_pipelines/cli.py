@@ -51,6 +51,14 @@ def _db(args: argparse.Namespace) -> int:
             maintenance.restore(engine, Path(args.revision))
             print(f"restored {resolve_database_url(args.database_url)} from {args.revision}")
         return 0
+    if args.db_command == "partition-status":
+        import json
+
+        from learning_pipelines.db import partition_migration
+
+        with engine.connect() as conn:
+            print(json.dumps(partition_migration.progress_report(conn), indent=2, default=str))
+        return 0
     if args.db_command == "verify":
         problems = maintenance.verify(engine)
         for problem in problems:
@@ -233,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.set_defaults(handler=_metrics)
 
     db = commands.add_parser("db", help="warehouse schema (Alembic)")
-    db.add_argument("db_command", choices=["upgrade", "downgrade", "current", "backup", "restore", "verify"])
+    db.add_argument("db_command", choices=["upgrade", "downgrade", "current", "backup", "restore", "verify",
+                                              "partition-status"])
     db.add_argument("revision", nargs="?", default=None,
                     help="upgrade/downgrade: the revision (default head/base); backup/restore: the file")
     db.add_argument("--database-url")

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from alembic import context
 
 from learning_pipelines.db.engine import resolve_database_url
+from learning_pipelines.db.partition_migration import SCAFFOLDING_TABLES
 from learning_pipelines.db.partitions import is_partition_table
 from learning_pipelines.db.tables import metadata
 
@@ -15,9 +16,10 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 
 def include_name(name, type_, parent_names) -> bool:
-    # review_logs' partitions (and their indexes) are created by the pipeline, not by migrations.
+    # review_logs' partitions (and their indexes) are created by the pipeline, not by migrations;
+    # the online partitioning's tables live only while it runs (db/partition_migration.py).
     table = name if type_ == "table" else parent_names.get("table_name")
-    return not (table and is_partition_table(table))
+    return not (table and (is_partition_table(table) or table in SCAFFOLDING_TABLES))
 
 
 def run_migrations_offline() -> None:

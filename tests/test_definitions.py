@@ -11,12 +11,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # Update together with the graph: adding an asset, check, job, schedule or sensor changes this.
 EXPECTED_GRAPH = {
     "assets": ["card_memory_states", "concept_complexity", "fsrs_parameters", "fsrs_shadow_evaluation", "ncf_model",
-               "recommendations", "review_logs", "revision_queues"],
+               "recommendations", "review_logs", "review_logs_partitioned", "revision_queues"],
     "checks": ["concept_complexity:scores_in_unit_interval", "ncf_model:ncf_beats_popularity",
                "fsrs_parameters:tuned_not_worse_than_global", "fsrs_parameters:weights_within_bounds",
                "review_logs:no_future_reviews", "review_logs:reject_rate_below_threshold",
+               "review_logs_partitioned:month_matches_unpartitioned_table",
                "revision_queues:every_due_concept_accounted_for", "revision_queues:summary_totals_match_theme_rows"],
-    "jobs": ["fsrs_optimization_job", "fsrs_shadow_evaluation_job", "ncf_job", "review_logs_job", "revision_queues_job"],
+    "jobs": ["fsrs_optimization_job", "fsrs_shadow_evaluation_job", "ncf_job", "review_logs_job", "review_logs_partition_backfill",
+             "revision_queues_job"],
     "schedules": ["fsrs_shadow_daily", "fsrs_weekly", "review_logs_nightly", "revision_queues_nightly"],
     "sensors": ["fsrs_eligibility_sensor", "ncf_retraining_sensor", "run_failure_reporter"],
     "resources": ["model_store", "warehouse"],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from learning_pipelines.db import migrate, partitions, tables
+from learning_pipelines.db import migrate, partition_migration, partitions, tables
 
 
 def _libpq_url(engine: sa.Engine) -> str:
@@ -64,8 +64,11 @@ def verify(engine: sa.Engine) -> list[str]:
         problems.append(f"missing table(s): {', '.join(missing)}")
     if engine.dialect.name == "postgresql" and "review_logs" in present:
         with engine.connect() as conn:
-            months = {row[0].date() for row in conn.execute(sa.text(
-                "SELECT DISTINCT date_trunc('month', reviewed_at AT TIME ZONE 'UTC') FROM review_logs"))}
+            state = partition_migration.layout(conn)
+            if state != "partitioned":
+                problems.append(f"review_logs: {partition_migration.progress_report(conn)['next_step']}")
+                return problems
+            months = set(partitions.months_with_data(conn, partitions.PARENT_TABLE))
             existing = partitions.existing_month_partitions(conn)
             for month in sorted(months - existing):
                 problems.append(f"reviews of {month:%Y-%m} have no partition (they sit in {partitions.DEFAULT_PARTITION})")

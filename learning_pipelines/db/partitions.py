@@ -9,6 +9,9 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 
 PARENT_TABLE = "review_logs"
+# While an unpartitioned review_logs is migrated online (db/partition_migration.py), new months
+# go to this table's partitions.
+SHADOW_TABLE = "review_logs_partitioned"
 DEFAULT_PARTITION = "review_logs_default"
 _MONTH_PARTITION = re.compile(r"^review_logs_y(\d{4})m(\d{2})$")
 
@@ -30,14 +33,14 @@ def next_month(month: dt.date) -> dt.date:
     return dt.date(month.year + (month.month == 12), month.month % 12 + 1, 1)
 
 
-def existing_month_partitions(conn: sa.Connection) -> set[dt.date]:
+def existing_month_partitions(conn: sa.Connection, parent: str = PARENT_TABLE) -> set[dt.date]:
     names = conn.execute(
         sa.text(
             "SELECT c.relname FROM pg_inherits i "
             "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
             "WHERE p.relname = :parent"
         ),
-        {"parent": PARENT_TABLE},
+        {"parent": parent},
     ).scalars()
     months = set()
     for name in names:
@@ -47,7 +50,16 @@ def existing_month_partitions(conn: sa.Connection) -> set[dt.date]:
     return months
 
 
-def ensure_month_partitions(conn: sa.Connection, months: Iterable[dt.date]) -> list[dt.date]:
+def partitioned_parent(conn: sa.Connection) -> str | None:
+    """The table whose month partitions to keep: review_logs, or its shadow during an online migration."""
+    for table in (PARENT_TABLE, SHADOW_TABLE):
+        kind = conn.execute(sa.text("SELECT relkind FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table}).scalar()
+        if kind == "p":
+            return table
+    return None
+
+
+def ensure_month_partitions(conn: sa.Connection, months: Iterable[dt.date], parent: str | None = None) -> list[dt.date]:
     """Create the month partitions that are missing; returns the months created.
 
     Rows of such a month already sitting in the DEFAULT partition would make a plain
@@ -56,17 +68,20 @@ def ensure_month_partitions(conn: sa.Connection, months: Iterable[dt.date]) -> l
     """
     if conn.dialect.name != "postgresql":
         return []
-    wanted = sorted({month_start(m) for m in months} - existing_month_partitions(conn))
+    parent = parent or partitioned_parent(conn)
+    if parent is None:
+        return []
+    wanted = sorted({month_start(m) for m in months} - existing_month_partitions(conn, parent))
     for month in wanted:
         # Serialize concurrent creators of the same month.
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": month_partition_name(month)})
-        if month in existing_month_partitions(conn):
+        if month in existing_month_partitions(conn, parent):
             continue
-        _create_month_partition(conn, month)
+        _create_month_partition(conn, month, parent)
     return wanted
 
 
-def _create_month_partition(conn: sa.Connection, month: dt.date) -> None:
+def _create_month_partition(conn: sa.Connection, month: dt.date, parent: str) -> None:
     name = month_partition_name(month)
     bounds = {"lo": dt.datetime.combine(month, dt.time(), dt.timezone.utc),
               "hi": dt.datetime.combine(next_month(month), dt.time(), dt.timezone.utc)}
@@ -77,10 +92,10 @@ def _create_month_partition(conn: sa.Connection, month: dt.date) -> None:
         bounds,
     ).scalar()
     if not stray_rows:
-        conn.execute(sa.text(f"CREATE TABLE {name} PARTITION OF {PARENT_TABLE} FOR VALUES {range_sql}"))
+        conn.execute(sa.text(f"CREATE TABLE {name} PARTITION OF {parent} FOR VALUES {range_sql}"))
         return
-    conn.execute(sa.text(f"ALTER TABLE {PARENT_TABLE} DETACH PARTITION {DEFAULT_PARTITION}"))
-    conn.execute(sa.text(f"CREATE TABLE {name} PARTITION OF {PARENT_TABLE} FOR VALUES {range_sql}"))
+    conn.execute(sa.text(f"ALTER TABLE {parent} DETACH PARTITION {DEFAULT_PARTITION}"))
+    conn.execute(sa.text(f"CREATE TABLE {name} PARTITION OF {parent} FOR VALUES {range_sql}"))
     conn.execute(
         sa.text(
             f"WITH moved AS (DELETE FROM {DEFAULT_PARTITION} WHERE reviewed_at >= :lo AND reviewed_at < :hi "
@@ -88,4 +103,16 @@ def _create_month_partition(conn: sa.Connection, month: dt.date) -> None:
         ),
         bounds,
     )
-    conn.execute(sa.text(f"ALTER TABLE {PARENT_TABLE} ATTACH PARTITION {DEFAULT_PARTITION} DEFAULT"))
+    conn.execute(sa.text(f"ALTER TABLE {parent} ATTACH PARTITION {DEFAULT_PARTITION} DEFAULT"))
+
+
+def months_with_data(conn: sa.Connection, table: str) -> list[dt.date]:
+    """First day of every UTC month holding a row, by skipping along the reviewed_at index."""
+    rows = conn.execute(sa.text(
+        f"WITH RECURSIVE m(month) AS ("
+        f" SELECT date_trunc('month', min(reviewed_at), 'UTC') FROM {table}"
+        f" UNION ALL SELECT (SELECT date_trunc('month', min(reviewed_at), 'UTC') FROM {table}"
+        f"  WHERE reviewed_at >= m.month + interval '1 month') FROM m WHERE m.month IS NOT NULL)"
+        f" SELECT month FROM m WHERE month IS NOT NULL"
+    )).scalars()
+    return [month.astimezone(dt.timezone.utc).date() for month in rows]
