@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import resource
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import publish  # noqa: E402
+from scratch import scratch_postgres  # noqa: E402
 
 from learning_pipelines.domain import fsrs  # noqa: E402
 from learning_pipelines.domain.revision import build_queues  # noqa: E402
@@ -94,13 +93,7 @@ def end_to_end(n_learners: int, n_concepts: int) -> dict:
     from learning_pipelines.defs.resources import Warehouse
     from learning_pipelines.defs.revision_queues import revision_queues
 
-    admin_url = os.environ.get("LEARNING_PIPELINES_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-    name = f"lp_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_postgres() as url:
         migrate.upgrade(url)
         engine = sa.create_engine(url)
         learners, states, themes = synthetic(n_learners, n_concepts, seed=1)
@@ -123,9 +116,6 @@ def end_to_end(n_learners: int, n_concepts: int) -> dict:
             rows = conn.execute(sa.text("SELECT count(*) FROM revision_queue_theme")).scalar_one()
         engine.dispose()
         return {"cards": len(states), "seconds": seconds, "theme_rows": rows}
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def main() -> None:

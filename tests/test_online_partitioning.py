@@ -105,6 +105,10 @@ def test_online_partitioning_under_concurrent_writes_with_a_killed_backfill(empt
         actual = partition_rehearsal.table_rows(conn)
         n_rows, n_ids = conn.execute(sa.text("SELECT count(*), count(DISTINCT id) FROM review_logs")).one()
         sequence_owner = conn.execute(sa.text("SELECT pg_get_serial_sequence('review_logs', 'id')")).scalar()
+        n_partitions, n_attached_keys = conn.execute(sa.text(
+            "SELECT count(DISTINCT i.inhrelid), count(k.oid) FROM pg_inherits i LEFT JOIN pg_constraint k "
+            "ON k.conrelid = i.inhrelid AND k.contype = 'f' AND k.conparentid <> 0 AND k.convalidated "
+            "WHERE i.inhparent = 'review_logs'::regclass")).one()
     expected = partition_rehearsal.expected_rows(seeded, writer.changes)
     actual["reviewed_at"] = pd.to_datetime(actual["reviewed_at"], utc=True)
     assert n_rows == n_ids == len(expected)
@@ -112,6 +116,7 @@ def test_online_partitioning_under_concurrent_writes_with_a_killed_backfill(empt
     assert not actual["id"].isin(deleted).any(), "a deleted row came back"
     pd.testing.assert_frame_equal(actual.astype(expected.dtypes.to_dict()), expected)
     assert sequence_owner == "public.review_logs_id_seq"
+    assert n_attached_keys == 2 * n_partitions  # both foreign keys validated on every partition
     with engine.begin() as conn:  # the application's id default survives the swap and the drop
         conn.execute(sa.text("INSERT INTO review_logs (reviewed_at, user_id, concept_id, rating, review_duration_ms) "
                              "VALUES ('2026-02-03T00:00Z', 1, 1, 3, 100)"))

@@ -10,7 +10,8 @@ application keeps writing:
    the trigger existed, one keyed batch per transaction, rows locked FOR SHARE while copied so a
    concurrent UPDATE or DELETE waits for the copy and its trigger then fixes the copied row.
    Progress per month is committed with each batch, so a killed run resumes where it stopped.
-   `verify_month` compares count and checksum of both tables in one snapshot.
+   `verify_month` compares count and checksum of both tables in one snapshot; `constrain_month`
+   then validates the month partition's foreign keys (the shadow table is created without them).
 3. `swap` (migration 0007): refuses unless every month is verified; renames the tables, their
    indexes and constraints, moves the id sequence, and replaces the trigger by one mirroring
    the other way, so that the old table stays exact and the swap can be rolled back.
@@ -47,10 +48,10 @@ DEFAULT_LOCK_TIMEOUT = "5s"
 SCAFFOLDING_TABLES = frozenset({SHADOW, RETIRED, PROGRESS, STATE})
 
 _COLUMN_LIST = ", ".join(COLUMNS)
-# Same text on both sides, independent of the session's time zone.
+# Explicit types: the old table may declare narrower ones, the hash must not depend on that.
 _ROW_CHECKSUM = (
-    "('x' || left(md5(concat_ws('|', id, extract(epoch FROM reviewed_at), user_id, concept_id, "
-    "rating, review_duration_ms, state)), 16))::bit(64)::bigint::numeric"
+    "hash_record_extended(ROW(id::bigint, reviewed_at::timestamptz, user_id::bigint, concept_id::bigint, "
+    "rating::smallint, review_duration_ms::integer, state::smallint), 0)::numeric"
 )
 
 
@@ -162,27 +163,51 @@ def copy_month_batch(conn: sa.Connection, month: dt.date, batch_size: int) -> Ba
     if progress.finished_at is not None:
         return BatchResult(0, 0, True)
     lo, hi = _month_bounds(month)
+    after = {"lo": lo, "hi": hi, "last_reviewed_at": progress.last_reviewed_at, "last_id": progress.last_id}
+    in_month_after_last = (
+        "reviewed_at >= :lo AND reviewed_at < :hi AND (reviewed_at, id) > "
+        "(coalesce(:last_reviewed_at, '-infinity'::timestamptz), coalesce(:last_id, -9223372036854775808))"
+    )
+    # The batch's upper key is fixed before locking: a row updated while we wait for its lock comes
+    # back with its new key, which must not move the resume point past rows not yet copied.
+    upper = conn.execute(sa.text(
+        f"SELECT reviewed_at, id FROM {TABLE} WHERE {in_month_after_last} "
+        "ORDER BY reviewed_at, id OFFSET :offset LIMIT 1"
+    ), {**after, "offset": batch_size - 1}).one_or_none()
+    up_to_upper = " AND (reviewed_at, id) <= (:upper_reviewed_at, :upper_id)" if upper else ""
     result = conn.execute(sa.text(
-        f"WITH batch AS (SELECT {_COLUMN_LIST} FROM {TABLE}"
-        f"  WHERE reviewed_at >= :lo AND reviewed_at < :hi"
-        f"  AND (reviewed_at, id) > (coalesce(:last_reviewed_at, '-infinity'::timestamptz), coalesce(:last_id, -9223372036854775808))"
-        f"  ORDER BY reviewed_at, id LIMIT :batch_size FOR SHARE),"
+        f"WITH batch AS (SELECT {_COLUMN_LIST} FROM {TABLE} WHERE {in_month_after_last}{up_to_upper} FOR SHARE),"
         f" copied AS (INSERT INTO {SHADOW} ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM batch"
-        f"  ON CONFLICT (id, reviewed_at) DO NOTHING RETURNING 1),"
-        f" last AS (SELECT reviewed_at, id FROM batch ORDER BY reviewed_at DESC, id DESC LIMIT 1)"
-        f" SELECT (SELECT count(*) FROM batch) AS n_read, (SELECT count(*) FROM copied) AS n_inserted,"
-        f"  (SELECT reviewed_at FROM last) AS last_reviewed_at, (SELECT id FROM last) AS last_id"
-    ), {"lo": lo, "hi": hi, "last_reviewed_at": progress.last_reviewed_at, "last_id": progress.last_id,
-        "batch_size": batch_size}).one()
-    finished = result.n_read < batch_size
+        f"  ON CONFLICT (id, reviewed_at) DO NOTHING RETURNING 1)"
+        f" SELECT (SELECT count(*) FROM batch) AS n_read, (SELECT count(*) FROM copied) AS n_inserted"
+    ), {**after, "upper_reviewed_at": upper and upper.reviewed_at, "upper_id": upper and upper.id}).one()
+    finished = upper is None
     conn.execute(sa.text(
-        f"UPDATE {PROGRESS} SET last_reviewed_at = coalesce(:last_reviewed_at, last_reviewed_at),"
-        " last_id = coalesce(:last_id, last_id), rows_copied = rows_copied + :n_read, batches = batches + 1,"
+        f"UPDATE {PROGRESS} SET last_reviewed_at = coalesce(:upper_reviewed_at, last_reviewed_at),"
+        " last_id = coalesce(:upper_id, last_id), rows_copied = rows_copied + :n_read, batches = batches + 1,"
         " started_at = coalesce(started_at, now()), finished_at = CASE WHEN :finished THEN now() END"
         " WHERE month = :month"
-    ), {"last_reviewed_at": result.last_reviewed_at, "last_id": result.last_id, "n_read": result.n_read,
+    ), {"upper_reviewed_at": upper and upper.reviewed_at, "upper_id": upper and upper.id, "n_read": result.n_read,
         "finished": finished, "month": month})
     return BatchResult(result.n_read, result.n_inserted, finished)
+
+
+def constrain_month(engine: sa.Engine, month: dt.date, lock_timeout: str = DEFAULT_LOCK_TIMEOUT) -> list[str]:
+    """Adds review_logs' foreign keys to the month's partition: NOT VALID (a brief lock), then
+    VALIDATE in its own transaction (scans without blocking writes). The swap attaches them to
+    the parent's foreign keys without scanning again. Returns the constraints added."""
+    partition = partitions.month_partition_name(month)
+    added = []
+    for name, definition in _foreign_keys():
+        with engine.begin() as conn:
+            if not _exists(conn, partition) or _has_constraint(conn, partition, name):
+                continue
+            conn.execute(sa.text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
+            conn.exec_driver_sql(f"ALTER TABLE {partition} ADD CONSTRAINT {name} {definition} NOT VALID")
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {partition} VALIDATE CONSTRAINT {name}")
+        added.append(name)
+    return added
 
 
 def month_progress(conn: sa.Connection, month: dt.date) -> dict | None:
@@ -248,6 +273,7 @@ def swap(conn: sa.Connection, lock_timeout: str = DEFAULT_LOCK_TIMEOUT) -> bool:
             "for them until its month_matches_unpartitioned_table check passes."
         )
     sequence = conn.execute(sa.text(f"SELECT id_sequence FROM {STATE}")).scalar()
+    _add_parent_foreign_keys(conn)
     _drop_mirror(conn, FORWARD_MIRROR, TABLE)
     _rename_family(conn, TABLE, "review_logs", RETIRED)
     _rename_family(conn, SHADOW, SHADOW, "review_logs")
@@ -346,7 +372,9 @@ def _require_same_columns(conn: sa.Connection) -> None:
 
 def _shadow_table_ddl() -> list[str]:
     dialect = postgresql.dialect()
-    statements = [str(sa.schema.CreateTable(tables.review_logs).compile(dialect=dialect))]
+    # Foreign keys come later, validated per month (see `constrain_month`): the old table already
+    # enforces them, and checking them row by row would halve the backfill's speed.
+    statements = [str(sa.schema.CreateTable(tables.review_logs, include_foreign_key_constraints=[]).compile(dialect=dialect))]
     statements += [str(sa.schema.CreateIndex(index).compile(dialect=dialect)) for index in tables.review_logs.indexes]
     # Our names with the shadow table's name in them; the swap renames them back.
     statements = [re.sub(r"\b((?:pk|fk|ck|ix|uq)_)?review_logs(?=_|\b)", lambda m: f"{m.group(1) or ''}{SHADOW}", s)
@@ -355,6 +383,32 @@ def _shadow_table_ddl() -> list[str]:
         f"COMMENT ON COLUMN {SHADOW}.{column.name} IS '{column.comment.replace(chr(39), chr(39) * 2)}'"
         for column in tables.review_logs.columns if column.comment
     ]
+
+
+def _foreign_keys() -> list[tuple[str, str]]:
+    """(name, definition) of review_logs' foreign keys, as the migrations create them."""
+    dialect = postgresql.dialect()
+    compiled = (str(sa.schema.AddConstraint(fk).compile(dialect=dialect))
+                for fk in sorted(tables.review_logs.foreign_key_constraints, key=lambda fk: fk.column_keys))
+    return [tuple(statement.split(" ADD CONSTRAINT ", 1)[1].split(" ", 1)) for statement in compiled]
+
+
+def _has_constraint(conn: sa.Connection, table: str, name: str) -> bool:
+    return conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(:t) "
+                                "AND conname = :name)"), {"t": table, "name": name}).scalar()
+
+
+def _add_parent_foreign_keys(conn: sa.Connection) -> None:
+    """Under the swap's lock: partitions that the backfill did not constrain (DEFAULT, months
+    without old rows) get theirs validated now, then the parent's attach to all of them."""
+    children = conn.execute(sa.text(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(:t)"
+    ), {"t": SHADOW}).scalars().all()
+    for name, definition in _foreign_keys():
+        for child in children:
+            if not _has_constraint(conn, child, name):
+                conn.exec_driver_sql(f"ALTER TABLE {child} ADD CONSTRAINT {name} {definition}")
+        conn.exec_driver_sql(f"ALTER TABLE {SHADOW} ADD CONSTRAINT {name.replace('review_logs', SHADOW, 1)} {definition}")
 
 
 def _id_sequence(conn: sa.Connection, table: str) -> str | None:
