@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from learning_pipelines import cli
 from learning_pipelines.db import maintenance, migrate, partition_migration, partition_rehearsal
 from learning_pipelines.db.engine import DATABASE_URL_ENV, get_engine
 from learning_pipelines.defs.resources import Warehouse
@@ -186,10 +187,10 @@ def test_downgrades_restore_the_unpartitioned_table(empty_postgres_url):
         assert partition_migration.layout(conn) == "migrating"
 
 
-def test_nothing_to_migrate_is_explained(warehouse_url):
+def test_nothing_to_migrate_is_explained(warehouse_url, capsys):
     """SQLite and a warehouse partitioned from the start: migrations 0006-0008 are no-ops."""
-    with get_engine(warehouse_url).connect() as conn:
-        report = partition_migration.progress_report(conn)
+    assert cli.main(["db", "partition-status", "--database-url", warehouse_url]) == 0
+    report = json.loads(capsys.readouterr().out)
     assert report["layout"] == ("sqlite" if warehouse_url.startswith("sqlite") else "partitioned")
     assert "no migration" in report["next_step"] or "nothing to migrate" in report["next_step"]
     result = _backfill(warehouse_url, MONTHS[0], raise_on_error=False)
