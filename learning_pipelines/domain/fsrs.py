@@ -5,8 +5,8 @@ array of shape (n, 21) holding one weight vector per card, so many learners' car
 together. Elapsed time is in whole learner-days (FSRS-6 is day-based); a same-day review
 (0 days) uses the short-term stability formula.
 
-The optimizer differentiates these formulas analytically in fsrs_sensitivity.py: change one
-here and change its derivative there (a test compares it with finite differences).
+The optimizer differentiates these formulas by hand in fsrs_kernel.py (compiled): change one
+here and change it and its derivative there (a test compares them with finite differences).
 """
 
 from __future__ import annotations

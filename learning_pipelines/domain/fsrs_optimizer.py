@@ -1,7 +1,7 @@
 """Fit FSRS-6 weights for many learners at once: one batched problem, not a loop over learners.
 
-Every learner's cards are replayed together, with the derivative of each prediction with
-respect to its learner's weights (fsrs_sensitivity); each learner then takes its own damped
+Every learner's cards are replayed (compiled, learners in parallel: fsrs_kernel) with the
+derivatives of the loss with respect to the learner's weights; each learner then takes its own damped
 Gauss-Newton (Levenberg-Marquardt) step on its recency-weighted mean log loss. Like the
 reference (fsrs-rs): initial stabilities pre-trained from first intervals, weights clamped to
 their bounds, an L2 pull toward the starting weights that fades with the amount of data, and a
@@ -15,9 +15,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from learning_pipelines.domain import fsrs
-from learning_pipelines.domain.fsrs_replay import replay
-from learning_pipelines.domain.fsrs_sensitivity import replay_with_jacobian
+from learning_pipelines.domain import fsrs, fsrs_kernel
 from learning_pipelines.domain.review_sequences import ReviewSequences, build_sequences
 
 _EPS = 1e-6
@@ -47,12 +45,11 @@ def recency_weights(rank: np.ndarray, count: np.ndarray) -> np.ndarray:
     return 0.25 + 0.75 * (rank / np.maximum(count, 1)) ** 3
 
 
-def _scored_reviews(seqs: ReviewSequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(step, card) of the reviews the loss scores (a day or more after the previous one), and their
-    positions among the replay's predictions (ReviewSequences.later_reviews order)."""
+def _scored_reviews(seqs: ReviewSequences) -> tuple[np.ndarray, np.ndarray]:
+    """(step, card) of the reviews the loss scores: a day or more after the card's previous one."""
     steps, cards = seqs.later_reviews()
-    keep = np.flatnonzero(seqs.elapsed_days[steps, cards] > 0)
-    return steps[keep], cards[keep], keep
+    keep = seqs.elapsed_days[steps, cards] > 0
+    return steps[keep], cards[keep]
 
 
 def pretrain_initial_stability(seqs: ReviewSequences, start: np.ndarray) -> np.ndarray:
@@ -88,7 +85,7 @@ def fit_weights(seqs: ReviewSequences, start: np.ndarray | None = None, review_o
     """Fit one weight vector per learner of `seqs`, starting from `start` (default: FSRS-6 defaults).
 
     Levenberg-Marquardt on each learner's 21 weights, all learners in lockstep: one batched replay
-    gives every prediction and its Jacobian (fsrs_sensitivity), each learner gets its own damped
+    gives every learner's loss, gradient and Fisher matrix (fsrs_kernel), each learner gets its own damped
     Gauss-Newton step, kept only where it lowers that learner's loss. Learners drop out of the
     batch as they converge, so later iterations replay fewer cards.
 
@@ -124,7 +121,9 @@ def fit_weights(seqs: ReviewSequences, start: np.ndarray | None = None, review_o
         damping = np.where(better, damping / 3.0, np.where(active, damping * 8.0, damping))
         # Done: an accepted step gained almost nothing, or no step small enough helps any more.
         active &= ~((better & (gain < config.tolerance)) | (damping > 1e8))
-    return FitResult(weights, objective.data_loss(start), objective.data_loss(weights), objective.n_reviews, iteration)
+    # `loss` holds each learner's loss at its final weights: only the prior's share comes off.
+    return FitResult(weights, objective.data_loss(start), loss - objective.prior_loss(weights), objective.n_reviews,
+                     iteration)
 
 
 class _Objective:
@@ -134,7 +133,7 @@ class _Objective:
     def __init__(self, seqs: ReviewSequences, review_order, anchor: np.ndarray, config: FitConfig):
         self.seqs, self.anchor = seqs, anchor
         n_learners = seqs.n_learners
-        steps, cards, _ = _scored_reviews(seqs)
+        steps, cards = _scored_reviews(seqs)
         learner_of = seqs.card_learner[cards]
         self.n_reviews = np.bincount(learner_of, minlength=n_learners)
         # Sample weights on the (step, card) grid, so any subset of cards can pick its own.
@@ -149,52 +148,39 @@ class _Objective:
             weight = recency_weights(rank, self.n_reviews[learner_of])
         self.sample_weight[steps, cards] = weight
         self.total_weight = np.maximum(np.bincount(learner_of, weight, n_learners), _EPS)
+        self.elapsed, self.ratings, self.weight_grid = seqs.elapsed_days, seqs.ratings, self.sample_weight
+        self.lengths = seqs.lengths.astype(np.int64)
+        self.learner_cards = np.argsort(seqs.card_learner, kind="stable").astype(np.int64)
+        self.learner_start = np.searchsorted(seqs.card_learner[self.learner_cards],
+                                             np.arange(n_learners + 1)).astype(np.int64)
         # Prior: a tenth of each weight's allowed range is one unit; its pull fades with the data.
         self.scale = (fsrs.WEIGHT_BOUNDS[:, 1] - fsrs.WEIGHT_BOUNDS[:, 0]) / 10.0
         self.prior = config.prior_strength / (self.n_reviews + config.prior_strength) / fsrs.N_WEIGHTS
 
-    def _scored(self, cols: np.ndarray, subset: ReviewSequences):
-        """(learner, label, sample weight, index into the subset's predictions) of its scored reviews."""
-        steps, cards, keep = _scored_reviews(subset)
-        labels = (subset.ratings[steps, cards] > fsrs.AGAIN).astype(float)
-        return subset.card_learner[cards], labels, self.sample_weight[steps, cols[cards]], keep
-
-    def _nll(self, p, labels, weight):
-        return -(labels * np.log(p) + (1 - labels) * np.log(1 - p)) * weight
+    def _data_terms(self, weights: np.ndarray, learners: np.ndarray):
+        """Weighted loss sum, gradient and Fisher matrix of the data, for `learners` only."""
+        return fsrs_kernel.loss_grad_fisher(
+            self.elapsed, self.ratings, self.lengths, self.weight_grid, self.learner_start, self.learner_cards,
+            np.ascontiguousarray(weights, dtype=np.float64), np.asarray(learners, dtype=np.int64))
 
     def data_loss(self, weights) -> np.ndarray:
-        predicted, _, _ = replay(self.seqs.elapsed_days.astype(float), self.seqs.ratings, self.seqs.active_counts,
-                                 np.asarray(weights)[self.seqs.card_learner])
-        learner, labels, weight, keep = self._scored(np.arange(self.seqs.n_cards), self.seqs)
-        p = np.clip(predicted[keep], _EPS, 1 - _EPS)
-        return np.bincount(learner, self._nll(p, labels, weight), len(self.total_weight)) / self.total_weight
+        everyone = np.arange(len(self.total_weight))
+        return self._data_terms(np.asarray(weights, dtype=float), everyone)[0] / self.total_weight
+
+    def prior_loss(self, weights: np.ndarray) -> np.ndarray:
+        return self.prior * (((weights - self.anchor) / self.scale) ** 2).sum(axis=1)
 
     def evaluate(self, weights: np.ndarray, learners: np.ndarray):
         n_learners = len(self.total_weight)
-        selected = np.zeros(n_learners, dtype=bool)
-        selected[learners] = True
-        cols = np.flatnonzero(selected[self.seqs.card_learner])
-        subset = self.seqs.select_cards(cols)
-        predicted, jacobian = replay_with_jacobian(subset.elapsed_days, subset.ratings, subset.active_counts,
-                                                   weights[subset.card_learner])
-        learner, labels, weight, keep = self._scored(cols, subset)
-        p, jacobian = np.clip(predicted[keep], _EPS, 1 - _EPS), jacobian[keep]
+        loss_sum, grad_sum, fisher_sum = self._data_terms(weights, learners)
+        total = self.total_weight[learners]
         offset = (weights - self.anchor) / self.scale
-        loss = (np.bincount(learner, self._nll(p, labels, weight), n_learners) / self.total_weight
-                + self.prior * (offset**2).sum(axis=1))
-        slope = weight * (p - labels) / (p * (1 - p)) / self.total_weight[learner]
-        curvature = weight / (p * (1 - p)) / self.total_weight[learner]
-        grad = np.zeros((n_learners, fsrs.N_WEIGHTS))
+        loss = self.prior_loss(weights)
+        loss[learners] += loss_sum / total
+        grad = 2 * self.prior[:, None] * offset / self.scale
+        grad[learners] += grad_sum / total[:, None]
         hessian = np.zeros((n_learners, fsrs.N_WEIGHTS, fsrs.N_WEIGHTS))
-        order = np.argsort(learner, kind="stable")
-        bounds = np.searchsorted(learner[order], np.arange(n_learners + 1))
-        for one in learners:  # 21 x 21 algebra per learner; the replay above is batched
-            rows = order[bounds[one]:bounds[one + 1]]
-            if len(rows):
-                j = jacobian[rows]
-                grad[one] = slope[rows] @ j
-                hessian[one] = (j * curvature[rows, None]).T @ j
-        grad += 2 * self.prior[:, None] * offset / self.scale
+        hessian[learners] = fisher_sum / total[:, None, None]
         hessian += (2 * self.prior[:, None] / self.scale**2)[:, :, None] * np.eye(fsrs.N_WEIGHTS)
         return loss, grad, hessian
 

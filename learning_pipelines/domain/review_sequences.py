@@ -35,13 +35,6 @@ class ReviewSequences:
         """Cards still reviewing at each step: those are always the first ones."""
         return (self.lengths[None, :] > np.arange(self.ratings.shape[0])[:, None]).sum(axis=1)
 
-    def select_cards(self, cards: np.ndarray) -> "ReviewSequences":
-        """The same histories for a subset of cards (kept in their longest-first order)."""
-        return dataclasses.replace(
-            self, elapsed_days=self.elapsed_days[:, cards], ratings=self.ratings[:, cards], lengths=self.lengths[cards],
-            card_learner=self.card_learner[cards], card_keys=self.card_keys.iloc[cards].reset_index(drop=True),
-            row_of=self.row_of[:, cards])
-
     def later_reviews(self) -> tuple[np.ndarray, np.ndarray]:
         """(step, card) of every review after a card's first, in replay order (step by step)."""
         counts = self.active_counts[1:]
@@ -52,31 +45,33 @@ class ReviewSequences:
 
 def build_sequences(reviews: pd.DataFrame) -> ReviewSequences:
     """reviews: user_id, concept_id, learner_day, rating, in time order within each card."""
-    frame = reviews[["user_id", "concept_id", "learner_day", "rating"]].reset_index(drop=True)
-    order = np.lexsort((np.arange(len(frame)), frame["concept_id"].to_numpy(), frame["user_id"].to_numpy()))
-    ordered = frame.iloc[order]
-    card = ordered.groupby(["user_id", "concept_id"], sort=False).ngroup().to_numpy()
-    position = ordered.groupby(["user_id", "concept_id"], sort=False).cumcount().to_numpy()
+    users, concepts = reviews["user_id"].to_numpy(), reviews["concept_id"].to_numpy()
+    order = np.lexsort((np.arange(len(reviews)), concepts, users))
+    users, concepts = users[order], concepts[order]
+    starts_card = np.ones(len(order), dtype=bool)
+    starts_card[1:] = (users[1:] != users[:-1]) | (concepts[1:] != concepts[:-1])
+    card = np.cumsum(starts_card) - 1
+    first_of_card = np.flatnonzero(starts_card)
+    position = np.arange(len(order)) - first_of_card[card]
     lengths_by_card = np.bincount(card)
+    longest_first = np.argsort(-lengths_by_card, kind="stable")
     rank = np.empty_like(lengths_by_card)
-    rank[np.argsort(-lengths_by_card, kind="stable")] = np.arange(len(lengths_by_card))
+    rank[longest_first] = np.arange(len(lengths_by_card))
     column = rank[card]
     n_steps = int(lengths_by_card.max()) if len(card) else 0
     shape = (n_steps, len(lengths_by_card))
     days = np.zeros(shape, dtype=np.int64)
     ratings = np.zeros(shape, dtype=np.int64)
     row_of = np.full(shape, -1, dtype=np.int64)
-    days[position, column] = ordered["learner_day"].to_numpy()
-    ratings[position, column] = ordered["rating"].to_numpy()
+    days[position, column] = reviews["learner_day"].to_numpy()[order]
+    ratings[position, column] = reviews["rating"].to_numpy()[order]
     row_of[position, column] = order
     elapsed = np.zeros(shape, dtype=np.int64)
     elapsed[1:] = np.where(ratings[1:] > 0, days[1:] - days[:-1], 0)
-    lengths = lengths_by_card[np.argsort(-lengths_by_card, kind="stable")]
-    first_rows = ordered.iloc[np.flatnonzero(position == 0)]
-    first_rows = first_rows.assign(column=column[position == 0]).sort_values("column")
-    learner_ids, card_learner = np.unique(first_rows["user_id"].to_numpy(), return_inverse=True)
+    card_users, card_concepts = users[first_of_card][longest_first], concepts[first_of_card][longest_first]
+    learner_ids, card_learner = np.unique(card_users, return_inverse=True)
     return ReviewSequences(
-        elapsed_days=elapsed, ratings=ratings, lengths=lengths, card_learner=card_learner,
-        learner_ids=learner_ids, card_keys=first_rows[["user_id", "concept_id"]].reset_index(drop=True),
+        elapsed_days=elapsed, ratings=ratings, lengths=lengths_by_card[longest_first], card_learner=card_learner,
+        learner_ids=learner_ids, card_keys=pd.DataFrame({"user_id": card_users, "concept_id": card_concepts}),
         row_of=row_of,
     )
