@@ -15,12 +15,14 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from prometheus_client import generate_latest
 
 from learning_pipelines import cli
 from learning_pipelines.db import maintenance, migrate, partition_migration, partition_rehearsal
 from learning_pipelines.db.engine import DATABASE_URL_ENV, get_engine
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.review_logs_partitioning import review_logs_partitioned
+from learning_pipelines.observability.exporter import build_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_MONTH = dt.date(2025, 1, 1)
@@ -130,6 +132,12 @@ def test_swap_refuses_while_a_month_is_unverified(empty_postgres_url):
     _legacy_database(url, 3000, n_months=3)
     migrate.upgrade(url, "0006")
     _backfill(url, MONTHS[0])
+    # Prometheus shows the move's progress.
+    metrics = generate_latest(build_registry(dg.DagsterInstance.ephemeral(), get_engine(url))).decode()
+    assert 'review_logs_partition_migration_months{state="verified"} 1.0' in metrics
+    assert 'review_logs_partition_migration_months{state="pending"} 2.0' in metrics
+    copied = _progress(url, MONTHS[0])["rows_copied"]
+    assert f"review_logs_partition_migration_rows_copied {float(copied)}" in metrics and copied > 0
     with pytest.raises(partition_migration.MigrationRefused, match=r"2 month\(s\) not verified yet \(2025-02, 2025-03\)"):
         migrate.upgrade(url, "0007")
     assert migrate.current_revision(get_engine(url)) == "0006"

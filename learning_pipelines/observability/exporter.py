@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from learning_pipelines.db import tables
+from learning_pipelines.db import partition_migration, tables
 
 FSRS_JOB = "fsrs_optimization_job"
 CDC_ASSET = "concept_complexity"
@@ -33,7 +33,7 @@ METRIC_NAMES = (
     "dagster_asset_last_materialization_timestamp_seconds", "fsrs_learners_optimized", "fsrs_shadow_logloss",
     "revision_queue_due", "revision_queue_generated_timestamp_seconds", "review_logs_rows", "review_log_rejects_rows",
     "learning_pipelines_scrape_duration_seconds", "learning_pipelines_warehouse_up", "ncf_model_age_seconds",
-    "ncf_model_hr_at_10",
+    "ncf_model_hr_at_10", "review_logs_partition_migration_months", "review_logs_partition_migration_rows_copied",
 )
 
 
@@ -132,6 +132,7 @@ class LearningPipelinesCollector(Collector):
             shadow_day = conn.execute(sa.select(sa.func.max(shadow.c.day))).scalar()
             logloss = conn.execute(sa.select(shadow.c.ab_group, shadow.c.logloss).where(
                 shadow.c.day == shadow_day, shadow.c.logloss.is_not(None))).all() if shadow_day else []
+            migration = partition_migration.progress_report(conn)
             models = tables.ncf_models
             ncf = conn.execute(sa.select(models.c.trained_at, models.c.hr_at_10, models.c.popularity_hr_at_10)
                                .order_by(models.c.model_id.desc()).limit(1)).first()
@@ -167,6 +168,25 @@ class LearningPipelinesCollector(Collector):
             hit_rate.add_metric(["popularity"], ncf.popularity_hr_at_10)
         yield age
         yield hit_rate
+        yield from _migration_progress(migration)
+
+
+def _migration_progress(report: dict) -> Iterator:
+    """Months of an online partitioning by state, and rows copied; empty when none is under way."""
+    months = GaugeMetricFamily("review_logs_partition_migration_months",
+                               "Months of the unpartitioned review_logs by backfill state", labels=["state"])
+    copied = GaugeMetricFamily("review_logs_partition_migration_rows_copied", "Rows the backfill copied so far")
+    if report["layout"] == "migrating":
+        states = {"pending": 0, "copying": 0, "unverified": 0, "verified": 0}
+        for month in report["months"]:
+            state = ("verified" if month["verified_at"] else "unverified" if month["finished_at"]
+                     else "copying" if month["batches"] else "pending")
+            states[state] += 1
+        for state, count in states.items():
+            months.add_metric([state], count)
+        copied.add_metric([], sum(month["rows_copied"] for month in report["months"]))
+    yield months
+    yield copied
 
 
 def build_registry(instance: dg.DagsterInstance, engine: sa.Engine | None) -> CollectorRegistry:
