@@ -142,6 +142,11 @@ def test_swap_refuses_while_a_month_is_unverified(empty_postgres_url):
         migrate.upgrade(url, "0007")
     assert migrate.current_revision(get_engine(url)) == "0006"
 
+    engine = get_engine(url)
+    with engine.begin() as holder:  # a second run of a month already being copied stops with a clear message
+        partition_migration.copy_month_batch(holder, MONTHS[1], 500)
+        with engine.begin() as conn, pytest.raises(partition_migration.MigrationRefused, match="being copied by another run"):
+            partition_migration.copy_month_batch(conn, MONTHS[1], 500)
     for month in MONTHS[1:3]:
         _backfill(url, month)
     with get_engine(url).begin() as conn:  # a row lost behind the trigger's back

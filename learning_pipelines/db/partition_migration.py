@@ -43,6 +43,7 @@ FORWARD_MIRROR = "review_logs_mirror_to_partitioned"
 REVERSE_MIRROR = "review_logs_mirror_to_unpartitioned"
 COLUMNS = tuple(column.name for column in tables.review_logs.columns)
 DEFAULT_LOCK_TIMEOUT = "5s"
+_LOCK_NOT_AVAILABLE = "55P03"
 
 # Tables that exist only while a migration is under way; Alembic's autogenerate ignores them.
 SCAFFOLDING_TABLES = frozenset({SHADOW, RETIRED, PROGRESS, STATE})
@@ -101,10 +102,11 @@ def start(conn: sa.Connection, lock_timeout: str = DEFAULT_LOCK_TIMEOUT) -> bool
     if layout(conn) != "unpartitioned":
         return False
     _require_same_columns(conn)
-    months = partitions.months_with_data(conn, TABLE)
     conn.execute(sa.text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
-    # What CREATE TRIGGER needs, taken first: writers finish, readers go on.
+    # What CREATE TRIGGER needs, taken first: writers finish, readers go on. Months are listed
+    # under the lock, so no row can land in an unlisted month before the trigger exists.
     conn.exec_driver_sql(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE")
+    months = partitions.months_with_data(conn, TABLE)
     for statement in _shadow_table_ddl():
         conn.exec_driver_sql(statement)
     conn.exec_driver_sql(f"CREATE TABLE {partitions.DEFAULT_PARTITION} PARTITION OF {SHADOW} DEFAULT")
@@ -153,10 +155,15 @@ def copy_month_batch(conn: sa.Connection, month: dt.date, batch_size: int) -> Ba
     Commit after each call: the copied rows and the progress marker land together, so a run
     killed at any point resumes exactly after the last committed batch.
     """
-    progress = conn.execute(
-        sa.text(f"SELECT last_reviewed_at, last_id, finished_at FROM {PROGRESS} WHERE month = :month FOR UPDATE NOWAIT"),
-        {"month": month},
-    ).one_or_none()
+    try:
+        progress = conn.execute(
+            sa.text(f"SELECT last_reviewed_at, last_id, finished_at FROM {PROGRESS} WHERE month = :month FOR UPDATE NOWAIT"),
+            {"month": month},
+        ).one_or_none()
+    except sa.exc.OperationalError as error:
+        if getattr(error.orig, "pgcode", None) == _LOCK_NOT_AVAILABLE:
+            raise MigrationRefused(f"{month:%Y-%m} is being copied by another run; let that one finish") from error
+        raise
     if progress is None:
         # The month held no row when the migration started: the trigger has mirrored all of it.
         return BatchResult(0, 0, True)
