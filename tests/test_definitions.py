@@ -20,7 +20,8 @@ EXPECTED_GRAPH = {
     "jobs": ["fsrs_optimization_job", "fsrs_shadow_evaluation_job", "ncf_job", "review_logs_job", "review_logs_partition_backfill",
              "revision_queues_job"],
     "schedules": ["fsrs_shadow_daily", "fsrs_weekly", "review_logs_nightly", "revision_queues_nightly"],
-    "sensors": ["fsrs_eligibility_sensor", "ncf_retraining_sensor", "run_failure_reporter"],
+    "sensors": ["fsrs_eligibility_sensor", "ncf_retraining_sensor", "review_logs_partition_backfill_sensor",
+                "run_failure_reporter"],
     "resources": ["model_store", "warehouse"],
 }
 

@@ -21,7 +21,8 @@ from learning_pipelines import cli
 from learning_pipelines.db import maintenance, migrate, partition_migration, partition_rehearsal
 from learning_pipelines.db.engine import DATABASE_URL_ENV, get_engine
 from learning_pipelines.defs.resources import Warehouse
-from learning_pipelines.defs.review_logs_partitioning import review_logs_partitioned
+from learning_pipelines.defs.review_logs_partitioning import (review_logs_partition_backfill_sensor,
+                                                               review_logs_partitioned)
 from learning_pipelines.observability.exporter import build_registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,6 +139,11 @@ def test_swap_refuses_while_a_month_is_unverified(empty_postgres_url):
     assert 'review_logs_partition_migration_months{state="pending"} 2.0' in metrics
     copied = _progress(url, MONTHS[0])["rows_copied"]
     assert f"review_logs_partition_migration_rows_copied {float(copied)}" in metrics and copied > 0
+    # The sensor asks for a run of each month not verified yet.
+    sensor_context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(),
+                                             resources={"warehouse": Warehouse(database_url=url)})
+    requests = review_logs_partition_backfill_sensor(sensor_context)
+    assert [(r.partition_key, r.run_key) for r in requests] == [("2025-02-01", "2025-02-01:0"), ("2025-03-01", "2025-03-01:0")]
     with pytest.raises(partition_migration.MigrationRefused, match=r"2 month\(s\) not verified yet \(2025-02, 2025-03\)"):
         migrate.upgrade(url, "0007")
     assert migrate.current_revision(get_engine(url)) == "0006"
@@ -206,6 +212,9 @@ def test_nothing_to_migrate_is_explained(warehouse_url, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["layout"] == ("sqlite" if warehouse_url.startswith("sqlite") else "partitioned")
     assert "no migration" in report["next_step"] or "nothing to migrate" in report["next_step"]
+    skip = review_logs_partition_backfill_sensor(dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(), resources={"warehouse": Warehouse(database_url=warehouse_url)}))
+    assert skip.skip_message == report["next_step"]
     result = _backfill(warehouse_url, MONTHS[0], raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.user_failure_data
