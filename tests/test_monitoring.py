@@ -142,7 +142,8 @@ def test_exporter_after_a_successful_and_a_failed_run(instance, empty_sqlite_url
         instance=instance, resources=broken, partition_key="2026-03-10", raise_on_error=False)
     assert not failed.success
 
-    values = _scrape(build_registry(instance, engine))
+    registry = build_registry(instance, engine)
+    values = _scrape(registry)
     assert values[("jobs_failed_total", (("job", "revision_queues_job"),))] == 1
     assert values[("dagster_runs_finished_total", (("job", "fsrs_optimization_job"), ("status", "success")))] == 1
     assert values[("fsrs_optimization_jobs_processed_total", ())] == 1
@@ -159,10 +160,15 @@ def test_exporter_after_a_successful_and_a_failed_run(instance, empty_sqlite_url
     assert values[("learning_pipelines_warehouse_up", ())] == 1
     stamp = values[("dagster_asset_last_materialization_timestamp_seconds", (("asset", "fsrs_parameters"),))]
     assert abs(stamp - time.time()) < 600
-    # A restarted exporter reads the same counters back from storage.
-    again = _scrape(build_registry(instance, engine))
-    assert {k: v for k, v in again.items() if k[0].endswith("_total")} == \
-        {k: v for k, v in values.items() if k[0].endswith("_total")}
+    # A later scrape counts only the runs finished since; a restarted exporter reads the same totals back.
+    repository.get_job("revision_queues_job").execute_in_process(
+        instance=instance, resources=broken, partition_key="2026-03-11", raise_on_error=False)
+    later = _scrape(registry)
+    assert later[("jobs_failed_total", (("job", "revision_queues_job"),))] == 2
+    assert later[("fsrs_optimization_jobs_processed_total", ())] == 1
+    restarted = _scrape(build_registry(instance, engine))
+    assert {k: v for k, v in restarted.items() if k[0].endswith("_total")} == \
+        {k: v for k, v in later.items() if k[0].endswith("_total")}
 
 
 class _Webhook(BaseHTTPRequestHandler):

@@ -7,6 +7,7 @@ report anything.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import time
 from collections import Counter
@@ -21,6 +22,9 @@ from learning_pipelines.db import partition_migration, tables
 
 FSRS_JOB = "fsrs_optimization_job"
 CDC_ASSET = "concept_complexity"
+# Runs updated this long before the newest one already counted are read again (commit order and
+# clock skew between run workers); a run id is counted once.
+RUN_SCAN_OVERLAP = dt.timedelta(minutes=5)
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400)
 IN_QUEUE = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
             dg.DagsterRunStatus.STARTED)
@@ -47,6 +51,13 @@ class LearningPipelinesCollector(Collector):
     def __init__(self, instance: dg.DagsterInstance, engine: sa.Engine | None):
         self.instance = instance
         self.engine = engine
+        # Finished runs never change outcome: each is counted once, and later scrapes read only the
+        # runs updated since (with an overlap, deduplicated by run id), not the whole run history.
+        self._finished: Counter = Counter()
+        self._last_success: dict[str, float] = {}
+        self._fsrs_durations: list[float] = []
+        self._counted: dict[str, dt.datetime] = {}  # run id -> update time, only within the overlap
+        self._seen_until: dt.datetime | None = None
 
     def collect(self) -> Iterator:
         started = time.perf_counter()
@@ -65,21 +76,30 @@ class LearningPipelinesCollector(Collector):
         scrape.add_metric([], time.perf_counter() - started)
         yield scrape
 
-    def _runs(self) -> Iterator:
-        queued: Counter = Counter()
-        finished: Counter = Counter()
-        last_success: dict[str, float] = {}
-        fsrs_durations = []
-        for record in self.instance.get_run_records():
+    def _count_finished_runs(self) -> None:
+        since = self._seen_until - RUN_SCAN_OVERLAP if self._seen_until else None
+        for record in self.instance.get_run_records(
+                filters=dg.RunsFilter(statuses=list(FINISHED), updated_after=since),
+                order_by="update_timestamp", ascending=True):
             run = record.dagster_run
-            if run.status in IN_QUEUE:
-                queued[run.job_name] += 1
-            elif run.status in FINISHED:
-                finished[(run.job_name, FINISHED[run.status])] += 1
+            self._seen_until = max(filter(None, (self._seen_until, record.update_timestamp)))
+            if run.run_id in self._counted:
+                continue
+            self._counted[run.run_id] = record.update_timestamp
+            self._finished[(run.job_name, FINISHED[run.status])] += 1
             if run.status == dg.DagsterRunStatus.SUCCESS and record.end_time:
-                last_success[run.job_name] = max(last_success.get(run.job_name, 0.0), record.end_time)
+                self._last_success[run.job_name] = max(self._last_success.get(run.job_name, 0.0), record.end_time)
                 if run.job_name == FSRS_JOB and record.start_time:
-                    fsrs_durations.append(record.end_time - record.start_time)
+                    self._fsrs_durations.append(record.end_time - record.start_time)
+        if self._seen_until is not None:
+            horizon = self._seen_until - RUN_SCAN_OVERLAP
+            self._counted = {run_id: when for run_id, when in self._counted.items() if when >= horizon}
+
+    def _runs(self) -> Iterator:
+        self._count_finished_runs()
+        queued = Counter(record.dagster_run.job_name for record in self.instance.get_run_records(
+            filters=dg.RunsFilter(statuses=list(IN_QUEUE))))
+        finished, last_success, fsrs_durations = self._finished, self._last_success, self._fsrs_durations
         queue = GaugeMetricFamily("dagster_run_queue_size", "Queued, starting and running runs per job", labels=["job"])
         for job, count in sorted(queued.items()):
             queue.add_metric([job], count)
