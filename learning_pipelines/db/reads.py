@@ -33,3 +33,21 @@ def review_counts(conn: sa.Connection) -> pd.DataFrame:
     """user_id, n_reviews for every learner with reviews."""
     logs = tables.review_logs
     return bulk.read_frame(conn, sa.select(logs.c.user_id, sa.func.count().label("n_reviews")).group_by(logs.c.user_id))
+
+
+# Below this many rows counting is cheap; above it a scrape every 15 s must not scan the table.
+EXACT_COUNT_LIMIT = 1_000_000
+
+
+def row_count(conn: sa.Connection, table: sa.Table) -> int:
+    """Rows in `table` (partitions included): exact on SQLite and for small tables; on a large
+    PostgreSQL table, the planner's estimate (pg_class.reltuples, kept by autovacuum/ANALYZE)."""
+    exact = sa.select(sa.func.count()).select_from(table)
+    if conn.dialect.name != "postgresql":
+        return conn.execute(exact).scalar_one()
+    # Partitions (and plain tables) hold the statistics; never-analyzed ones (-1) count as unknown.
+    known = conn.execute(sa.text(
+        "SELECT coalesce(sum(c.reltuples) FILTER (WHERE c.reltuples >= 0), 0) FROM pg_class c WHERE c.relkind = 'r' "
+        "AND (c.oid = to_regclass(:t) OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(:t)))"
+    ), {"t": table.name}).scalar_one()
+    return int(known) if known >= EXACT_COUNT_LIMIT else conn.execute(exact).scalar_one()

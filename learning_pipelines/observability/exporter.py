@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from learning_pipelines.db import partition_migration, tables
+from learning_pipelines.db import partition_migration, reads, tables
 
 FSRS_JOB = "fsrs_optimization_job"
 CDC_ASSET = "concept_complexity"
@@ -141,8 +141,8 @@ class LearningPipelinesCollector(Collector):
         with self.engine.connect() as conn:
             optimized = conn.execute(sa.select(sa.func.count()).select_from(tables.srs_user_params)
                                      .where(tables.srs_user_params.c.weights.is_not(None))).scalar_one()
-            reviews = conn.execute(sa.select(sa.func.count()).select_from(tables.review_logs)).scalar_one()
-            rejects = conn.execute(sa.select(sa.func.count()).select_from(tables.review_log_rejects)).scalar_one()
+            reviews = reads.row_count(conn, tables.review_logs)
+            rejects = reads.row_count(conn, tables.review_log_rejects)
             stats = tables.queue_stats_daily
             latest_day = conn.execute(sa.select(sa.func.max(stats.c.queue_date))).scalar()
             totals = conn.execute(sa.select(stats.c.due_today, stats.c.overdue).where(
