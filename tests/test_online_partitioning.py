@@ -142,7 +142,7 @@ def test_swap_refuses_while_a_month_is_unverified(empty_postgres_url):
     # The sensor asks for a run of each month not verified yet.
     sensor_context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(),
                                              resources={"warehouse": Warehouse(database_url=url)})
-    requests = review_logs_partition_backfill_sensor(sensor_context)
+    requests = review_logs_partition_backfill_sensor(sensor_context).run_requests
     assert [(r.partition_key, r.run_key) for r in requests] == [("2025-02-01", "2025-02-01:0"), ("2025-03-01", "2025-03-01:0")]
     with pytest.raises(partition_migration.MigrationRefused, match=r"2 month\(s\) not verified yet \(2025-02, 2025-03\)"):
         migrate.upgrade(url, "0007")
@@ -214,7 +214,7 @@ def test_nothing_to_migrate_is_explained(warehouse_url, capsys):
     assert "no migration" in report["next_step"] or "nothing to migrate" in report["next_step"]
     skip = review_logs_partition_backfill_sensor(dg.build_sensor_context(
         instance=dg.DagsterInstance.ephemeral(), resources={"warehouse": Warehouse(database_url=warehouse_url)}))
-    assert skip.skip_message == report["next_step"]
+    assert skip.skip_reason.skip_message == report["next_step"]
     result = _backfill(warehouse_url, MONTHS[0], raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.user_failure_data

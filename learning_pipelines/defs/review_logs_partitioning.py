@@ -99,7 +99,7 @@ review_logs_partition_backfill = dg.define_asset_job(
 
 @dg.sensor(job=review_logs_partition_backfill, minimum_interval_seconds=60,
            default_status=dg.DefaultSensorStatus.STOPPED)
-def review_logs_partition_backfill_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse):
+def review_logs_partition_backfill_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse) -> dg.SensorResult:
     """Drives the backfill once migration 0006 ran: a run for every month not verified yet that has
     none in flight. Off by default: an operator turns it on for the move (runbook in the README).
 
@@ -109,7 +109,7 @@ def review_logs_partition_backfill_sensor(context: dg.SensorEvaluationContext, w
     with warehouse.begin() as conn:
         report = partition_migration.progress_report(conn)
     if report["layout"] != "migrating":
-        return dg.SkipReason(report["next_step"])
+        return dg.SensorResult(skip_reason=report["next_step"])
     in_flight = {run.tags.get("dagster/partition") for run in context.instance.get_runs(dg.RunsFilter(
         job_name=review_logs_partition_backfill.name,
         statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -118,6 +118,8 @@ def review_logs_partition_backfill_sensor(context: dg.SensorEvaluationContext, w
         dg.RunRequest(partition_key=month["month"], run_key=f"{month['month']}:{month['rows_copied']}")
         for month in report["months"] if month["verified_at"] is None and month["month"] not in in_flight
     ]
-    return requests or dg.SkipReason(
+    if requests:
+        return dg.SensorResult(run_requests=requests)
+    return dg.SensorResult(skip_reason=(
         f"{len(report['unverified_months'])} month(s) unverified, each with a run in flight" if report["unverified_months"]
-        else "every month is verified: run `alembic upgrade 0007`")
+        else "every month is verified: run `alembic upgrade 0007`"))
