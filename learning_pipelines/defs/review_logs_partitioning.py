@@ -1,8 +1,8 @@
 """Backfill of the online move of an unpartitioned review_logs into monthly partitions.
 
 Runs between migrations 0006 and 0007 (see db/partition_migration.py and the README runbook),
-one month per partition: launch a backfill of `review_logs_partition_backfill` over the months
-that `learning-pipelines db partition-status` lists.
+one month per partition: turn on `review_logs_partition_backfill_sensor`, or launch a backfill of
+`review_logs_partition_backfill` over the months that `learning-pipelines db partition-status` lists.
 """
 
 import datetime as dt
@@ -92,6 +92,8 @@ def review_logs_partitioned(context: dg.AssetExecutionContext, config: BackfillC
 
 review_logs_partition_backfill = dg.define_asset_job(
     "review_logs_partition_backfill", selection=[review_logs_partitioned],
+    # A killed run resumes where it stopped, so a stuck one may as well be failed by run monitoring.
+    tags={"dagster/max_runtime": str(6 * 60 * 60)},
     description="Copies months of an unpartitioned review_logs into review_logs_partitioned "
                 "(between migrations 0006 and 0007); resumable, verified per month.",
 )
