@@ -70,14 +70,23 @@ def pretrain_initial_stability(seqs: ReviewSequences, start: np.ndarray) -> np.n
         r = (1.0 + factor[mask, None] * elapsed[mask, None] / _S0_GRID[None, :]) ** -decay[mask, None]
         r = np.clip(r, _EPS, 1 - _EPS)
         nll = -(recalled[mask, None] * np.log(r) + (1 - recalled[mask, None]) * np.log(1 - r))
-        per_learner = np.zeros((len(start), len(_S0_GRID)))
-        np.add.at(per_learner, learner[mask], nll)
+        per_learner = _sum_rows_by_group(nll, learner[mask], len(start))
         counts = np.bincount(learner[mask], minlength=len(start))
         # A weak prior (a few pseudo-reviews) toward the starting value keeps sparse ratings sane.
         prior = 2.0 * (np.log(_S0_GRID)[None, :] - np.log(start[:, rating - 1])[:, None]) ** 2
         best = _S0_GRID[np.argmin(per_learner + prior, axis=1)]
         weights[:, rating - 1] = np.where(counts > 0, best, start[:, rating - 1])
     return fsrs.clip_weights(weights)
+
+
+def _sum_rows_by_group(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """Row sums of `values` (n, k) per group: (n_groups, k)."""
+    order = np.argsort(group, kind="stable")
+    groups, starts = np.unique(group[order], return_index=True)
+    sums = np.zeros((n_groups, values.shape[1]))
+    if len(order):
+        sums[groups] = np.add.reduceat(values[order], starts, axis=0)
+    return sums
 
 
 def fit_weights(seqs: ReviewSequences, start: np.ndarray | None = None, review_order: np.ndarray | None = None,
