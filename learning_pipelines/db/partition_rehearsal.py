@@ -35,14 +35,16 @@ def install_legacy_review_logs(conn: sa.Connection) -> None:
 
 
 def synthetic_reviews(n_rows: int, first_month: dt.date, n_months: int, n_users: int = 500,
-                      n_concepts: int = 200, seed: int = 0) -> pd.DataFrame:
-    """Rows spread evenly over `n_months` whole UTC months, ids 1..n_rows in random time order."""
+                      n_concepts: int = 200, seed: int = 0, time_ordered: bool = True) -> pd.DataFrame:
+    """Rows spread evenly over `n_months` whole UTC months, ids 1..n_rows (the order they are stored
+    in) ascending with time as in a log written while the reviews happened, or unrelated to it."""
     rng = np.random.default_rng(seed)
     start = pd.Timestamp(first_month, tz="UTC")
     span_s = int((start + pd.DateOffset(months=n_months) - start).total_seconds())
+    offsets = rng.integers(0, span_s, n_rows)
     return pd.DataFrame({
         "id": np.arange(1, n_rows + 1, dtype=np.int64),
-        "reviewed_at": start + pd.to_timedelta(rng.integers(0, span_s, n_rows), unit="s"),
+        "reviewed_at": start + pd.to_timedelta(np.sort(offsets) if time_ordered else offsets, unit="s"),
         "user_id": rng.integers(1, n_users + 1, n_rows),
         "concept_id": rng.integers(1, n_concepts + 1, n_rows),
         "rating": rng.integers(1, 5, n_rows).astype(np.int16),
