@@ -88,8 +88,7 @@ def layout(conn: sa.Connection) -> str:
         return "migrating"
     if _exists(conn, RETIRED):
         return "swapped"
-    kind = conn.execute(sa.text("SELECT relkind FROM pg_class WHERE oid = to_regclass(:t)"), {"t": TABLE}).scalar()
-    return {"p": "partitioned", "r": "unpartitioned"}.get(kind, "absent")
+    return {"p": "partitioned", "r": "unpartitioned"}.get(partitions.relation_kind(conn, TABLE), "absent")
 
 
 # --- migration 0006 -------------------------------------------------------------------------
@@ -102,7 +101,7 @@ def start(conn: sa.Connection, lock_timeout: str = DEFAULT_LOCK_TIMEOUT) -> bool
     if layout(conn) != "unpartitioned":
         return False
     _require_same_columns(conn)
-    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
+    _set_lock_timeout(conn, lock_timeout)
     # What CREATE TRIGGER needs, taken first: writers finish, readers go on. Months are listed
     # under the lock, so no row can land in an unlisted month before the trigger exists.
     conn.exec_driver_sql(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE")
@@ -169,7 +168,7 @@ def copy_month_batch(conn: sa.Connection, month: dt.date, batch_size: int) -> Ba
         return BatchResult(0, 0, True)
     if progress.finished_at is not None:
         return BatchResult(0, 0, True)
-    lo, hi = _month_bounds(month)
+    lo, hi = partitions.month_bounds(month)
     after = {"lo": lo, "hi": hi, "last_reviewed_at": progress.last_reviewed_at, "last_id": progress.last_id}
     in_month_after_last = (
         "reviewed_at >= :lo AND reviewed_at < :hi AND (reviewed_at, id) > "
@@ -209,7 +208,7 @@ def constrain_month(engine: sa.Engine, month: dt.date, lock_timeout: str = DEFAU
         with engine.begin() as conn:
             if not _exists(conn, partition) or _has_constraint(conn, partition, name):
                 continue
-            conn.execute(sa.text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
+            _set_lock_timeout(conn, lock_timeout)
             conn.exec_driver_sql(f"ALTER TABLE {partition} ADD CONSTRAINT {name} {definition} NOT VALID")
         with engine.begin() as conn:
             conn.exec_driver_sql(f"ALTER TABLE {partition} VALIDATE CONSTRAINT {name}")
@@ -224,7 +223,7 @@ def month_progress(conn: sa.Connection, month: dt.date) -> dict | None:
 
 def verify_month(conn: sa.Connection, month: dt.date) -> MonthComparison:
     """Count and checksum of the month in both tables, in one snapshot; records a match."""
-    lo, hi = _month_bounds(month)
+    lo, hi = partitions.month_bounds(month)
     old, new = (
         f"(SELECT count(*) AS n, coalesce(sum({_ROW_CHECKSUM}), 0)::text AS checksum FROM {table}"
         f" WHERE reviewed_at >= :lo AND reviewed_at < :hi)"
@@ -326,7 +325,7 @@ def unretire(conn: sa.Connection, lock_timeout: str = DEFAULT_LOCK_TIMEOUT) -> b
         return False
     if conn.execute(sa.text(f"SELECT retired_at FROM {STATE}")).scalar() is None:
         return False
-    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
+    _set_lock_timeout(conn, lock_timeout)
     # Readers go on; writers wait until the old table is rebuilt and mirrored again.
     conn.exec_driver_sql(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE")
     conn.exec_driver_sql(f"CREATE TABLE {RETIRED} (LIKE {TABLE})")
@@ -347,18 +346,18 @@ def unretire(conn: sa.Connection, lock_timeout: str = DEFAULT_LOCK_TIMEOUT) -> b
 def _lock_in_writer_order(conn: sa.Connection, lock_timeout: str, written: str, mirrored: str) -> None:
     """Locks both tables in the order a writer takes them (its table, then the trigger's target),
     so the DDL that follows cannot deadlock with a write in flight."""
-    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
+    _set_lock_timeout(conn, lock_timeout)
     conn.exec_driver_sql(f"LOCK TABLE {written} IN ACCESS EXCLUSIVE MODE")
     conn.exec_driver_sql(f"LOCK TABLE {mirrored} IN ACCESS EXCLUSIVE MODE")
 
 
 def _exists(conn: sa.Connection, table: str) -> bool:
-    return conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}).scalar()
+    return partitions.relation_kind(conn, table) is not None
 
 
-def _month_bounds(month: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    return (dt.datetime.combine(month, dt.time(), dt.timezone.utc),
-            dt.datetime.combine(partitions.next_month(month), dt.time(), dt.timezone.utc))
+def _set_lock_timeout(conn: sa.Connection, lock_timeout: str) -> None:
+    """How long this transaction's DDL waits for a lock before giving up (then: re-run)."""
+    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
 
 
 def _require_same_columns(conn: sa.Connection) -> None:

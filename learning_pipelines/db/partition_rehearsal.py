@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from learning_pipelines.db import bulk, tables
+from learning_pipelines.db import bulk, partitions, tables
 from learning_pipelines.db.partition_migration import COLUMNS
 
 _COLUMN_LIST = ", ".join(COLUMNS)
@@ -126,8 +126,8 @@ class ConcurrentWriter(threading.Thread):
                 return review_id
 
     def _moment(self) -> dt.datetime:
-        month = self.random.choice(self.months)
-        return dt.datetime.combine(month, dt.time(), dt.timezone.utc) + dt.timedelta(
+        month_start, _ = partitions.month_bounds(self.random.choice(self.months))
+        return month_start + dt.timedelta(
             seconds=self.random.randrange(28 * 86400))
 
     def _write_insert(self, conn):

@@ -50,11 +50,21 @@ def existing_month_partitions(conn: sa.Connection, parent: str = PARENT_TABLE) -
     return months
 
 
+def month_bounds(month: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of a month in UTC: a month partition's range."""
+    return (dt.datetime.combine(month, dt.time(), dt.timezone.utc),
+            dt.datetime.combine(next_month(month), dt.time(), dt.timezone.utc))
+
+
+def relation_kind(conn: sa.Connection, name: str) -> str | None:
+    """pg_class.relkind of a table or index ('r' plain, 'p' partitioned, ...); None when absent."""
+    return conn.execute(sa.text("SELECT relkind FROM pg_class WHERE oid = to_regclass(:t)"), {"t": name}).scalar()
+
+
 def partitioned_parent(conn: sa.Connection) -> str | None:
     """The table whose month partitions to keep: review_logs, or its shadow during an online migration."""
     for table in (PARENT_TABLE, SHADOW_TABLE):
-        kind = conn.execute(sa.text("SELECT relkind FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table}).scalar()
-        if kind == "p":
+        if relation_kind(conn, table) == "p":
             return table
     return None
 
@@ -83,10 +93,10 @@ def ensure_month_partitions(conn: sa.Connection, months: Iterable[dt.date], pare
 
 def _create_month_partition(conn: sa.Connection, month: dt.date, parent: str) -> None:
     name = month_partition_name(month)
-    bounds = {"lo": dt.datetime.combine(month, dt.time(), dt.timezone.utc),
-              "hi": dt.datetime.combine(next_month(month), dt.time(), dt.timezone.utc)}
-    range_sql = f"FROM ('{bounds['lo'].isoformat()}') TO ('{bounds['hi'].isoformat()}')"
-    has_default = conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": DEFAULT_PARTITION}).scalar()
+    lo, hi = month_bounds(month)
+    bounds = {"lo": lo, "hi": hi}
+    range_sql = f"FROM ('{lo.isoformat()}') TO ('{hi.isoformat()}')"
+    has_default = relation_kind(conn, DEFAULT_PARTITION) is not None
     stray_rows = has_default and conn.execute(
         sa.text(f"SELECT EXISTS (SELECT 1 FROM {DEFAULT_PARTITION} WHERE reviewed_at >= :lo AND reviewed_at < :hi)"),
         bounds,

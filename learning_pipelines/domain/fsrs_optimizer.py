@@ -157,7 +157,6 @@ class _Objective:
             weight = recency_weights(rank, self.n_reviews[learner_of])
         self.sample_weight[steps, cards] = weight
         self.total_weight = np.maximum(np.bincount(learner_of, weight, n_learners), _EPS)
-        self.elapsed, self.ratings, self.weight_grid = seqs.elapsed_days, seqs.ratings, self.sample_weight
         self.lengths = seqs.lengths.astype(np.int64)
         self.learner_cards = np.argsort(seqs.card_learner, kind="stable").astype(np.int64)
         self.learner_start = np.searchsorted(seqs.card_learner[self.learner_cards],
@@ -169,7 +168,8 @@ class _Objective:
     def _data_terms(self, weights: np.ndarray, learners: np.ndarray):
         """Weighted loss sum, gradient and Fisher matrix of the data, for `learners` only."""
         return fsrs_kernel.loss_grad_fisher(
-            self.elapsed, self.ratings, self.lengths, self.weight_grid, self.learner_start, self.learner_cards,
+            self.seqs.elapsed_days, self.seqs.ratings, self.lengths, self.sample_weight, self.learner_start,
+            self.learner_cards,
             np.ascontiguousarray(weights, dtype=np.float64), np.asarray(learners, dtype=np.int64))
 
     def data_loss(self, weights) -> np.ndarray:
