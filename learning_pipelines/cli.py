@@ -140,18 +140,12 @@ def _metrics(args: argparse.Namespace) -> int:
 
 def _recommend(args: argparse.Namespace) -> int:
     import pandas as pd
-    import sqlalchemy as sa
 
-    from learning_pipelines.db import bulk, tables
+    from learning_pipelines.db import ncf_store
     from learning_pipelines.db.engine import get_engine
 
-    recs, resources = tables.user_recommendations, tables.resources
     with get_engine(args.database_url).connect() as conn:
-        rows = bulk.read_frame(conn, sa.select(recs.c.rank, recs.c.resource_id, resources.c.title, resources.c.kind,
-                                               recs.c.score, recs.c.strategy, recs.c.ncf_score, recs.c.content_score,
-                                               recs.c.graph_score)
-                               .join(resources, resources.c.resource_id == recs.c.resource_id)
-                               .where(recs.c.user_id == args.user_id).order_by(recs.c.rank))
+        rows = ncf_store.learner_recommendations(conn, args.user_id)
     if rows.empty:
         print(f"no recommendations for user {args.user_id} (materialize `recommendations` first)", file=sys.stderr)
         return 1

@@ -1,19 +1,23 @@
 import dataclasses
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+import torch
 
+from learning_pipelines.cli import main as cli_main
 from learning_pipelines.db import bulk, tables
-from learning_pipelines.defs.ncf import ncf_model, ncf_retraining_sensor, recommendations
+from learning_pipelines.defs.ncf import NcfTrainingConfig, ncf_model, ncf_retraining_sensor, recommendations
 from learning_pipelines.defs.resources import LocalModelStore, Warehouse
 from learning_pipelines.demo import load_platform
-from learning_pipelines.domain.ncf import NcfConfig, evaluate_neumf, leave_one_out
+from learning_pipelines.domain.ncf import NcfCheckpoint, NcfConfig, evaluate_neumf, fit_and_evaluate, leave_one_out
 from learning_pipelines.domain.simulate import simulate_platform
 
 FAST = dataclasses.replace(NcfConfig(), epochs=8)
@@ -41,6 +45,34 @@ def test_leave_one_out_holds_out_the_latest_item_among_unseen_ones():
     assert split.candidates[1, 0] == 2 and set(split.candidates[1, 1:]) <= {0}
 
 
+def test_launchpad_config_defaults_are_the_models_and_reach_it():
+    assert NcfTrainingConfig().to_ncf_config() == NcfConfig()
+    tuned = NcfTrainingConfig(mlp_layers=[32, 8], epochs=3, learning_rate=0.01).to_ncf_config()
+    assert tuned == dataclasses.replace(NcfConfig(), mlp_layers=(32, 8), epochs=3, learning_rate=0.01)
+
+
+def test_recommendations_depend_on_the_model_complexity_and_memory_states():
+    assert {key.to_user_string() for key in recommendations.dependency_keys} == {
+        "ncf_model", "concept_complexity", "card_memory_states"}
+
+
+def test_checkpoint_round_trips_through_weights_only_bytes():
+    interactions = pd.DataFrame({"user": [30, 30, 10, 10, 20, 20], "item": [7, 5, 5, 9, 7, 9],
+                                 "time": [1, 2, 1, 2, 1, 2]})
+    checkpoint = fit_and_evaluate(interactions, dataclasses.replace(NcfConfig(), epochs=1)).checkpoint
+    payload = checkpoint.to_bytes()
+    saved = torch.load(io.BytesIO(payload), weights_only=True)
+    assert saved["user_ids"] == [10, 20, 30] and saved["resource_ids"] == [5, 7, 9]
+    loaded = NcfCheckpoint.from_bytes(payload)
+    assert loaded.config == checkpoint.config
+    scores = loaded.score(np.array([20, 99]), np.array([9, 5, 404]))
+    assert np.allclose(scores[0, :2], checkpoint.score(np.array([20]), np.array([9, 5]))[0])
+    assert 0 < scores[0, 0] < 1 and scores[0, 2] == 0.0, "a resource the model never saw scores 0"
+    assert np.isnan(scores[1]).all() and loaded.knows(np.array([20, 99])).tolist() == [True, False]
+    embeddings = loaded.embeddings()
+    assert embeddings.user_vectors.shape == (3, 16 + 32) and embeddings.resource_ids.tolist() == [5, 7, 9]
+
+
 @pytest.fixture
 def ncf_resources(warehouse_url, tmp_path):
     return {"warehouse": Warehouse(database_url=warehouse_url), "model_store": LocalModelStore(base_dir=str(tmp_path))}
@@ -66,7 +98,8 @@ def test_too_few_positives_skip_training_with_a_reason(warehouse_engine, ncf_res
     assert strategies <= {"content_graph"}
 
 
-def test_warm_learners_get_hybrid_and_cold_ones_the_fallback(warehouse_engine, ncf_resources):
+def test_warm_learners_get_hybrid_and_cold_ones_the_fallback(warehouse_url, warehouse_engine, ncf_resources,
+                                                            capsys):
     platform = simulate_platform(n_learners=150, n_concepts=40, n_resources=60, days=60, mean_cards_per_learner=5,
                                  seed=5)
     load_platform(warehouse_engine, platform)
@@ -85,7 +118,23 @@ def test_warm_learners_get_hybrid_and_cold_ones_the_fallback(warehouse_engine, n
     with warehouse_engine.connect() as conn:
         recs = bulk.read_frame(conn, sa.select(tables.user_recommendations))
         n_embeddings = conn.execute(sa.select(sa.func.count()).select_from(tables.ncf_item_embeddings)).scalar_one()
+        model = conn.execute(sa.select(tables.ncf_models)).one()
+    n_user_embeddings = _count(warehouse_engine, tables.ncf_user_embeddings)
     assert n_embeddings == platform.user_interactions["resource_id"].nunique()
+    assert n_user_embeddings == platform.user_interactions["user_id"].nunique() == model.n_users
+    assert model.epochs == NcfConfig().epochs and model.hr_at_10 > model.popularity_hr_at_10
+    assert (recs["model_id"] == model.model_id).all()
+    served = result.asset_materializations_for_node("recommendations")[0].metadata
+    assert served["model_id"].value == model.model_id and served["dagster/row_count"].value == len(recs)
+    assert served["learners_by_strategy"].value == {"hybrid": recs["user_id"].nunique() - 1, "content_graph": 1}
+    # The checkpoint the asset wrote holds tensors, lists and numbers only: no pickled code runs on load.
+    saved = torch.load(model.checkpoint_uri.removeprefix("file://"), weights_only=True)
+    assert saved["user_ids"] == sorted(platform.user_interactions["user_id"].unique().tolist())
+    assert saved["config"]["mlp_layers"] == list(NcfConfig().mlp_layers)
+    assert all(isinstance(tensor, torch.Tensor) for tensor in saved["state"].values())
+    assert cli_main(["recommend", "999", "--database-url", warehouse_url]) == 0
+    printed = capsys.readouterr().out
+    assert "strategy: content_graph" in printed and printed.count("content_graph") == 11
     newcomer = recs.loc[recs["user_id"] == 999]
     assert len(newcomer) == 10 and (newcomer["strategy"] == "content_graph").all()
     assert newcomer["ncf_score"].isna().all() and newcomer["content_score"].max() > 0
@@ -126,8 +175,10 @@ def test_retraining_sensor_fires_once_per_growth_step(warehouse_url, warehouse_e
     assert not tick(first.cursor).run_requests, "same data, same step: no second launch"
     # A model is recorded even when it loses to popularity (its blocking check then stops recommendations);
     # either way it saw this data, so the sensor waits for the next growth step.
-    dg.materialize([ncf_model], resources=ncf_resources, raise_on_error=False)
-    assert _count(warehouse_engine, tables.ncf_models) == 1
+    dg.materialize([ncf_model], resources=ncf_resources, raise_on_error=False,
+                   run_config=dg.RunConfig({"ncf_model": NcfTrainingConfig(epochs=2)}))
+    with warehouse_engine.connect() as conn:
+        assert conn.execute(sa.select(tables.ncf_models.c.epochs)).scalars().all() == [2], "launchpad config used"
     assert not tick(first.cursor).run_requests, "the new model saw all the data"
     with warehouse_engine.begin() as conn:
         bulk.bulk_insert(conn, tables.user_interactions, platform.user_interactions.iloc[400:450])  # +12.5 %

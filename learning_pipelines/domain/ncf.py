@@ -8,6 +8,7 @@ out and ranked among 99 sampled items the user never interacted with (HR@10, NDC
 from __future__ import annotations
 
 import dataclasses
+import io
 import time
 
 import numpy as np
@@ -136,19 +137,100 @@ def score_candidates(model: NeuMF, candidates: np.ndarray) -> np.ndarray:
         return model(users, torch.from_numpy(candidates.reshape(-1))).reshape(candidates.shape).numpy()
 
 
-def fit_and_evaluate(interactions: pd.DataFrame, config: NcfConfig = NcfConfig()) -> tuple[NeuMF, dict]:
-    """Train on everything but each user's latest item and score the protocol: the model (users and
-    items coded in sorted id order) and one JSON-able dict of scores."""
+@dataclasses.dataclass(frozen=True)
+class NcfScores:
+    """Leave-one-out scores of one training run, beside the popularity baseline's."""
+    hr_at_10: float
+    ndcg_at_10: float
+    popularity_hr_at_10: float
+    popularity_ndcg_at_10: float
+    train_seconds: float
+    n_users: int
+    n_items: int
+
+
+@dataclasses.dataclass(frozen=True)
+class NcfEmbeddings:
+    """Each id's learned vector: GMF factors then MLP embedding (gmf_factors + mlp_layers[0] // 2 floats)."""
+    user_ids: np.ndarray
+    user_vectors: np.ndarray  # (len(user_ids), width)
+    resource_ids: np.ndarray
+    resource_vectors: np.ndarray  # (len(resource_ids), width)
+
+
+@dataclasses.dataclass(frozen=True)
+class NcfCheckpoint:
+    """A trained NeuMF and the ids its codes stand for: user code i is user_ids[i], item code j is
+    resource_ids[j] (both sorted, as `leave_one_out` codes them)."""
+    model: NeuMF
+    config: NcfConfig
+    user_ids: np.ndarray
+    resource_ids: np.ndarray
+
+    def to_bytes(self) -> bytes:
+        """Tensors, lists, numbers and strings only: `torch.load(..., weights_only=True)` reads it back."""
+        buffer = io.BytesIO()
+        torch.save({"state": dict(self.model.state_dict()),
+                    "config": dataclasses.asdict(self.config) | {"mlp_layers": list(self.config.mlp_layers)},
+                    "user_ids": self.user_ids.tolist(), "resource_ids": self.resource_ids.tolist()}, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> NcfCheckpoint:
+        saved = torch.load(io.BytesIO(payload), weights_only=True)
+        config = NcfConfig(**{**saved["config"], "mlp_layers": tuple(saved["config"]["mlp_layers"])})
+        model = NeuMF(len(saved["user_ids"]), len(saved["resource_ids"]), config)
+        model.load_state_dict(saved["state"])
+        model.eval()
+        return cls(model, config, np.array(saved["user_ids"]), np.array(saved["resource_ids"]))
+
+    def knows(self, user_ids: np.ndarray) -> np.ndarray:
+        """Per user, whether the model was trained on them."""
+        return pd.Index(self.user_ids).get_indexer(user_ids) >= 0
+
+    def score(self, user_ids: np.ndarray, resource_ids: np.ndarray) -> np.ndarray:
+        """(len(user_ids), len(resource_ids)) interaction probabilities: NaN rows for users the model never
+        saw, 0 for resources it never saw."""
+        user_code = pd.Index(self.user_ids).get_indexer(user_ids)
+        item_code = pd.Index(self.resource_ids).get_indexer(resource_ids)
+        self.model.eval()
+        with torch.no_grad():
+            users = torch.from_numpy(np.repeat(np.maximum(user_code, 0), len(resource_ids)))
+            items = torch.from_numpy(np.tile(np.maximum(item_code, 0), len(user_ids)))
+            probabilities = torch.sigmoid(self.model(users, items)).numpy().reshape(len(user_ids), len(resource_ids))
+        probabilities[:, item_code < 0] = 0.0
+        probabilities[user_code < 0] = np.nan
+        return probabilities
+
+    def embeddings(self) -> NcfEmbeddings:
+        model = self.model
+        with torch.no_grad():
+            users = torch.cat([model.gmf_user.weight, model.mlp_user.weight], dim=1).numpy()
+            items = torch.cat([model.gmf_item.weight, model.mlp_item.weight], dim=1).numpy()
+        return NcfEmbeddings(self.user_ids, users, self.resource_ids, items)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedNcf:
+    checkpoint: NcfCheckpoint
+    scores: NcfScores
+
+
+def fit_and_evaluate(interactions: pd.DataFrame, config: NcfConfig = NcfConfig()) -> TrainedNcf:
+    """Train on everything but each user's latest item and score the protocol: the model with the ids
+    its codes stand for, and its scores beside popularity's."""
     split = leave_one_out(interactions, seed=config.seed)
     started = time.perf_counter()
     model = train_neumf(split.train, split.n_users, split.n_items, config)
     train_seconds = time.perf_counter() - started
     hr, ndcg = hit_rate_and_ndcg(score_candidates(model, split.candidates))
     pop_hr, pop_ndcg = hit_rate_and_ndcg(popularity_scores(split))
-    return model, {"hr_at_10": hr, "ndcg_at_10": ndcg, "popularity_hr_at_10": pop_hr,
-                   "popularity_ndcg_at_10": pop_ndcg, "train_seconds": round(train_seconds, 2),
-                   "n_users": split.n_users, "n_items": split.n_items}
+    checkpoint = NcfCheckpoint(model, config, np.sort(interactions["user"].unique()),
+                               np.sort(interactions["item"].unique()))
+    return TrainedNcf(checkpoint, NcfScores(hr, ndcg, pop_hr, pop_ndcg, round(train_seconds, 2), split.n_users,
+                                            split.n_items))
 
 
 def evaluate_neumf(interactions: pd.DataFrame, config: NcfConfig = NcfConfig()) -> dict:
-    return fit_and_evaluate(interactions, config)[1]
+    """The scores of `fit_and_evaluate` as one JSON-able dict."""
+    return dataclasses.asdict(fit_and_evaluate(interactions, config).scores)

@@ -9,12 +9,32 @@ gets the content + graph fallback. Resources the learner already used are never 
 
 from __future__ import annotations
 
+import dataclasses
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
+
+from learning_pipelines.domain import fsrs
+
+if TYPE_CHECKING:  # torch loads only where a model is scored
+    from learning_pipelines.domain.ncf import NcfCheckpoint
 
 HYBRID_WEIGHTS = {"ncf": 0.5, "content": 0.3, "graph": 0.2}
 FALLBACK_WEIGHTS = {"content": 0.6, "graph": 0.4}
 HYBRID, FALLBACK = "hybrid", "content_graph"
+
+
+@dataclasses.dataclass(frozen=True)
+class RecommendationInputs:
+    """Everything recommendations read from the warehouse."""
+    memory_states: pd.DataFrame  # user_id, concept_id, stability_days, decay, last_review_at
+    resources: pd.DataFrame  # resource_id, difficulty
+    resource_concepts: pd.DataFrame  # resource_id, concept_id
+    complexity: pd.Series  # score in [0, 1] by concept_id
+    edges: pd.DataFrame  # prerequisite_id, concept_id
+    used: pd.DataFrame  # user_id, resource_id: resources each learner already used
+    learner_ids: np.ndarray  # every learner
 
 
 def _per_user_scaled(scores: pd.Series) -> pd.Series:
@@ -66,3 +86,37 @@ def rank_resources(user_ids: np.ndarray, resource_ids: np.ndarray, signals: pd.D
     top["rank"] = top.groupby("user_id").cumcount() + 1
     return top.rename(columns={"ncf": "ncf_score", "content": "content_score", "graph": "graph_score"})[
         ["user_id", "rank", "resource_id", "score", "strategy", "ncf_score", "content_score", "graph_score"]]
+
+
+def concept_weakness(memory_states: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
+    """user_id, concept_id, weakness: 1 - retrievability at `now`."""
+    elapsed_days = (now - memory_states["last_review_at"]).dt.total_seconds().to_numpy() / 86400
+    recall = fsrs.retrievability(elapsed_days, memory_states["stability_days"].to_numpy(float),
+                                 fsrs.decay_only_weights(memory_states["decay"]))
+    return memory_states[["user_id", "concept_id"]].assign(weakness=1.0 - recall)
+
+
+def recommend(inputs: RecommendationInputs, checkpoint: NcfCheckpoint | None, now: pd.Timestamp, k: int,
+              learners_per_chunk: int) -> pd.DataFrame:
+    """rank_resources() for every learner, `learners_per_chunk` at a time; NCF scores from `checkpoint`
+    for the learners it knows (none when it is None)."""
+    weakness = concept_weakness(inputs.memory_states, now)
+    resource_ids = inputs.resources["resource_id"].to_numpy()
+    pieces = []
+    for offset in range(0, len(inputs.learner_ids), learners_per_chunk):
+        chunk = inputs.learner_ids[offset:offset + learners_per_chunk]
+        signals = content_and_graph_scores(weakness.loc[weakness["user_id"].isin(chunk)], inputs.resource_concepts,
+                                           inputs.resources, inputs.complexity, inputs.edges)
+        ncf_scores, warm = None, np.zeros(len(chunk), dtype=bool)
+        if checkpoint is not None:
+            ncf_scores, warm = checkpoint.score(chunk, resource_ids), checkpoint.knows(chunk)
+        pieces.append(rank_resources(chunk, resource_ids, signals, inputs.used, ncf_scores, warm, k))
+    return pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
+
+
+def learners_by_strategy(recommendations: pd.DataFrame) -> dict[str, int]:
+    """How many learners each strategy served."""
+    if recommendations.empty:
+        return {}
+    counts = recommendations.drop_duplicates("user_id")["strategy"].value_counts()
+    return {str(strategy): int(n) for strategy, n in counts.items()}

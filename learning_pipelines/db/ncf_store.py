@@ -1,0 +1,111 @@
+"""NCF's reads and writes: interactions in, the model registry (ncf_models), embeddings, recommendations."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from learning_pipelines.db import bulk, tables
+from learning_pipelines.domain.recommend import RecommendationInputs
+
+if TYPE_CHECKING:  # torch loads only where a model is trained or scored
+    from learning_pipelines.domain.ncf import NcfEmbeddings, NcfScores
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRecord:
+    """One row of ncf_models: where its checkpoint lives and how many interactions it saw."""
+    model_id: int
+    checkpoint_uri: str
+    n_interactions: int
+
+
+def interactions(conn: sa.Connection) -> pd.DataFrame:
+    """Every interaction as user, item, time (the columns domain.ncf trains on)."""
+    ui = tables.user_interactions
+    frame = bulk.read_frame(conn, sa.select(ui.c.user_id, ui.c.resource_id, ui.c.occurred_at))
+    return frame.rename(columns={"user_id": "user", "resource_id": "item", "occurred_at": "time"})
+
+
+def interaction_count(conn: sa.Connection) -> int:
+    return conn.execute(sa.select(sa.func.count()).select_from(tables.user_interactions)).scalar_one()
+
+
+def latest_model(conn: sa.Connection, beating_popularity: bool = False) -> ModelRecord | None:
+    """The latest model recorded (only among those whose HR@10 beat popularity's when asked), or None."""
+    models = tables.ncf_models
+    query = sa.select(models.c.model_id, models.c.checkpoint_uri, models.c.n_interactions)
+    if beating_popularity:
+        query = query.where(models.c.hr_at_10 > models.c.popularity_hr_at_10)
+    row = conn.execute(query.order_by(models.c.model_id.desc()).limit(1)).first()
+    return ModelRecord(int(row.model_id), row.checkpoint_uri, int(row.n_interactions)) if row else None
+
+
+def record_model(conn: sa.Connection, *, trained_at: dt.datetime, checkpoint_uri: str, n_interactions: int,
+                 scores: NcfScores, epochs: int) -> int:
+    """Add a trained model to ncf_models (whatever its scores); its model_id."""
+    models = tables.ncf_models
+    return int(conn.execute(models.insert().values(
+        trained_at=trained_at, checkpoint_uri=checkpoint_uri, n_interactions=n_interactions, n_users=scores.n_users,
+        n_items=scores.n_items, hr_at_10=scores.hr_at_10, ndcg_at_10=scores.ndcg_at_10,
+        popularity_hr_at_10=scores.popularity_hr_at_10, epochs=epochs, train_seconds=scores.train_seconds,
+    ).returning(models.c.model_id)).scalar_one())
+
+
+def _as_json(vectors: np.ndarray) -> list[str]:
+    return [json.dumps(np.round(vector, 6).tolist()) for vector in vectors]
+
+
+def replace_embeddings(conn: sa.Connection, model_id: int, embeddings: NcfEmbeddings) -> int:
+    """ncf_user_embeddings and ncf_item_embeddings hold this model's vectors only; rows written."""
+    written = 0
+    for table, key, ids, vectors in (
+        (tables.ncf_user_embeddings, "user_id", embeddings.user_ids, embeddings.user_vectors),
+        (tables.ncf_item_embeddings, "resource_id", embeddings.resource_ids, embeddings.resource_vectors),
+    ):
+        conn.execute(table.delete())
+        written += bulk.bulk_insert(conn, table, pd.DataFrame({key: ids, "model_id": model_id,
+                                                               "embedding": _as_json(vectors)}))
+    return written
+
+
+def recommendation_inputs(conn: sa.Connection) -> RecommendationInputs:
+    states, resources, complexity = tables.card_memory_states, tables.resources, tables.concept_complexity
+    edges, used = tables.concept_edges, tables.user_interactions
+    return RecommendationInputs(
+        memory_states=bulk.read_frame(conn, sa.select(states.c.user_id, states.c.concept_id, states.c.stability_days,
+                                                      states.c.decay, states.c.last_review_at)),
+        resources=bulk.read_frame(conn, sa.select(resources.c.resource_id, resources.c.difficulty)),
+        resource_concepts=bulk.read_frame(conn, sa.select(tables.resource_concepts)),
+        complexity=bulk.read_frame(conn, sa.select(complexity.c.concept_id, complexity.c.score))
+        .set_index("concept_id")["score"],
+        edges=bulk.read_frame(conn, sa.select(edges.c.prerequisite_id, edges.c.concept_id)),
+        used=bulk.read_frame(conn, sa.select(used.c.user_id, used.c.resource_id).distinct()),
+        learner_ids=bulk.read_frame(conn, sa.select(tables.users.c.user_id).order_by(tables.users.c.user_id))
+        ["user_id"].to_numpy(),
+    )
+
+
+def replace_recommendations(conn: sa.Connection, ranked: pd.DataFrame, model_id: int | None,
+                            generated_at: dt.datetime) -> int:
+    """user_recommendations holds `ranked` only (recommend.rank_resources rows), stamped with the model
+    that served them (None: no model) and when; rows written."""
+    conn.execute(tables.user_recommendations.delete())
+    return bulk.bulk_insert(conn, tables.user_recommendations,
+                            ranked.assign(model_id=model_id, generated_at=generated_at))
+
+
+def learner_recommendations(conn: sa.Connection, user_id: int) -> pd.DataFrame:
+    """One learner's recommendations in rank order, with each resource's title and kind."""
+    recs, resources = tables.user_recommendations, tables.resources
+    return bulk.read_frame(conn, sa.select(recs.c.rank, recs.c.resource_id, resources.c.title, resources.c.kind,
+                                           recs.c.score, recs.c.strategy, recs.c.ncf_score, recs.c.content_score,
+                                           recs.c.graph_score)
+                           .join(resources, resources.c.resource_id == recs.c.resource_id)
+                           .where(recs.c.user_id == user_id).order_by(recs.c.rank))
