@@ -8,8 +8,9 @@ import pytest
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, tables
-from learning_pipelines.defs.fsrs import (card_memory_states, fsrs_eligibility_sensor, fsrs_parameters,
-                                          fsrs_shadow_daily, fsrs_shadow_evaluation, fsrs_weekly)
+from learning_pipelines.defs.fsrs import (fsrs_eligibility_sensor, fsrs_parameters, fsrs_shadow_daily,
+                                          fsrs_shadow_evaluation, fsrs_weekly)
+from learning_pipelines.defs.memory_states import card_memory_states
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.demo import load_platform
 from learning_pipelines.domain import fsrs, fsrs_policy

@@ -35,6 +35,13 @@ def review_counts(conn: sa.Connection) -> pd.DataFrame:
     return bulk.read_frame(conn, sa.select(logs.c.user_id, sa.func.count().label("n_reviews")).group_by(logs.c.user_id))
 
 
+def concept_graph(conn: sa.Connection) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(concept ids, concept_theme_map, concept_edges)."""
+    return (bulk.read_frame(conn, sa.select(tables.concepts.c.concept_id)),
+            bulk.read_frame(conn, sa.select(tables.concept_theme_map)),
+            bulk.read_frame(conn, sa.select(tables.concept_edges)))
+
+
 # Below this many rows counting is cheap; above it a scrape every 15 s must not scan the table.
 EXACT_COUNT_LIMIT = 1_000_000
 

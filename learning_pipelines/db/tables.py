@@ -75,11 +75,16 @@ review_logs = sa.Table(
     sa.Column("rating", sa.SmallInteger, nullable=False, comment="1 Again, 2 Hard, 3 Good, 4 Easy"),
     sa.Column("review_duration_ms", sa.Integer, nullable=False),
     sa.Column("state", sa.SmallInteger, nullable=True, comment="0 learning, 1 review, 2 relearning, 3 filtered"),
+    # Filled by the database on every insert (a sequence on PostgreSQL, a trigger on SQLite; migration
+    # 0009), so writes that bypass our importers are ordered too. NULL: stored before 0009.
+    sa.Column("ingest_seq", sa.BigInteger, nullable=True,
+              comment="order in which reviews reached the warehouse; newer reviews have larger numbers"),
     sa.CheckConstraint("rating BETWEEN 1 AND 4", name="rating"),
     sa.CheckConstraint("review_duration_ms >= 0", name="duration"),
     sa.CheckConstraint("state IS NULL OR state BETWEEN 0 AND 3", name="state"),
     sa.Index(None, "user_id", "concept_id", "reviewed_at"),
     sa.Index(None, "reviewed_at"),
+    sa.Index(None, "ingest_seq"),
     postgresql_partition_by="RANGE (reviewed_at)",
 )
 
@@ -211,7 +216,27 @@ card_memory_states = sa.Table(
     sa.Column("weights_source", sa.String(16), nullable=False, comment="own or global"),
     sa.Column("decay", sa.Float, nullable=False, server_default="0.1542",
               comment="w20 of the weights used: retrievability = (1 + f t / S) ^ -decay"),
+    sa.Column("weights_version", sa.String(64), nullable=True,
+              comment="the weights that produced the state: global#<version>, own@<trained_at> or default"),
+    sa.Column("first_rating", sa.SmallInteger, nullable=True, comment="rating of the card's first review"),
     sa.Index(None, "due_at"),
+)
+
+# What card_memory_states includes, so each run reads only the reviews that reached the warehouse since.
+card_memory_state_progress = sa.Table(
+    "card_memory_state_progress",
+    metadata,
+    sa.Column("progress_id", sa.SmallInteger, primary_key=True, autoincrement=False, comment="always 1"),
+    sa.Column("covered_seq", sa.BigInteger, nullable=False,
+              comment="every review with ingest_seq <= this is in the states and no more can appear"),
+    sa.Column("applied_seq", sa.BigInteger, nullable=False, comment="highest ingest_seq in the states"),
+    sa.Column("pending_xids", sa.Text, nullable=False, server_default="[]",
+              comment="PostgreSQL transactions in flight when applied_seq was read (JSON)"),
+    sa.Column("as_of", UtcDateTime, nullable=False, comment="every review committed before this is in the states"),
+    sa.Column("global_version", sa.BigInteger, nullable=True, comment="fsrs_global_params version in use"),
+    sa.Column("own_trained_at", UtcDateTime, nullable=True, comment="latest srs_user_params.trained_at in use"),
+    sa.Column("prefs_updated_at", UtcDateTime, nullable=True, comment="latest user_learning_prefs.updated_at in use"),
+    sa.CheckConstraint("progress_id = 1", name="single_row"),
 )
 
 eval_metrics_daily = sa.Table(
@@ -269,6 +294,8 @@ revision_queue_user_summary = sa.Table(
     sa.Column("recommended_theme_ids", sa.Text, nullable=False, comment="JSON list of theme keys, best first"),
     sa.Column("revision_daily_target", sa.Integer, nullable=True),
     sa.Column("generated_at", UtcDateTime, nullable=False),
+    sa.Column("cutoff_at", UtcDateTime, nullable=True,
+              comment="the queue run's start: every review stored before it is in the memory states used"),
 )
 
 queue_stats_daily = sa.Table(

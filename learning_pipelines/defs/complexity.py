@@ -1,57 +1,55 @@
-"""Concept complexity (CDC) from the community's reviews and memory states."""
+"""Concept complexity (CDC) from the community's memory states."""
 
 import datetime as dt
 import time
 
 import dagster as dg
-import sqlalchemy as sa
 
-from learning_pipelines.db import bulk, tables
+from learning_pipelines import settings
+from learning_pipelines.db import complexity as store
+from learning_pipelines.db.reads import concept_graph
+from learning_pipelines.defs.memory_states import card_memory_states
 from learning_pipelines.defs.resources import Warehouse
-from learning_pipelines.domain.complexity import complexity_scores, concept_signals
+from learning_pipelines.domain.complexity import score_concepts
 from learning_pipelines.domain.revision import concept_theme_keys
 
+# Once a night, after the night's memory states (the revision queue job brings them up to date at
+# 02:00): complexity moves slowly, and it reads every card's state.
+COMPLEXITY_AUTOMATION = dg.AutomationCondition.on_cron("0 2 * * *", settings.SCHEDULE_TIMEZONE)
 
-@dg.asset(
-    group_name="concepts",
-    deps=["card_memory_states", "review_logs"],
-    check_specs=[dg.AssetCheckSpec("scores_in_unit_interval", asset="concept_complexity", blocking=True,
-                                   description="Every concept has a score in [0, 1].")],
-)
+
+@dg.asset(group_name="concepts", deps=[card_memory_states], kinds={"python", "sql"},
+          automation_condition=COMPLEXITY_AUTOMATION, owners=["team:learning-intelligence"])
 def concept_complexity(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """A complexity score in [0, 1] per concept: first-review Again rate, mean FSRS difficulty and slow
     stability growth (percentiles), shrunk toward the theme's mean when few learners saw the concept,
     smoothed over the prerequisite graph. Its `seconds` metadata is the CDC calculation duration."""
     started = time.perf_counter()
-    intervals, logs = tables.review_log_intervals, tables.review_logs
     with warehouse.begin() as conn:
-        first_reviews = bulk.read_frame(conn, (
-            sa.select(intervals.c.user_id, intervals.c.concept_id, logs.c.rating)
-            .join(logs, sa.and_(logs.c.id == intervals.c.review_id, logs.c.reviewed_at == intervals.c.reviewed_at))
-            .where(intervals.c.review_number == 1)))
-        states = bulk.read_frame(conn, sa.select(tables.card_memory_states))
-        concepts = bulk.read_frame(conn, sa.select(tables.concepts.c.concept_id))["concept_id"].to_numpy()
-        theme_map = bulk.read_frame(conn, sa.select(tables.concept_theme_map))
-        edges = bulk.read_frame(conn, sa.select(tables.concept_edges))
-    first_reviews["recalled"] = (first_reviews["rating"] > 1).astype(float)
-    signals = concept_signals(first_reviews, states)
-    themes = concept_theme_keys(concepts, theme_map, edges).set_index("concept_id")["theme_key"]
-    scores = complexity_scores(signals, themes, edges, concepts)
-    scores["computed_at"] = dt.datetime.now(dt.timezone.utc)
-    columns = [c.name for c in tables.concept_complexity.columns]
+        cards = store.card_signals(conn)
+        concepts, theme_map, edges = concept_graph(conn)
+    concept_ids = concepts["concept_id"].to_numpy()
+    themes = concept_theme_keys(concept_ids, theme_map, edges).set_index("concept_id")["theme_key"]
+    scores = score_concepts(cards, themes, edges, concept_ids).assign(computed_at=dt.datetime.now(dt.timezone.utc))
     with warehouse.begin() as conn:
-        conn.execute(tables.concept_complexity.delete())
-        bulk.bulk_insert(conn, tables.concept_complexity, scores[columns])
-    seconds = time.perf_counter() - started
-    in_range = scores["score"].between(0, 1).all()
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": len(scores),
-            "n_concepts_with_learners": int((scores["n_learners"] > 0).sum()),
-            "mean_score": dg.MetadataValue.float(float(scores["score"].mean())),
-            "seconds": dg.MetadataValue.float(seconds),
-            "hardest": dg.MetadataValue.json(scores.nlargest(5, "score")[["concept_id", "score"]].to_dict("records")),
-        },
-        check_results=[dg.AssetCheckResult(check_name="scores_in_unit_interval", passed=bool(in_range),
-                                           metadata={"n_outside": int((~scores["score"].between(0, 1)).sum())})],
-    )
+        written = store.replace_scores(conn, scores)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": written,
+        "n_concepts_with_learners": int((scores["n_learners"] > 0).sum()),
+        "mean_score": dg.MetadataValue.float(float(scores["score"].mean())),
+        "seconds": dg.MetadataValue.float(time.perf_counter() - started),
+        "hardest": dg.MetadataValue.md(scores.nlargest(5, "score")[["concept_id", "score", "n_learners"]]
+                                       .to_markdown(index=False)),
+    })
+
+
+@dg.asset_check(asset=concept_complexity, blocking=True, description="Every concept has a score in [0, 1].")
+def scores_in_unit_interval(warehouse: Warehouse) -> dg.AssetCheckResult:
+    with warehouse.begin() as conn:
+        n_scores, n_outside = store.scores_outside_unit_interval(conn)
+    return dg.AssetCheckResult(passed=n_outside == 0, metadata={"n_scores": int(n_scores), "n_outside": int(n_outside)})
+
+
+concept_complexity_job = dg.define_asset_job(
+    "concept_complexity_job", selection=[concept_complexity],
+    description="Scores every concept's complexity from the current memory states (nightly by automation).")

@@ -149,44 +149,6 @@ def fsrs_parameters(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
     )
 
 
-@dg.asset(group_name="fsrs", deps=["review_logs", "fsrs_parameters"])
-def card_memory_states(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    """Every card's stability and difficulty after its last review (own weights where the learner has
-    them, else global), and when it falls due at the learner's retention target and spacing."""
-    with warehouse.begin() as conn:
-        reviews = with_learner_days(reads.reviews_with_calendar(conn))
-        own = _own_weights(conn)
-        global_weights = _latest_global_weights(conn)
-        prefs = bulk.read_frame(conn, sa.select(tables.user_learning_prefs))
-    states = predict_reviews(reviews, own, global_weights).memory_states
-    last = reviews.groupby(["user_id", "concept_id"])["reviewed_at"].max().rename("last_review_at").reset_index()
-    states = states.merge(last, on=["user_id", "concept_id"]).merge(
-        prefs[["user_id", "spacing_multiplier", "retention_target_override"]], on="user_id", how="left")
-    retention = states["retention_target_override"].fillna(fsrs_policy.DEFAULT_RETENTION_TARGET).to_numpy(float)
-    spacing = states["spacing_multiplier"].fillna(1.0).to_numpy(float)
-    card_weights = np.array([own.get(int(u), global_weights) for u in states["user_id"]])
-    interval_days = fsrs.next_interval_days(states["stability"].to_numpy(), retention, card_weights) * spacing
-    table = pd.DataFrame({
-        "user_id": states["user_id"], "concept_id": states["concept_id"],
-        "stability_days": states["stability"], "difficulty": states["difficulty"],
-        "n_reviews": states["n_reviews"], "last_review_at": states["last_review_at"],
-        "due_at": states["last_review_at"] + pd.to_timedelta(interval_days, unit="D"),
-        "weights_source": np.where(states["user_id"].isin(list(own)), "own", "global"),
-        "decay": card_weights[:, 20],
-    })
-    with warehouse.begin() as conn:
-        conn.execute(tables.card_memory_states.delete())
-        bulk.bulk_insert(conn, tables.card_memory_states, table)
-    now = pd.Timestamp.now(tz="UTC")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(table),
-        "n_learners": int(table["user_id"].nunique()),
-        "median_stability_days": dg.MetadataValue.float(float(table["stability_days"].median()) if len(table) else 0.0),
-        "share_due_now": dg.MetadataValue.float(float((table["due_at"] <= now).mean()) if len(table) else 0.0),
-        "share_own_weights": dg.MetadataValue.float(float((table["weights_source"] == "own").mean()) if len(table) else 0.0),
-    })
-
-
 shadow_days = dg.DailyPartitionsDefinition(start_date=SHADOW_FIRST_DAY)
 
 

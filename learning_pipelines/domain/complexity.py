@@ -34,6 +34,16 @@ def concept_signals(first_reviews: pd.DataFrame, states: pd.DataFrame) -> pd.Dat
     return per_concept.join(lapse, how="outer").fillna({"n_learners": 0})
 
 
+def score_concepts(cards: pd.DataFrame, concept_themes: pd.Series, edges: pd.DataFrame,
+                   all_concepts: np.ndarray) -> pd.DataFrame:
+    """complexity_scores of every concept from its cards (user_id, concept_id, first_rating, difficulty,
+    stability_days, n_reviews); a card whose first rating is unknown counts for the states' signals only."""
+    first = cards.dropna(subset=["first_rating"])
+    first_reviews = pd.DataFrame({"user_id": first["user_id"], "concept_id": first["concept_id"],
+                                  "recalled": (first["first_rating"] > 1).astype(float)})
+    return complexity_scores(concept_signals(first_reviews, cards), concept_themes, edges, all_concepts)
+
+
 def complexity_scores(signals: pd.DataFrame, concept_themes: pd.Series, edges: pd.DataFrame,
                       all_concepts: np.ndarray) -> pd.DataFrame:
     """score, raw_score, confidence (+ the signals) for every concept of `all_concepts`.

@@ -15,7 +15,6 @@ MIN_REVIEWS_FOR_OPTIMIZATION = 300
 TRAINING_COOLDOWN = dt.timedelta(days=7)
 # Each learner's latest reviews kept out of training, to check tuned beats global on them.
 HOLDOUT_SHARE = 0.1
-DEFAULT_RETENTION_TARGET = 0.9
 BASELINE_GLOBAL = "BASELINE_GLOBAL"
 TUNED_ELIGIBLE = "TUNED_ELIGIBLE"
 _AB_SALT = 0x5EED_AB  # changing it reshuffles every learner: never do it mid-experiment

@@ -20,7 +20,10 @@ from learning_pipelines.domain import fsrs
 
 UNMAPPED = "UNMAPPED"
 FALLBACK_PREFIX = "THEME::"
+# Recall probability a card is scheduled for when the learner sets none (FSRS's usual target).
 DEFAULT_RETENTION_TARGET = 0.9
+DEFAULT_SPACING_MULTIPLIER = 1.0
+NS_PER_DAY = 86_400 * 10**9
 # Learner preference ranges (platform rule): outside them the scheduler's guarantees break.
 SPACING_MULTIPLIER_RANGE = (0.5, 2.0)
 RETENTION_TARGET_RANGE = (0.7, 0.95)
@@ -55,6 +58,30 @@ def validate_preferences(prefs: pd.DataFrame) -> None:
     if bad.any():
         details = "; ".join(f"user {u}: {p}" for u, p in zip(prefs.loc[bad, "user_id"], problems[bad]))
         raise InvalidPreference(f"{int(bad.sum())} learning preference row(s) rejected: {details}")
+
+
+def effective_preferences(learners: pd.DataFrame, preferences: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`learners` (one row each, with user_id) with the retention_target, spacing_multiplier and
+    revision_daily_target their cards are scheduled with: their own where valid, else the defaults.
+    Second frame: the preference rows ignored because a value is out of range, with the `problem`."""
+    problems = preference_problems(preferences)
+    rejected = preferences.loc[problems != ""].assign(problem=problems[problems != ""])
+    valid = preferences.loc[problems == "", ["user_id", "spacing_multiplier", "retention_target_override",
+                                             "revision_daily_target"]]
+    learners = learners.drop(columns=[c for c in valid.columns if c != "user_id" and c in learners])
+    learners = learners.merge(valid, on="user_id", how="left")
+    learners["retention_target"] = learners.pop("retention_target_override").astype(float).fillna(
+        DEFAULT_RETENTION_TARGET)
+    learners["spacing_multiplier"] = learners["spacing_multiplier"].astype(float).fillna(DEFAULT_SPACING_MULTIPLIER)
+    return learners, rejected
+
+
+def due_times(last_review_ns: np.ndarray, stability_days, decay, retention_target, spacing_multiplier) -> np.ndarray:
+    """When each card falls due (ns since the epoch, UTC): its recall reaches the learner's retention
+    target, the interval stretched by the learner's spacing multiplier."""
+    interval_days = fsrs.next_interval_days(np.asarray(stability_days, dtype=float), np.asarray(retention_target, dtype=float),
+                                            fsrs.decay_only_weights(decay)) * np.asarray(spacing_multiplier, dtype=float)
+    return np.asarray(last_review_ns, dtype=np.int64) + (interval_days * NS_PER_DAY).astype(np.int64)
 
 
 def learner_day_bounds(day: dt.date, timezones: pd.Series, day_start_hours: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -117,13 +144,12 @@ def build_queues(states: pd.DataFrame, learners: pd.DataFrame, concept_themes: p
     day_start, day_end = learner_day_bounds(day, learners["timezone"], learners["day_start_hour"])
     stability = states["stability_days"].to_numpy(float)
     weights = fsrs.decay_only_weights(states["decay"])
-    interval_days = fsrs.next_interval_days(stability, learners["retention_target"].to_numpy(float)[learner_index],
-                                            weights) * learners["spacing_multiplier"].to_numpy(float)[learner_index]
-    last_review = _ns(states["last_review_at"])
-    due_ns = last_review + (interval_days * 86_400e9).astype(np.int64)
+    last_review = to_utc_ns(states["last_review_at"])
+    due_ns = due_times(last_review, stability, states["decay"], learners["retention_target"].to_numpy(float)[learner_index],
+                       learners["spacing_multiplier"].to_numpy(float)[learner_index])
     due_today = due_ns <= day_end[learner_index]
     overdue = due_ns < day_start[learner_index]
-    elapsed_days = np.maximum(day_start[learner_index] - last_review, 0) / 86_400e9
+    elapsed_days = np.maximum(day_start[learner_index] - last_review, 0) / NS_PER_DAY
     mastery = fsrs.retrievability(elapsed_days, stability, weights)
 
     theme_codes, theme_keys = pd.factorize(concept_themes["theme_key"])
@@ -179,7 +205,7 @@ def build_queues(states: pd.DataFrame, learners: pd.DataFrame, concept_themes: p
     return QueueChunk(themes, summaries, debt.drop_duplicates(["user_id", "concept_id"]))
 
 
-def _ns(values: pd.Series) -> np.ndarray:
+def to_utc_ns(values: pd.Series) -> np.ndarray:
     return pd.to_datetime(values, utc=True).dt.as_unit("ns").astype("int64").to_numpy()
 
 
@@ -195,3 +221,26 @@ def concept_theme_keys(concept_ids: np.ndarray, concept_theme_map: pd.DataFrame,
     fallback = pd.DataFrame({"concept_id": fallback.index.to_numpy(), "theme_key": fallback.to_numpy(),
                              "is_fallback": True})
     return pd.concat([mapped, fallback], ignore_index=True)
+
+
+ALL_THEMES = "*"
+
+
+def theme_totals(queues: QueueChunk) -> pd.DataFrame:
+    """One chunk's contribution to the day's stats, indexed by theme_key (ALL_THEMES: every theme):
+    learners with a card due today, due and overdue cards."""
+    themes = queues.themes.assign(has_due=queues.themes["due_today"] > 0)
+    per_theme = themes.groupby("theme_key").agg(n_learners=("has_due", "sum"), due_today=("due_today", "sum"),
+                                                overdue=("overdue", "sum"))
+    summaries = queues.summaries
+    everything = pd.DataFrame({"n_learners": [int((summaries["due_today_total"] > 0).sum())],
+                               "due_today": [int(summaries["due_today_total"].sum())],
+                               "overdue": [int(summaries["overdue_total"].sum())]}, index=[ALL_THEMES])
+    return pd.concat([per_theme, everything])
+
+
+def day_stats(chunk_totals: list[pd.DataFrame]) -> pd.DataFrame:
+    """queue_stats_daily rows (theme_key, n_learners, due_today, overdue) from every chunk's theme_totals."""
+    if not chunk_totals:
+        return pd.DataFrame({"theme_key": [ALL_THEMES], "n_learners": [0], "due_today": [0], "overdue": [0]})
+    return pd.concat(chunk_totals).groupby(level=0).sum().astype(int).rename_axis("theme_key").reset_index()

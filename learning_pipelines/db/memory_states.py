@@ -1,0 +1,272 @@
+"""card_memory_states in the warehouse: what is new since the last run, the stored states it continues,
+the histories to replay, and the writes that switch states and progress together.
+
+"New" follows `review_logs.ingest_seq`. On PostgreSQL numbers are handed out before commit, so a
+transaction still running when a run reads the highest number may later commit lower ones. A run
+therefore records the transactions in flight at its read, and the next run reads again from the
+last number that was final (every earlier transaction finished) — the re-read reviews are told
+apart from new ones by each card's review count (domain/memory_states.split_pending).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from learning_pipelines.db import bulk, reads, tables
+from learning_pipelines.domain import fsrs
+from learning_pipelines.domain.memory_states import CARD, LearnerWeights
+
+_KEY_CHUNK = 2000
+states, progress_table, logs = tables.card_memory_states, tables.card_memory_state_progress, tables.review_logs
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    covered_seq: int  # every review numbered up to here is in the states, and no more can appear
+    applied_seq: int  # the highest number in the states
+    pending_xids: list[str]  # transactions in flight when applied_seq was read (PostgreSQL)
+    as_of: dt.datetime  # every review committed before this is in the states
+    global_version: int | None
+    own_trained_at: dt.datetime | None
+    prefs_updated_at: dt.datetime | None
+
+
+def lock(conn: sa.Connection) -> None:
+    """One update at a time: a second run waits here, then finds the first one's work done."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('card_memory_states'))"))
+    else:  # any write statement takes SQLite's single write lock
+        conn.execute(progress_table.update().where(sa.false()).values(progress_id=progress_table.c.progress_id))
+
+
+def read_progress(conn: sa.Connection) -> Progress | None:
+    row = conn.execute(sa.select(progress_table)).mappings().first()
+    if row is None:
+        return None
+    return Progress(int(row["covered_seq"]), int(row["applied_seq"]), json.loads(row["pending_xids"]), row["as_of"],
+                    row["global_version"], row["own_trained_at"], row["prefs_updated_at"])
+
+
+def write_progress(conn: sa.Connection, progress: Progress) -> None:
+    conn.execute(progress_table.delete())
+    conn.execute(progress_table.insert().values(
+        progress_id=1, **{**dataclasses.asdict(progress), "pending_xids": json.dumps(progress.pending_xids)}))
+
+
+@dataclasses.dataclass(frozen=True)
+class HighWater:
+    seq: int  # the highest ingest_seq committed
+    in_flight: list[str]  # transactions running at that moment: their reviews may carry lower numbers
+    as_of: dt.datetime
+
+
+def high_water(conn: sa.Connection) -> HighWater:
+    """The review high-water mark, read in one snapshot with the transactions it may not include yet."""
+    if conn.dialect.name != "postgresql":  # one writer at a time: a visible number is final
+        as_of = dt.datetime.now(dt.timezone.utc)
+        return HighWater(int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(logs.c.ingest_seq), 0))).scalar_one()),
+                         [], as_of)
+    seq, in_flight, as_of = conn.execute(sa.text(
+        "SELECT (SELECT coalesce(max(ingest_seq), 0) FROM review_logs), "
+        "ARRAY(SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) x "
+        "      WHERE x IS DISTINCT FROM pg_current_xact_id_if_assigned()), statement_timestamp()")).one()
+    return HighWater(int(seq), list(in_flight), as_of)
+
+
+def transactions_finished(conn: sa.Connection, xids: list[str]) -> bool:
+    if not xids:
+        return True
+    running = conn.execute(sa.text(
+        "SELECT count(*) FROM unnest(CAST(:xids AS xid8[])) x WHERE pg_xact_status(x) = 'in progress'"),
+        {"xids": xids}).scalar_one()
+    return running == 0
+
+
+def _touched_cards(after_seq: int) -> sa.Subquery:
+    return sa.select(logs.c.user_id, logs.c.concept_id).where(logs.c.ingest_seq > after_seq).distinct().subquery()
+
+
+def new_reviews(conn: sa.Connection, after_seq: int) -> pd.DataFrame:
+    """Reviews numbered after `after_seq` with their learner's calendar, each card's in time order."""
+    users = tables.users
+    frame = bulk.read_frame(conn, sa.select(
+        logs.c.id, logs.c.user_id, logs.c.concept_id, logs.c.rating, logs.c.reviewed_at,
+        users.c.timezone, users.c.day_start_hour,
+    ).join(users, users.c.user_id == logs.c.user_id).where(logs.c.ingest_seq > after_seq))
+    return _in_card_order(frame)
+
+
+def stored_states(conn: sa.Connection, after_seq: int) -> pd.DataFrame:
+    """The stored states of the cards that got reviews numbered after `after_seq`, with their calendar."""
+    touched, users = _touched_cards(after_seq), tables.users
+    return bulk.read_frame(conn, sa.select(
+        states.c.user_id, states.c.concept_id, states.c.stability_days, states.c.difficulty, states.c.n_reviews,
+        states.c.first_rating, states.c.last_review_at, users.c.timezone, users.c.day_start_hour,
+    ).join(touched, sa.and_(touched.c.user_id == states.c.user_id, touched.c.concept_id == states.c.concept_id))
+     .join(users, users.c.user_id == states.c.user_id))
+
+
+def review_counts(conn: sa.Connection, after_seq: int) -> pd.DataFrame:
+    """user_id, concept_id, n_stored_reviews: every review held now for each card touched after `after_seq`."""
+    touched = _touched_cards(after_seq)
+    return bulk.read_frame(conn, sa.select(logs.c.user_id, logs.c.concept_id,
+                                           sa.func.count().label("n_stored_reviews"))
+                           .join(touched, sa.and_(touched.c.user_id == logs.c.user_id,
+                                                  touched.c.concept_id == logs.c.concept_id))
+                           .group_by(logs.c.user_id, logs.c.concept_id))
+
+
+def learner_histories(conn: sa.Connection, user_ids) -> pd.DataFrame:
+    """Every review of these learners with their calendar, each card's in time order."""
+    return _in_card_order(reads.reviews_with_calendar(conn, user_ids=[int(u) for u in user_ids]))
+
+
+def card_histories(conn: sa.Connection, cards: pd.DataFrame) -> pd.DataFrame:
+    """Every review of these cards (user_id, concept_id) with their learner's calendar."""
+    if cards.empty:
+        return learner_histories(conn, [])
+    history = learner_histories(conn, cards["user_id"].unique())
+    return history.merge(cards[CARD], on=CARD)
+
+
+def learners_with_reviews(conn: sa.Connection) -> np.ndarray:
+    return reads.review_counts(conn)["user_id"].to_numpy(np.int64)
+
+
+def learner_settings(conn: sa.Connection, user_ids) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(calendars: user_id, timezone, day_start_hour; their stored learning preferences)."""
+    users, prefs = tables.users, tables.user_learning_prefs
+    calendars, preferences = [], []
+    ids = sorted({int(u) for u in user_ids})
+    for start in range(0, max(len(ids), 1), _KEY_CHUNK):
+        chunk = ids[start:start + _KEY_CHUNK]
+        calendars.append(bulk.read_frame(conn, sa.select(users.c.user_id, users.c.timezone, users.c.day_start_hour)
+                                         .where(users.c.user_id.in_(chunk))))
+        preferences.append(bulk.read_frame(conn, sa.select(prefs).where(prefs.c.user_id.in_(chunk))))
+    return pd.concat(calendars, ignore_index=True), pd.concat(preferences, ignore_index=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class CurrentWeights:
+    weights: LearnerWeights
+    global_version: int | None
+    own_trained_at: dt.datetime | None
+
+
+def current_weights(conn: sa.Connection) -> CurrentWeights:
+    """Latest global weights (FSRS-6 defaults before the first fit) and every learner's own weights."""
+    global_params, params = tables.fsrs_global_params, tables.srs_user_params
+    latest = conn.execute(sa.select(global_params.c.version, global_params.c.weights)
+                          .order_by(global_params.c.version.desc()).limit(1)).first()
+    own_rows = conn.execute(sa.select(params.c.user_id, params.c.weights, params.c.trained_at)
+                            .where(params.c.weights.is_not(None))).all()
+    own = {int(u): np.array(json.loads(w), dtype=float) for u, w, _ in own_rows}
+    own_versions = {int(u): f"own@{trained_at.isoformat()}" for u, _, trained_at in own_rows}
+    weights = LearnerWeights(
+        global_weights=np.array(json.loads(latest.weights), dtype=float) if latest else fsrs.DEFAULT_WEIGHTS,
+        global_version=f"global#{latest.version}" if latest else "default", own=own, own_versions=own_versions)
+    return CurrentWeights(weights, int(latest.version) if latest else None,
+                          max((t for _, _, t in own_rows), default=None))
+
+
+def learners_on_other_weights(conn: sa.Connection, weights: LearnerWeights) -> np.ndarray:
+    """Learners whose stored states were computed with weights other than their current ones."""
+    used = bulk.read_frame(conn, sa.select(states.c.user_id, states.c.weights_version).distinct())
+    stale = used["weights_version"].to_numpy(object) != weights.version_of(used["user_id"])
+    return np.unique(used.loc[stale, "user_id"].to_numpy(np.int64))
+
+
+def learners_with_new_preferences(conn: sa.Connection, since: dt.datetime | None) -> tuple[np.ndarray, dt.datetime | None]:
+    """Learners whose preferences changed after `since`, and the latest change."""
+    prefs = tables.user_learning_prefs
+    changed = bulk.read_frame(conn, sa.select(prefs.c.user_id, prefs.c.updated_at)
+                              .where(prefs.c.updated_at > since) if since else sa.select(prefs.c.user_id, prefs.c.updated_at))
+    latest = conn.execute(sa.select(sa.func.max(prefs.c.updated_at))).scalar()
+    return changed["user_id"].to_numpy(np.int64), latest
+
+
+def count(conn: sa.Connection) -> int:
+    return reads.row_count(conn, states)
+
+
+def upsert_states(conn: sa.Connection, frame: pd.DataFrame) -> int:
+    """Replace the stored states of these cards."""
+    keys = list(frame[CARD].itertuples(index=False, name=None))
+    for start in range(0, len(keys), _KEY_CHUNK):
+        conn.execute(states.delete().where(sa.tuple_(states.c.user_id, states.c.concept_id)
+                                           .in_(keys[start:start + _KEY_CHUNK])))
+    return bulk.bulk_insert(conn, states, frame)
+
+
+def replace_learners(conn: sa.Connection, user_ids, frame: pd.DataFrame) -> int:
+    """Replace every stored state of these learners (cards they no longer have disappear)."""
+    ids = [int(u) for u in user_ids]
+    for start in range(0, len(ids), _KEY_CHUNK):
+        conn.execute(states.delete().where(states.c.user_id.in_(ids[start:start + _KEY_CHUNK])))
+    return bulk.bulk_insert(conn, states, frame)
+
+
+def _in_card_order(frame: pd.DataFrame) -> pd.DataFrame:
+    for column in ("id", "user_id", "concept_id", "rating", "day_start_hour"):
+        frame[column] = frame[column].astype("int64")
+    return frame.sort_values(["user_id", "concept_id", "reviewed_at", "id"], kind="stable").reset_index(drop=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingWork:
+    """Everything a run must bring into the states, read in the run's transaction."""
+
+    weights: LearnerWeights
+    new_reviews: pd.DataFrame  # reviews numbered after the last final number, with calendars
+    stored: pd.DataFrame  # stored states of the cards those reviews touch
+    review_counts: pd.DataFrame  # every review held for each touched card
+    learners_to_replay: np.ndarray  # weights or preferences changed, or no states yet
+    next_progress: Progress
+
+
+def pending_work(conn: sa.Connection) -> PendingWork:
+    previous = read_progress(conn)
+    high = high_water(conn)
+    current = current_weights(conn)
+    new_prefs, prefs_updated_at = learners_with_new_preferences(conn, previous.prefs_updated_at if previous else None)
+    if previous is None:  # the first run replays every card from its history
+        read_from, replay = high.seq, learners_with_reviews(conn)
+        covered = 0 if high.in_flight else high.seq
+    else:
+        read_from = previous.covered_seq
+        weights_changed = (current.global_version, current.own_trained_at) != (previous.global_version,
+                                                                               previous.own_trained_at)
+        replay = np.union1d(learners_on_other_weights(conn, current.weights) if weights_changed else [], new_prefs)
+        covered = (high.seq if not high.in_flight
+                   else previous.applied_seq if transactions_finished(conn, previous.pending_xids)
+                   else previous.covered_seq)
+    applied = max(high.seq, previous.applied_seq if previous else 0)
+    return PendingWork(
+        weights=current.weights,
+        new_reviews=new_reviews(conn, read_from),
+        stored=stored_states(conn, read_from),
+        review_counts=review_counts(conn, read_from),
+        learners_to_replay=np.asarray(replay, dtype=np.int64),
+        next_progress=Progress(min(covered, applied), applied, high.in_flight, high.as_of, current.global_version,
+                               current.own_trained_at, prefs_updated_at),
+    )
+
+
+def why_not_covering(conn: sa.Connection, cutoff: dt.datetime) -> str | None:
+    """Why the stored states may miss a review stored before `cutoff`; None when they include them all."""
+    progress = read_progress(conn)
+    if progress is None:
+        return "card_memory_states has never been materialized"
+    if progress.as_of >= cutoff:
+        return None
+    newest = high_water(conn).seq
+    if newest == progress.applied_seq and progress.covered_seq == progress.applied_seq:
+        return None  # nothing reached the warehouse since the states were brought up to date
+    return (f"card_memory_states includes reviews up to {progress.as_of:%Y-%m-%d %H:%M:%S} UTC (review #{progress.applied_seq}); "
+            f"the warehouse holds reviews up to #{newest} before this run's cutoff {cutoff:%Y-%m-%d %H:%M:%S} UTC")

@@ -1,0 +1,77 @@
+"""Card memory states: every card's FSRS-6 state after its latest review, kept up to date incrementally."""
+
+import time
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from learning_pipelines.db import memory_states as store
+from learning_pipelines.defs.fsrs import fsrs_parameters
+from learning_pipelines.defs.resources import Warehouse
+from learning_pipelines.defs.review_logs import review_logs
+from learning_pipelines.domain import memory_states
+
+# New reviews (reported by imports and the review observation sensor) and new weights make the states
+# stale: bring them up to date as soon as nothing upstream is running. Missing review_logs months are
+# the norm (partitions start in 2000), so they do not hold the update back.
+MEMORY_STATES_AUTOMATION = (dg.AutomationCondition.eager()
+                            .without(~dg.AutomationCondition.any_deps_missing())
+                            .with_label("eager: new reviews or new weights"))
+
+
+class MemoryStateConfig(dg.Config):
+    learner_chunk: int = Field(default=2000, description="learners replayed per read when their weights or "
+                               "preferences changed: memory stays flat whatever the number of learners")
+
+
+@dg.asset(
+    group_name="fsrs",
+    deps=[review_logs, fsrs_parameters],
+    kinds={"python", "sql"},
+    automation_condition=MEMORY_STATES_AUTOMATION,
+    pool="card_memory_states",
+    owners=["team:learning-intelligence"],
+)
+def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateConfig,
+                       warehouse: Warehouse) -> dg.MaterializeResult:
+    """Each card's stability, difficulty, last review and due time, carried forward by the reviews that
+    reached the warehouse since the last run (O(new reviews)); a card that got a review older than its
+    last one is replayed from its history, and a learner whose weights or preferences changed is
+    replayed in full (the weekly heavy part, in chunks of learners). States and progress commit together."""
+    started = time.perf_counter()
+    with warehouse.begin() as conn:
+        store.lock(conn)
+        work = store.pending_work(conn)
+        replaying = work.learners_to_replay
+        nightly = memory_states.update(work.stored, work.new_reviews, work.review_counts, work.weights,
+                                       skip_learners=replaying)
+        late = memory_states.replay(store.card_histories(conn, nightly.replay_cards), work.weights)
+        changed = pd.concat([nightly.advanced, late])
+        calendars, preferences = store.learner_settings(conn, changed["user_id"].unique())
+        store.upsert_states(conn, memory_states.schedule(changed, calendars, preferences))
+        for offset in range(0, len(replaying), config.learner_chunk):
+            learners = replaying[offset:offset + config.learner_chunk]
+            replayed = memory_states.replay(store.learner_histories(conn, learners), work.weights)
+            store.replace_learners(conn, learners, memory_states.schedule(replayed, *store.learner_settings(conn, learners)))
+        store.write_progress(conn, work.next_progress)
+        n_states = store.count(conn)
+    progress = work.next_progress
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": n_states,
+            "new_reviews": nightly.n_new_reviews,
+            "cards_advanced": len(nightly.advanced),
+            "cards_replayed_late_review": len(late),
+            "learners_replayed": len(replaying),
+            "reviews_included_up_to": dg.MetadataValue.int(progress.applied_seq),
+            "as_of": dg.MetadataValue.timestamp(progress.as_of),
+            "seconds": dg.MetadataValue.float(time.perf_counter() - started),
+        },
+        data_version=dg.DataVersion(f"{progress.applied_seq}:{progress.global_version}:{progress.own_trained_at}"),
+    )
+
+
+card_memory_states_job = dg.define_asset_job(
+    "card_memory_states_job", selection=[card_memory_states],
+    description="Brings card_memory_states up to date with every stored review (normally started by automation).")

@@ -1,0 +1,160 @@
+"""Card memory states carried forward review by review.
+
+FSRS is a recurrence: a card's (stability, difficulty) after a review depends only on its state
+before it and the review. So a card stored after its latest review advances by its new reviews
+alone, and a full replay is the same walk started from no state. Both go through `advance`, so the
+nightly update and the weekly replay agree to the last bit of the arithmetic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from learning_pipelines.domain import fsrs
+from learning_pipelines.domain.review_history import with_learner_days
+from learning_pipelines.domain.review_sequences import build_sequences
+from learning_pipelines.domain.revision import due_times, effective_preferences, to_utc_ns
+
+CARD = ["user_id", "concept_id"]
+STATE_COLUMNS = ["user_id", "concept_id", "stability_days", "difficulty", "n_reviews", "first_rating",
+                 "last_review_at", "decay", "weights_source", "weights_version"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerWeights:
+    """The FSRS-6 weights each learner's cards are computed with, and a name for them, so a state
+    records which weights produced it: own weights where the learner has them, else the global ones."""
+
+    global_weights: np.ndarray
+    global_version: str
+    own: dict[int, np.ndarray]
+    own_versions: dict[int, str]
+
+    def version_of(self, user_ids) -> np.ndarray:
+        return np.array([self.own_versions.get(int(u), self.global_version) for u in user_ids], dtype=object)
+
+    def matrix(self, user_ids) -> np.ndarray:
+        """(n, 21): the weights of each learner in `user_ids`."""
+        if len(user_ids) == 0:
+            return np.zeros((0, fsrs.N_WEIGHTS))
+        return np.array([self.own.get(int(u), self.global_weights) for u in user_ids], dtype=float)
+
+
+def advance(prior: pd.DataFrame, reviews: pd.DataFrame, weights: LearnerWeights) -> pd.DataFrame:
+    """The state of every card in `reviews` after its last one (STATE_COLUMNS).
+
+    prior: the stored state of cards that have one (user_id, concept_id, stability_days, difficulty,
+    n_reviews, first_rating, last_learner_day); reviews of cards absent from it start from nothing.
+    reviews: user_id, concept_id, reviewed_at, rating, learner_day, each card's in time order and all
+    later than its stored last review.
+    """
+    if reviews.empty:
+        return pd.DataFrame(columns=STATE_COLUMNS)
+    seqs = build_sequences(reviews)
+    cards = seqs.card_keys.merge(prior, on=CARD, how="left")
+    learner_weights = weights.matrix(seqs.learner_ids)
+    card_weights = learner_weights[seqs.card_learner]
+    stability = cards["stability_days"].to_numpy(float, na_value=np.nan, copy=True)
+    difficulty = cards["difficulty"].to_numpy(float, na_value=np.nan, copy=True)
+    days = reviews["learner_day"].to_numpy()
+    ratings = seqs.ratings
+    # The first new review's distance is from the stored last review; later ones come with seqs.
+    elapsed_first = days[seqs.row_of[0]] - cards["last_learner_day"].to_numpy(float, na_value=0.0)
+    for step, n in enumerate(seqs.active_counts):
+        n = int(n)
+        elapsed = elapsed_first[:n] if step == 0 else seqs.elapsed_days[step, :n]
+        stability[:n], difficulty[:n] = fsrs.next_state(stability[:n], difficulty[:n], elapsed, ratings[step, :n],
+                                                        card_weights[:n])
+    last_row = seqs.row_of[seqs.lengths - 1, np.arange(seqs.n_cards)]
+    first_rating = cards["first_rating"].to_numpy(float, na_value=np.nan)
+    first_rating = np.where(np.isnan(first_rating), ratings[0], first_rating).astype(np.int64)
+    return pd.DataFrame({
+        "user_id": seqs.card_keys["user_id"].to_numpy(),
+        "concept_id": seqs.card_keys["concept_id"].to_numpy(),
+        "stability_days": stability,
+        "difficulty": difficulty,
+        "n_reviews": cards["n_reviews"].fillna(0).to_numpy(np.int64) + seqs.lengths,
+        "first_rating": first_rating,
+        "last_review_at": reviews["reviewed_at"].to_numpy()[last_row],
+        "decay": card_weights[:, 20],
+        "weights_source": np.where(np.isin(seqs.learner_ids, list(weights.own)), "own", "global")[seqs.card_learner],
+        "weights_version": weights.version_of(seqs.learner_ids)[seqs.card_learner],
+    })
+
+
+def replay(history: pd.DataFrame, weights: LearnerWeights) -> pd.DataFrame:
+    """States of every card in `history` (all of each card's reviews, with the learner's calendar:
+    timezone, day_start_hour) from the first review on."""
+    no_states = pd.DataFrame({"user_id": pd.Series(dtype="int64"), "concept_id": pd.Series(dtype="int64"),
+                              "stability_days": pd.Series(dtype=float), "difficulty": pd.Series(dtype=float),
+                              "n_reviews": pd.Series(dtype="int64"), "first_rating": pd.Series(dtype=float),
+                              "last_learner_day": pd.Series(dtype=float)})
+    return advance(no_states, with_learner_days(history), weights)
+
+
+@dataclasses.dataclass(frozen=True)
+class Update:
+    advanced: pd.DataFrame  # STATE_COLUMNS of the cards carried forward
+    replay_cards: pd.DataFrame  # user_id, concept_id of cards to recompute from their history
+    n_new_reviews: int
+
+
+def update(stored: pd.DataFrame, new_reviews: pd.DataFrame, review_counts: pd.DataFrame, weights: LearnerWeights,
+           skip_learners=()) -> Update:
+    """The nightly step: states advanced by their new reviews, and the cards to replay instead.
+
+    stored and new_reviews come with each learner's calendar (timezone, day_start_hour); learners in
+    `skip_learners` are left out (they are replayed in full)."""
+    stored, new_reviews, review_counts = (frame.loc[~frame["user_id"].isin(skip_learners)]
+                                          for frame in (stored, new_reviews, review_counts))
+    pending = split_pending(new_reviews, stored, review_counts)
+    stored = with_learner_days(stored, "last_review_at", "last_learner_day") if len(stored) else \
+        stored.assign(last_learner_day=pd.Series(dtype=float))
+    return Update(advance(stored, with_learner_days(pending.append), weights), pending.replay_cards, pending.n_new)
+
+
+def schedule(states: pd.DataFrame, calendars: pd.DataFrame, preferences: pd.DataFrame) -> pd.DataFrame:
+    """`states` with due_at: when each card's recall falls to its learner's retention target."""
+    learners, _ = effective_preferences(calendars[["user_id"]].drop_duplicates(), preferences)
+    at = pd.Index(learners["user_id"]).get_indexer(states["user_id"])
+    due_ns = due_times(to_utc_ns(states["last_review_at"]), states["stability_days"], states["decay"],
+                       learners["retention_target"].to_numpy(float)[at], learners["spacing_multiplier"].to_numpy(float)[at])
+    return states.assign(due_at=pd.to_datetime(due_ns, utc=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingReviews:
+    """What the new reviews do to stored cards: `append` ones carry a card forward, cards in `replay`
+    got a review older than their stored last one (or lost one) and are recomputed from their history."""
+
+    append: pd.DataFrame
+    replay_cards: pd.DataFrame
+    n_new: int  # reviews not in the stored states before (a re-read window repeats some)
+
+
+def split_pending(new_reviews: pd.DataFrame, stored: pd.DataFrame, review_counts: pd.DataFrame) -> PendingReviews:
+    """Sort new reviews into appends and cards to replay.
+
+    new_reviews: reviews that reached the warehouse since the last run (possibly some seen before:
+    a run re-reads a window when transactions were in flight), with reviewed_at.
+    stored: the touched cards' stored states (user_id, concept_id, n_reviews, last_review_at).
+    review_counts: user_id, concept_id, n_stored_reviews: every review the warehouse holds for each
+    touched card now. A card whose stored count plus its reviews newer than its last one is not
+    that total has a review it has not seen in the past (or one was removed): it is replayed.
+    """
+    reviews = new_reviews.merge(stored[CARD + ["n_reviews", "last_review_at"]], on=CARD, how="left")
+    newer = reviews["last_review_at"].isna() | (reviews["reviewed_at"] > reviews["last_review_at"])
+    per_card = (reviews.loc[newer].groupby(CARD).size().rename("n_newer").reset_index()
+                .merge(review_counts, on=CARD, how="right")
+                .merge(stored[CARD + ["n_reviews"]], on=CARD, how="left"))
+    expected = per_card["n_reviews"].fillna(0) + per_card["n_newer"].fillna(0)
+    to_replay = per_card.loc[expected != per_card["n_stored_reviews"], CARD].reset_index(drop=True)
+    replayed = reviews.set_index(CARD).index.isin(pd.MultiIndex.from_frame(to_replay)) if len(to_replay) \
+        else np.zeros(len(reviews), dtype=bool)
+    append = reviews.loc[newer & ~replayed].drop(columns=["n_reviews", "last_review_at"])
+    gained = (per_card["n_stored_reviews"] - per_card["n_reviews"].fillna(0)).clip(lower=0)
+    n_new = len(append) + int(gained[expected != per_card["n_stored_reviews"]].sum())
+    return PendingReviews(append=append.reset_index(drop=True), replay_cards=to_replay, n_new=n_new)
