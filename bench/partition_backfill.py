@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests/partition_rehearsal.py
 from report import publish  # noqa: E402
 from scratch import ADMIN_URL, scratch_postgres  # noqa: E402
 
@@ -27,10 +28,11 @@ import dagster as dg  # noqa: E402
 import pandas as pd  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from learning_pipelines.db import migrate, partition_migration, partition_rehearsal  # noqa: E402
+from learning_pipelines.db import migrate, partition_migration  # noqa: E402
 from learning_pipelines.db.engine import get_engine  # noqa: E402
 from learning_pipelines.defs.resources import Warehouse  # noqa: E402
 from learning_pipelines.defs.review_logs_partitioning import review_logs_partitioned  # noqa: E402
+from tests import partition_rehearsal  # noqa: E402
 
 FIRST_MONTH = dt.date(2024, 1, 1)
 

@@ -1,6 +1,8 @@
 """Alembic environment: migrates the warehouse named by the caller or by the environment."""
 
+import sys
 from logging.config import fileConfig
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import context
@@ -9,6 +11,11 @@ from learning_pipelines.db.engine import resolve_database_url
 from learning_pipelines.db.partition_migration import SCAFFOLDING_TABLES
 from learning_pipelines.db.partitions import is_partition_table
 from learning_pipelines.db.tables import metadata
+
+# The code migrations run, frozen with them, imports as `frozen` (migrations/frozen/__init__.py).
+_MIGRATIONS = str(Path(__file__).resolve().parent)
+if _MIGRATIONS not in sys.path:
+    sys.path.insert(0, _MIGRATIONS)
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

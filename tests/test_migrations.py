@@ -1,4 +1,6 @@
+import ast
 import datetime as dt
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -8,6 +10,8 @@ from alembic import command
 from learning_pipelines.db import bulk, migrate, partitions
 from learning_pipelines.db.engine import get_engine
 from learning_pipelines.db.tables import metadata
+
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
 
 def _tables(url: str) -> set[str]:
@@ -93,3 +97,31 @@ def test_partition_management_is_a_no_op_on_sqlite(empty_sqlite_url):
     migrate.upgrade(empty_sqlite_url)
     with get_engine(empty_sqlite_url).begin() as conn:
         assert partitions.ensure_month_partitions(conn, [dt.date(2024, 5, 1)]) == []
+
+
+def _imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, module) of every import statement, and of importlib.import_module/__import__ of a literal."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.append((node.lineno, node.module))
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def test_migrations_import_nothing_from_learning_pipelines():
+    """A migration is history: what it runs must not change when the application's code does."""
+    versions = sorted((MIGRATIONS / "versions").glob("*.py"))
+    assert versions
+    offenders = [
+        f"{path.relative_to(MIGRATIONS)}:{line} imports {module}"
+        for path in versions + sorted((MIGRATIONS / "frozen").rglob("*.py"))
+        for line, module in _imported_modules(ast.parse(path.read_text(), filename=str(path)))
+        if module.split(".")[0] == "learning_pipelines"
+    ]
+    assert offenders == []

@@ -10,8 +10,6 @@ Create Date: 2026-11-22
 
 from alembic import op
 
-from learning_pipelines.db import partition_migration
-
 revision = '0007'
 down_revision = '0006'
 branch_labels = None
@@ -19,8 +17,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    partition_migration.swap(op.get_bind())
+    from frozen import online_partitioning_0006  # migrations/frozen/, importable once env.py ran
+
+    online_partitioning_0006.swap(op.get_bind())
 
 
 def downgrade() -> None:
-    partition_migration.unswap(op.get_bind())
+    from frozen import online_partitioning_0006
+
+    online_partitioning_0006.unswap(op.get_bind())

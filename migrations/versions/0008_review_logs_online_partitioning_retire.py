@@ -11,8 +11,6 @@ Create Date: 2026-11-22
 
 from alembic import op
 
-from learning_pipelines.db import partition_migration
-
 revision = '0008'
 down_revision = '0007'
 branch_labels = None
@@ -20,8 +18,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    partition_migration.retire(op.get_bind())
+    from frozen import online_partitioning_0006  # migrations/frozen/, importable once env.py ran
+
+    online_partitioning_0006.retire(op.get_bind())
 
 
 def downgrade() -> None:
-    partition_migration.unretire(op.get_bind())
+    from frozen import online_partitioning_0006
+
+    online_partitioning_0006.unretire(op.get_bind())

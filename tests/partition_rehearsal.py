@@ -1,4 +1,5 @@
-"""Rehearsing the online partitioning on a scratch PostgreSQL database (tests and bench/).
+"""Rehearsing the online partitioning on a scratch PostgreSQL database (tests/test_online_partitioning.py
+and bench/partition_backfill.py).
 
 `install_legacy_review_logs` replaces review_logs by the unpartitioned shape that platforms from
 before partitioning run (bigserial id, primary key on id alone, PostgreSQL's default names);
@@ -65,6 +66,20 @@ def seed_legacy(conn: sa.Connection, reviews: pd.DataFrame) -> None:
 
 def table_rows(conn: sa.Connection, table: str = "review_logs") -> pd.DataFrame:
     return pd.read_sql_query(sa.text(f"SELECT {_COLUMN_LIST} FROM {table} ORDER BY id"), conn)
+
+
+def constraint_definitions(conn: sa.Connection, table: str = "review_logs") -> list[tuple[str, str]]:
+    return [tuple(row) for row in conn.execute(sa.text(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(:t) "
+        "ORDER BY contype = 'f', conname"), {"t": table})]
+
+
+def index_definitions(conn: sa.Connection, table: str = "review_logs") -> list[tuple[str, str]]:
+    """Indexes that no constraint owns."""
+    return [tuple(row) for row in conn.execute(sa.text(
+        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE i.indrelid = to_regclass(:t) AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) "
+        "ORDER BY c.relname"), {"t": table})]
 
 
 def expected_rows(seeded: pd.DataFrame, changes: dict[int, tuple | None]) -> pd.DataFrame:
