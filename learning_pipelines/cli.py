@@ -31,7 +31,26 @@ def _import(args: argparse.Namespace) -> int:
             status = 2
             continue
         print(summary.message())
+        if summary.loaded_by_month:
+            _tell_dagster(summary.loaded_by_month, summary.source)
     return status
+
+
+def _tell_dagster(loaded_by_month: dict[str, int], source: str) -> None:
+    """Report the months an import wrote to the Dagster instance ($DAGSTER_HOME), so automation sees them."""
+    import os
+
+    import dagster as dg
+
+    from learning_pipelines.dagster_reports import report_review_months
+
+    if not os.environ.get("DAGSTER_HOME"):
+        print("note: DAGSTER_HOME is not set, so Dagster was not told about these reviews; the "
+              "review_logs_arrivals_sensor will notice them", file=sys.stderr)
+        return
+    with dg.DagsterInstance.get() as instance:
+        months = report_review_months(instance, loaded_by_month, source)
+    print(f"  reported to Dagster: review_logs {', '.join(m[:7] for m in months)}")
 
 
 def _db(args: argparse.Namespace) -> int:

@@ -125,8 +125,12 @@ def test_online_partitioning_under_concurrent_writes_with_a_killed_backfill(empt
     with engine.begin() as conn:  # the application's id default survives the swap and the drop
         conn.execute(sa.text("INSERT INTO review_logs (reviewed_at, user_id, concept_id, rating, review_duration_ms) "
                              "VALUES ('2026-02-03T00:00Z', 1, 1, 3, 100)"))
+    migrate.upgrade(url, "head")  # later migrations apply to the swapped table as to one partitioned from the start
     command.check(migrate.alembic_config(url))  # the swapped table is exactly the one migrations define
     assert maintenance.verify(engine) == []
+    with engine.connect() as conn:
+        numbered = conn.execute(sa.text("SELECT count(ingest_seq) FROM review_logs")).scalar_one()
+    assert numbered == 0, "rows stored before 0009 keep no ingestion number"
 
 
 def test_swap_refuses_while_a_month_is_unverified(empty_postgres_url):

@@ -270,3 +270,17 @@ def why_not_covering(conn: sa.Connection, cutoff: dt.datetime) -> str | None:
         return None  # nothing reached the warehouse since the states were brought up to date
     return (f"card_memory_states includes reviews up to {progress.as_of:%Y-%m-%d %H:%M:%S} UTC (review #{progress.applied_seq}); "
             f"the warehouse holds reviews up to #{newest} before this run's cutoff {cutoff:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def months_beyond_states(conn: sa.Connection, after_seq: int = 0) -> pd.DataFrame:
+    """month (YYYY-MM-01, UTC), n_reviews, highest_seq of the reviews numbered after `after_seq` that
+    card_memory_states may not include yet (numbered after its last final number)."""
+    progress = read_progress(conn)
+    if conn.dialect.name == "postgresql":
+        month = sa.func.to_char(sa.func.timezone("UTC", logs.c.reviewed_at), "YYYY-MM-01")
+    else:
+        month = sa.func.strftime("%Y-%m-01", logs.c.reviewed_at)
+    return bulk.read_frame(conn, sa.select(month.label("month"), sa.func.count().label("n_reviews"),
+                                           sa.func.max(logs.c.ingest_seq).label("highest_seq"))
+                           .where(logs.c.ingest_seq > max(after_seq, progress.covered_seq if progress else 0))
+                           .group_by(month).order_by(month))

@@ -12,12 +12,17 @@ from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.review_logs import review_logs
 from learning_pipelines.domain import memory_states
 
-# New reviews (reported by imports and the review observation sensor) and new weights make the states
-# stale: bring them up to date as soon as nothing upstream is running. Missing review_logs months are
-# the norm (partitions start in 2000), so they do not hold the update back.
-MEMORY_STATES_AUTOMATION = (dg.AutomationCondition.eager()
-                            .without(~dg.AutomationCondition.any_deps_missing())
-                            .with_label("eager: new reviews or new weights"))
+# New reviews (reported by imports and the arrivals sensor) and new weights make the states stale: bring
+# them up to date as soon as nothing upstream is running. Unlike plain eager(), an update of the states
+# by another run (the nightly queue job) does not swallow a review report that came in the same tick;
+# at worst that costs one run with nothing new. Missing review_logs months are the norm (partitions
+# start in 2000), so they do not hold the update back.
+MEMORY_STATES_AUTOMATION = (
+    dg.AutomationCondition.eager()
+    .without(~dg.AutomationCondition.any_deps_missing())
+    .replace("handled", dg.AutomationCondition.newly_requested() | dg.AutomationCondition.initial_evaluation())
+    .with_label("eager: new reviews or new weights")
+)
 
 
 class MemoryStateConfig(dg.Config):

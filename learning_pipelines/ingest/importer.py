@@ -33,6 +33,7 @@ class ImportSummary:
     n_registered_users: int
     n_registered_concepts: int
     reject_reasons: dict[str, int]
+    loaded_by_month: dict[str, int]  # review_logs partition key (YYYY-MM-01) -> reviews loaded
 
     def message(self) -> str:
         lines = [f"{self.source}: {self.n_rows} row(s) read, {self.n_loaded} loaded, "
@@ -101,6 +102,7 @@ def import_review_file(
             n_rejected=len(result.rejects), n_not_reviews=n_not_reviews, n_registered_users=len(new_users),
             n_registered_concepts=len(new_concepts),
             reject_reasons=dict(Counter(_reason_kind(r) for r in result.rejects["reason"]).most_common()),
+            loaded_by_month=_count_by_month(fresh["reviewed_at"]),
         )
         conn.execute(review_log_imports.insert().values(
             source=source, file_sha256=digest, n_rows=summary.n_rows, n_loaded=summary.n_loaded,
@@ -115,6 +117,11 @@ _VALUE = re.compile(r"'[^']*'|\d{4}-\d{2}-\d{2}[ T][\d:.+]+|(?<![.\w])-?\d+(?![.
 def _reason_kind(reason: str) -> str:
     """'review_rating 5 outside 1..4' -> 'review_rating … outside 1..4', to count reasons by kind."""
     return _VALUE.sub("…", reason.split("; ")[0].split(" (")[0])
+
+
+def _count_by_month(reviewed_at: pd.Series) -> dict[str, int]:
+    months = pd.to_datetime(reviewed_at, utc=True).dt.strftime("%Y-%m-01")
+    return {month: int(n) for month, n in months.value_counts().sort_index().items()}
 
 
 def _known_ids(conn: sa.Connection, typed: pd.DataFrame) -> tuple[set[int], set[int]]:
