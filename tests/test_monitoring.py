@@ -21,6 +21,7 @@ import yaml
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
+from learning_pipelines import settings
 from learning_pipelines.db import migrate, tables
 from learning_pipelines.db.engine import get_engine
 from learning_pipelines.definitions import defs as load_defs
@@ -188,7 +189,8 @@ def test_failure_sensor_records_the_run_and_posts_to_the_webhook(instance, empty
     migrate.upgrade(empty_sqlite_url)
     server = HTTPServer(("127.0.0.1", 0), _Webhook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("LEARNING_PIPELINES_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/alerts")
+    # settings reads $LEARNING_PIPELINES_ALERT_WEBHOOK when the code location loads
+    monkeypatch.setattr(settings, "ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/alerts")
     _Webhook.received = []
     repository = load_defs().get_repository_def()
     broken = {"warehouse": Warehouse(database_url=f"sqlite:///{tmp_path / 'never_migrated.db'}")}

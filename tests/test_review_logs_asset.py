@@ -8,13 +8,17 @@ import sqlalchemy as sa
 from learning_pipelines.db import bulk
 from learning_pipelines.db.tables import review_log_intervals, review_log_rejects, review_logs
 from learning_pipelines.defs.resources import Warehouse
+from learning_pipelines.defs.review_logs import (no_future_reviews, reject_rate_below_threshold, review_log_months,
+                                                 review_logs_nightly)
 from learning_pipelines.defs.review_logs import review_logs as review_logs_asset
-from learning_pipelines.defs.review_logs import review_logs_nightly
 from learning_pipelines.ingest.importer import import_review_file
 
 
-def _materialize(url: str, month: str, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
-    return dg.materialize([review_logs_asset], resources={"warehouse": Warehouse(database_url=url)},
+REVIEW_LOGS_AND_CHECKS = [review_logs_asset, reject_rate_below_threshold, no_future_reviews]
+
+
+def _materialize(url: str, month: str, raise_on_error: bool = True, also=()) -> dg.ExecuteInProcessResult:
+    return dg.materialize([*REVIEW_LOGS_AND_CHECKS, *also], resources={"warehouse": Warehouse(database_url=url)},
                           partition_key=month, raise_on_error=raise_on_error)
 
 
@@ -114,10 +118,17 @@ def test_reject_rate_check_fails_when_a_month_is_mostly_bad(warehouse_url, wareh
     rows = [_row(i, month_start + dt.timedelta(hours=i), duration=(10 * 3_600_000 if i % 3 else 4000))
             for i in range(1, 31)]
     _insert_raw(warehouse_engine, rows)
-    result = _materialize(warehouse_url, "2024-02-01", raise_on_error=False)
+
+    @dg.asset(deps=[review_logs_asset], partitions_def=review_log_months)
+    def downstream_of_review_logs() -> None:
+        pass
+
+    result = _materialize(warehouse_url, "2024-02-01", raise_on_error=False, also=[downstream_of_review_logs])
     check = {e.check_name: e for e in result.get_asset_check_evaluations()}["reject_rate_below_threshold"]
     assert not check.passed
     assert check.metadata["reject_rate"].value == pytest.approx(20 / 30)
+    assert result.asset_materializations_for_node("review_logs")  # the month is written, and flagged
+    assert not result.asset_materializations_for_node("downstream_of_review_logs")  # the check blocks
 
 
 def test_nightly_schedule_requests_the_current_month():

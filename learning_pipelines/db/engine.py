@@ -12,10 +12,16 @@ DATABASE_URL_ENV = "LEARNING_PIPELINES_DATABASE_URL"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+def dagster_home() -> Path:
+    """$DAGSTER_HOME, else the repo's dagster_home/: where the embedded warehouse and local models live.
+    Read at each call, so a process that sets DAGSTER_HOME late (tests, the CLI) is followed."""
+    home = os.environ.get("DAGSTER_HOME")
+    return Path(home) if home else PROJECT_ROOT / "dagster_home"
+
+
 def default_sqlite_path() -> Path:
     """The embedded warehouse: `warehouse.db` in $DAGSTER_HOME, else in the repo's dagster_home/."""
-    home = os.environ.get("DAGSTER_HOME")
-    return Path(home) / "warehouse.db" if home else PROJECT_ROOT / "dagster_home" / "warehouse.db"
+    return dagster_home() / "warehouse.db"
 
 
 def resolve_database_url(url: str | None = None) -> str:
@@ -32,10 +38,13 @@ def _enable_sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-@functools.lru_cache(maxsize=16)
 def get_engine(url: str | None = None) -> sa.Engine:
-    """One pooled engine per URL and process."""
-    url = resolve_database_url(url)
+    """One pooled engine per URL and process (no URL: the one the environment names now)."""
+    return _engine(resolve_database_url(url))
+
+
+@functools.lru_cache(maxsize=16)
+def _engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":

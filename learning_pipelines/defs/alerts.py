@@ -3,16 +3,15 @@ configured, posted to it as JSON."""
 
 import datetime as dt
 import json
-import os
 import urllib.error
 import urllib.request
 
 import dagster as dg
 
-from learning_pipelines.db import tables
+from learning_pipelines import settings
+from learning_pipelines.db import run_failures
 from learning_pipelines.defs.resources import Warehouse
 
-ALERT_WEBHOOK_ENV = "LEARNING_PIPELINES_ALERT_WEBHOOK"
 WEBHOOK_TIMEOUT_SECONDS = 10
 
 
@@ -48,18 +47,16 @@ def post_alert(url: str, report: dict) -> str:
         return f"unreachable: {error}"[:64]
 
 
-@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
+# Running by default, in development too: it only records and posts failures, it launches nothing.
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
+                       description=f"Records every failed run in pipeline_run_failures and posts it to "
+                                   f"${settings.ALERT_WEBHOOK_ENV} when that is set.")
 def run_failure_reporter(context: dg.RunFailureSensorContext, warehouse: Warehouse) -> None:
     """Records every failed run of this code location in `pipeline_run_failures` (job, run id, step,
     error class) and posts it to $LEARNING_PIPELINES_ALERT_WEBHOOK when that is set."""
     report = failure_report(context)
-    url = os.environ.get(ALERT_WEBHOOK_ENV)
+    url = settings.ALERT_WEBHOOK_URL
     status = post_alert(url, report) if url else "no webhook configured"
     context.log.info(f"run {report['run_id']} of {report['job']} failed at {report['step']}: {status}")
-    failures = tables.pipeline_run_failures
     with warehouse.begin() as conn:
-        conn.execute(failures.delete().where(failures.c.run_id == report["run_id"]))
-        conn.execute(failures.insert().values(
-            run_id=report["run_id"], job_name=report["job"], step_key=report["step"],
-            error_class=report["error_class"], message=report["message"],
-            failed_at=dt.datetime.fromisoformat(report["failed_at"]), webhook_status=status))
+        run_failures.record(conn, report, status)

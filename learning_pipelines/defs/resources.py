@@ -2,7 +2,6 @@
 
 import contextlib
 import io
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,17 +12,22 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from learning_pipelines.db import bulk
-from learning_pipelines.db.engine import DATABASE_URL_ENV, get_engine
+from learning_pipelines.db.engine import DATABASE_URL_ENV, dagster_home, get_engine
 
 
 class Warehouse(dg.ConfigurableResource):
     """The warehouse database (schema owned by Alembic).
 
-    Empty `database_url` means ${LEARNING_PIPELINES_DATABASE_URL}, else the embedded SQLite file
-    `$DAGSTER_HOME/warehouse.db`.
+    Production sets `database_url=dg.EnvVar("LEARNING_PIPELINES_DATABASE_URL")`, so the URL (and its
+    password) is read where the run happens and never shown in the UI. Empty `database_url` (the
+    default, for development and tests) means ${LEARNING_PIPELINES_DATABASE_URL}, else the embedded
+    SQLite file `$DAGSTER_HOME/warehouse.db`.
     """
 
-    database_url: str = Field(default="", description=f"SQLAlchemy URL; empty: ${DATABASE_URL_ENV} or embedded SQLite")
+    database_url: str = Field(
+        default="",
+        description=f'SQLAlchemy URL of the warehouse; production sets it with dg.EnvVar("{DATABASE_URL_ENV}"). '
+                    f"Empty: ${DATABASE_URL_ENV} if set, else the embedded SQLite file $DAGSTER_HOME/warehouse.db.")
 
     @property
     def engine(self) -> sa.Engine:
@@ -60,10 +64,7 @@ class LocalModelStore(ModelStore):
     base_dir: str = Field(default="", description="directory for checkpoints; empty: $DAGSTER_HOME/models")
 
     def _root(self) -> Path:
-        if self.base_dir:
-            return Path(self.base_dir)
-        home = os.environ.get("DAGSTER_HOME")
-        return (Path(home) if home else Path(__file__).resolve().parents[2] / "dagster_home") / "models"
+        return Path(self.base_dir) if self.base_dir else dagster_home() / "models"
 
     def save(self, name: str, payload: bytes) -> str:
         path = self._root() / name
