@@ -38,13 +38,10 @@ def _enable_sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def get_engine(url: str | None = None) -> sa.Engine:
-    """One pooled engine per URL and process (no URL: the one the environment names now)."""
-    return _engine(resolve_database_url(url))
-
-
 @functools.lru_cache(maxsize=16)
-def _engine(url: str) -> sa.Engine:
+def get_engine(url: str | None = None) -> sa.Engine:
+    """One pooled engine per URL and process."""
+    url = resolve_database_url(url)
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
