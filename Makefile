@@ -29,6 +29,7 @@ promtool:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; }
 
 test: install promtool
+	$(BIN)/dg check defs
 	$(BIN)/python -m pytest -q
 
 dev: install

@@ -1,8 +1,10 @@
-"""`learning-pipelines demo`: simulated learners into the warehouse, then every asset materialized."""
+"""`learning-pipelines demo`: simulated learners into the warehouse, then every job of the code location
+run once, upstream first (the schedules' partitions), so every asset is materialized."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 
 import dagster as dg
@@ -48,53 +50,62 @@ def review_months(engine: sa.Engine) -> list[str]:
     return [p.strftime("%Y-%m-01") for p in pd.period_range(first.strftime("%Y-%m"), last.strftime("%Y-%m"), freq="M")]
 
 
-# The code location's own jobs, in dependency order: the demo's runs look like production's in the UI
-# and in the metrics. (job, which partitions: every month with data, the latest day, or none)
-# Assets no job covers run in between, as one ad-hoc run.
+# Maintenance assets (review_logs_partitioned) only run during an online migration; the demo's
+# warehouse is partitioned from the start, so there is nothing for them to do.
 MAINTENANCE_GROUP = "maintenance"
-JOB_PLAN = (("review_logs_job", "months"), ("fsrs_optimization_job", None), ("ncf_job", None),
-            ("revision_queues_job", "latest"), ("fsrs_shadow_evaluation_job", "latest"))
+
+
+def job_order(repository: dg.RepositoryDefinition) -> list[dg.JobDefinition]:
+    """The code location's jobs, each after the jobs that materialize what it reads: by the position
+    of its most downstream asset in the asset graph (a larger job first on a tie, so a job whose
+    assets an earlier one already covered can be skipped)."""
+    position = {key: i for i, key in enumerate(repository.asset_graph.toposorted_asset_keys)}
+    jobs = [job for job in repository.get_all_jobs() if not job.name.startswith("__")
+            and not any(repository.asset_graph.get(key).group_name == MAINTENANCE_GROUP
+                        for key in job.asset_layer.executable_asset_keys)]
+    return sorted(jobs, key=lambda job: (max(position[k] for k in job.asset_layer.executable_asset_keys),
+                                         -len(job.asset_layer.executable_asset_keys), job.name))
+
+
+def partitions_to_run(repository: dg.RepositoryDefinition, job: dg.JobDefinition, months: list[str],
+                      now: dt.datetime) -> list[str | None]:
+    """Every month with reviews for a monthly job (the backfill that follows a bulk load); for a daily
+    job the day its schedule would request now; None for an unpartitioned job."""
+    partitions = job.partitions_def
+    if partitions is None:
+        return [None]
+    if isinstance(partitions, dg.MonthlyPartitionsDefinition):
+        return months
+    for schedule in repository.schedule_defs:
+        if schedule.job_name == job.name:
+            return [schedule(dg.build_schedule_context(scheduled_execution_time=now)).partition_key]
+    return [partitions.get_last_partition_key()]
 
 
 def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: list[str]) -> list[tuple[str, float]]:
-    """Every asset, through the code location's jobs where one covers it and an ad-hoc job otherwise;
-    each run goes into `instance`, so the UI shows them. Returns (what, seconds) per run."""
+    """Every job of the code location, upstream first, into `instance` (the UI shows the runs).
+    Returns (what, seconds) per run."""
     timings = []
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     repository = defs.get_repository_def()
+    now = dt.datetime.now(dt.timezone.utc)
     done: set = set()
-
-    def run(job: dg.JobDefinition, partition_key=None):
-        keys = sorted(job.asset_layer.executable_asset_keys, key=lambda k: k.to_user_string())
-        label = ", ".join(k.to_user_string() for k in keys) + (f" [{partition_key}]" if partition_key else "")
-        started = time.perf_counter()
-        result = job.execute_in_process(instance=instance, partition_key=partition_key, run_config=quiet,
-                                        raise_on_error=False)
-        if not result.success:
-            raise RuntimeError(f"materializing {label} failed; see run {result.run_id} in the UI")
-        done.update(keys)
-        timings.append((label, time.perf_counter() - started))
-
-    def latest_key(job):
-        return job.partitions_def.get_last_partition_key() if job.partitions_def else None
-
-    planned = {key for name, _ in JOB_PLAN for key in repository.get_job(name).asset_layer.executable_asset_keys}
-    # Maintenance assets (review_logs_partitioned) only run during an online migration; the demo's
-    # warehouse is partitioned from the start, so there is nothing for them to do.
-    data_assets = [spec for spec in defs.resolve_all_asset_specs() if spec.group_name != MAINTENANCE_GROUP]
-    leftovers = [spec.key for spec in data_assets if spec.key not in planned]
-    for number, (name, partitions) in enumerate(JOB_PLAN):
-        if number == 2 and leftovers:  # after the FSRS job, before the jobs that read what the leftovers write
-            adhoc = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job("demo_assets",
-                                                                                       selection=leftovers)]))
-            run(adhoc.resolve_job_def("demo_assets"))
-        job = repository.get_job(name)
-        keys = months if partitions == "months" else [latest_key(job) if partitions == "latest" else None]
-        for key in keys:
-            run(job, key)
-    missing = {spec.key for spec in data_assets} - done
-    if missing:
-        raise RuntimeError(f"the demo does not materialize {sorted(k.to_user_string() for k in missing)}")
+    for job in job_order(repository):
+        keys = job.asset_layer.executable_asset_keys
+        if keys <= done:
+            continue
+        for partition_key in partitions_to_run(repository, job, months, now):
+            label = ", ".join(sorted(k.to_user_string() for k in keys)) + (f" [{partition_key}]" if partition_key else "")
+            started = time.perf_counter()
+            result = job.execute_in_process(instance=instance, partition_key=partition_key, run_config=quiet,
+                                            raise_on_error=False)
+            if not result.success:
+                raise RuntimeError(f"materializing {label} failed; see run {result.run_id} in the UI")
+            timings.append((label, time.perf_counter() - started))
+        done |= keys
+    data_assets = {spec.key for spec in defs.resolve_all_asset_specs() if spec.group_name != MAINTENANCE_GROUP}
+    if data_assets - done:
+        raise RuntimeError(f"no job materializes {sorted(k.to_user_string() for k in data_assets - done)}")
     return timings
 
 

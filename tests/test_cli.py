@@ -53,12 +53,16 @@ def test_demo_loads_learners_materializes_and_prints_where_to_look(warehouse_url
     assert again.returncode == 0 and "load skipped" in again.stdout
 
 
-def test_import_command_reports_and_exits_nonzero_on_a_bad_file(empty_sqlite_url, anki_csv, tmp_path):
+def test_import_command_reports_and_exits_nonzero_on_a_bad_file(empty_sqlite_url, anki_csv, dagster_home, tmp_path):
     migrate.upgrade(empty_sqlite_url)
-    env = {"LEARNING_PIPELINES_DATABASE_URL": empty_sqlite_url}
+    env = {"LEARNING_PIPELINES_DATABASE_URL": empty_sqlite_url, "DAGSTER_HOME": str(dagster_home)}
     result = _run(["import", str(anki_csv), "--user-id", "1", "--register-unknown"], env)
     assert result.returncode == 0, result.stderr
     assert "12580 row(s) read, 12580 loaded" in result.stdout
+    months = ["2024-03", "2024-05", "2024-07", "2024-08", "2024-09", "2024-10"]  # the file has no April or June
+    assert f"reported to Dagster: review_logs {', '.join(months)}" in result.stdout
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert instance.get_materialized_partitions(dg.AssetKey("review_logs")) == {f"{m}-01" for m in months}
 
     bad = tmp_path / "bad.csv"
     bad.write_text("card_id,review_time\n1,2024-01-01T00:00:00Z\n")

@@ -18,14 +18,14 @@ automation = dg.AutomationConditionSensorDefinition(
 )
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=settings.DEFAULT_SENSOR_STATUS)
+@dg.sensor(minimum_interval_seconds=60, default_status=settings.DEFAULT_SENSOR_STATUS,
+             description=("Notices reviews written to the warehouse without an import telling Dagster (the app's own writes): "
+                          "the months holding reviews that card_memory_states does not include yet are reported as updated "
+                          "review_logs partitions, with the highest review number as their data version, so automation brings "
+                          "the states up to date. Each review is reported once (the cursor is the highest number reported); "
+                          "imported reviews the states have not taken in yet are reported a second time, which costs at most "
+                          "one run with nothing new."))
 def review_logs_arrivals_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse) -> dg.SensorResult:
-    """Notices reviews written to the warehouse without an import telling Dagster (the app's own writes):
-    the months holding reviews that card_memory_states does not include yet are reported as updated
-    review_logs partitions, with the highest review number as their data version, so automation brings
-    the states up to date. Each review is reported once (the cursor is the highest number reported);
-    imported reviews the states have not taken in yet are reported a second time, which costs at most one
-    run with nothing new."""
     reported_up_to = int(context.cursor or 0)
     with warehouse.begin() as conn:
         months = memory_states.months_beyond_states(conn, after_seq=reported_up_to)

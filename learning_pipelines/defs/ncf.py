@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from learning_pipelines import settings
 from learning_pipelines.db import ncf_store
 from learning_pipelines.defs.resources import ModelStore, Warehouse
 from learning_pipelines.domain import recommend
@@ -102,14 +103,16 @@ def recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse,
     })
 
 
-ncf_job = dg.define_asset_job("ncf_job", selection=[ncf_model, recommendations],
-                              tags={"learning_pipelines/exclusive": "ncf_training", "dagster/max_runtime": str(2 * 3600)})
+ncf_job = dg.define_asset_job(
+    "ncf_job", selection=[ncf_model, recommendations],
+    tags={"learning_pipelines/exclusive": "ncf_training", "dagster/max_runtime": str(2 * 3600)},
+    description="Retrains NeuMF on every interaction, then scores every learner's recommendations with it.")
 
 
-@dg.sensor(job=ncf_job, minimum_interval_seconds=3600, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=ncf_job, minimum_interval_seconds=3600, default_status=settings.DEFAULT_SENSOR_STATUS,
+             description=("Retrains NCF when interactions grew by more than 20 % since the latest model (or when there is none "
+                          "and enough interactions exist). One request per model it replaces: the run key names that model."))
 def ncf_retraining_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse) -> dg.SensorResult:
-    """Retrains NCF when interactions grew by more than 20 % since the latest model (or when there is
-    none and enough interactions exist). One request per model it replaces: the run key names that model."""
     with warehouse.begin() as conn:
         n_interactions = ncf_store.interaction_count(conn)
         latest = ncf_store.latest_model(conn)

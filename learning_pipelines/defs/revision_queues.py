@@ -104,9 +104,9 @@ revision_queues_job = dg.define_asset_job(
 
 
 @dg.schedule(cron_schedule="0 2 * * *", job=revision_queues_job, execution_timezone=settings.SCHEDULE_TIMEZONE,
-             default_status=settings.DEFAULT_SCHEDULE_STATUS)
+             default_status=settings.DEFAULT_SCHEDULE_STATUS,
+             description=("Today's queues at 02:00 (LEARNING_PIPELINES_SCHEDULE_TIMEZONE, default UTC), from memory states "
+                          "brought up to the run's start in the same run."))
 def revision_queues_nightly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """Today's queues at 02:00 (LEARNING_PIPELINES_SCHEDULE_TIMEZONE, default UTC), from memory states
-    brought up to the run's start in the same run."""
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
     return dg.RunRequest(run_key=f"revision_queues:{day}", partition_key=day)
