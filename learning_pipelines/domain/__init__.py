@@ -1,1 +1,1 @@
-"""Pure computation: numpy, pandas and torch only. No Dagster, no SQLAlchemy."""
+"""Pure computation: numpy, pandas, numba (the FSRS kernel) and torch only. No Dagster, no SQLAlchemy."""

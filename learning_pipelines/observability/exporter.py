@@ -1,8 +1,9 @@
-"""A Prometheus collector that reads everything it reports from storage on each scrape.
+"""A Prometheus collector that reads everything it reports from storage.
 
-Counters and histograms are derived from Dagster's run storage and event log, never kept in
-memory, so they never go backwards when the exporter restarts. Nothing inside the assets has to
-report anything.
+Counters and histograms are derived from Dagster's run storage and event log. Finished runs are
+counted once and kept in memory; later scrapes read only the runs updated since, and a restarted
+exporter counts the whole run history again, so the counters never go backwards. Nothing inside
+the assets has to report anything.
 """
 
 from __future__ import annotations
