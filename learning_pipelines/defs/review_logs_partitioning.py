@@ -100,7 +100,9 @@ review_logs_partition_backfill = dg.define_asset_job(
 
 
 @dg.sensor(job=review_logs_partition_backfill, minimum_interval_seconds=60,
-           default_status=dg.DefaultSensorStatus.STOPPED)
+           default_status=dg.DefaultSensorStatus.STOPPED,
+           description="During the online partitioning of review_logs (after migration 0006): launches the "
+                       "backfill of every month not verified yet. Off until an operator turns it on.")
 def review_logs_partition_backfill_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse) -> dg.SensorResult:
     """Drives the backfill once migration 0006 ran: a run for every month not verified yet that has
     none in flight. Off by default: an operator turns it on for the move (runbook in the README).
