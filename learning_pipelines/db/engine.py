@@ -38,10 +38,13 @@ def _enable_sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-@functools.lru_cache(maxsize=16)
 def get_engine(url: str | None = None) -> sa.Engine:
-    """One pooled engine per URL and process."""
-    url = resolve_database_url(url)
+    """One pooled engine per URL and process (no URL: the one the environment names now)."""
+    return _engine(resolve_database_url(url))
+
+
+@functools.lru_cache(maxsize=16)
+def _engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
