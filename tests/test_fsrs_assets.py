@@ -8,12 +8,14 @@ import pytest
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, tables
-from learning_pipelines.defs.fsrs import (fsrs_eligibility_sensor, fsrs_parameters, fsrs_shadow_daily,
-                                          fsrs_shadow_evaluation, fsrs_weekly)
+from learning_pipelines.definitions import defs as definitions
+from learning_pipelines.defs.fsrs import (FsrsFitConfig, fsrs_eligibility_sensor, fsrs_optimization_job,
+                                          fsrs_parameters, fsrs_shadow_daily, fsrs_shadow_evaluation, fsrs_weekly,
+                                          weights_within_bounds)
 from learning_pipelines.defs.memory_states import card_memory_states
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.demo import load_platform
-from learning_pipelines.domain import fsrs, fsrs_policy
+from learning_pipelines.domain import fsrs, fsrs_policy, fsrs_training
 from learning_pipelines.domain.simulate import simulate_platform
 
 AS_OF = dt.datetime.now(dt.timezone.utc)
@@ -37,7 +39,7 @@ def _materialize(url, assets, **kwargs):
 
 
 def test_parameters_for_eligible_tuned_learners_then_cooldown(platform_url, warehouse_engine):
-    result = _materialize(platform_url, [fsrs_parameters, card_memory_states])
+    result = _materialize(platform_url, [fsrs_parameters, weights_within_bounds, card_memory_states])
     params = _frame(warehouse_engine, sa.select(tables.srs_user_params)).set_index("user_id")
     counts = params["n_reviews"]
     assert len(params) == 24
@@ -53,6 +55,7 @@ def test_parameters_for_eligible_tuned_learners_then_cooldown(platform_url, ware
     assert trained["n_holdout_reviews"].gt(0).all() and trained["logloss_after"].notna().all()
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["weights_within_bounds"].passed
+    assert checks["weights_within_bounds"].metadata["weight_vectors_out_of_bounds"].value == 0
     assert "holdout_logloss_own" in checks["tuned_not_worse_than_global"].metadata
     assert len(_frame(warehouse_engine, sa.select(tables.fsrs_global_params))) == 1
 
@@ -63,8 +66,10 @@ def test_parameters_for_eligible_tuned_learners_then_cooldown(platform_url, ware
     assert (states["due_at"] > states["last_review_at"]).all()
     assert set(states.loc[states["weights_source"] == "own", "user_id"]) == set(trained.index)
 
-    again = _materialize(platform_url, [fsrs_parameters])
+    again = _materialize(platform_url, [fsrs_parameters, weights_within_bounds])
     assert again.asset_materializations_for_node("fsrs_parameters")[0].metadata["n_learners_trained"].value == 0
+    assert {e.check_name: e.passed for e in again.get_asset_check_evaluations()} == {
+        "weights_within_bounds": True, "tuned_not_worse_than_global": True}
     after = _frame(warehouse_engine, sa.select(tables.srs_user_params)).set_index("user_id")
     assert after["weights"].equals(params["weights"]), "learners cooling down keep their weights"
     assert len(_frame(warehouse_engine, sa.select(tables.fsrs_global_params))) == 2
@@ -106,3 +111,47 @@ def test_schedules():
     assert fsrs_weekly(dg.build_schedule_context(scheduled_execution_time=monday)).run_key == "fsrs_weekly:2026-11-23"
     request = fsrs_shadow_daily(dg.build_schedule_context(scheduled_execution_time=monday.replace(minute=30)))
     assert request.partition_key == "2026-11-22"
+
+
+def test_stored_weights_out_of_bounds_fail_the_blocking_check_and_hold_back_memory_states(platform_url,
+                                                                                          warehouse_engine):
+    _materialize(platform_url, [fsrs_parameters])
+    params = tables.srs_user_params
+    with warehouse_engine.begin() as conn:  # a learner never trained (baseline group) keeps stored weights as they are
+        baseline = conn.execute(sa.select(params.c.user_id).where(params.c.ab_group == fsrs_policy.BASELINE_GLOBAL)
+                                .limit(1)).scalar_one()
+        conn.execute(params.update().where(params.c.user_id == baseline)
+                     .values(weights=json.dumps((fsrs.WEIGHT_BOUNDS[:, 1] + 1.0).tolist()), trained_at=AS_OF))
+    result = _materialize(platform_url, [fsrs_parameters, weights_within_bounds, card_memory_states],
+                          raise_on_error=False)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["weights_within_bounds"].passed
+    assert checks["weights_within_bounds"].metadata["weight_vectors_out_of_bounds"].value == 1
+    assert result.is_node_untouched("card_memory_states")  # the blocking check failed upstream of it
+
+
+def test_optimization_job_runs_the_stored_weights_check_in_the_fsrs_pool():
+    job = definitions().resolve_job_def(fsrs_optimization_job.name)
+    steps = set(job.graph.node_names())
+    assert {"fsrs_parameters", "card_memory_states", "fsrs_parameters_weights_within_bounds"} <= steps
+    assert "learning_pipelines/exclusive" not in job.tags and job.tags["dagster/max_runtime"] == str(4 * 60 * 60)
+    assert fsrs_parameters.op.pool == "fsrs_optimization"
+
+
+def test_fit_config_defaults_are_the_training_defaults():
+    assert FsrsFitConfig().to_training_config() == fsrs_training.TrainingConfig()
+
+
+def test_eligible_learners_are_tuned_with_enough_reviews_and_no_cooldown():
+    now = dt.datetime(2026, 1, 10, tzinfo=dt.timezone.utc)
+    user_ids = np.arange(1, 41)
+    tuned = fsrs_policy.ab_group(user_ids) == fsrs_policy.TUNED_ELIGIBLE
+    learners = pd.DataFrame({
+        "user_id": user_ids,
+        "n_reviews": np.where(user_ids % 3 == 0, fsrs_policy.MIN_REVIEWS_FOR_OPTIMIZATION - 1,
+                              fsrs_policy.MIN_REVIEWS_FOR_OPTIMIZATION),
+        "training_cooldown_until": pd.to_datetime(
+            np.where(user_ids % 5 == 0, now + dt.timedelta(days=1), pd.NaT), utc=True),
+    })
+    expected = user_ids[tuned & (user_ids % 3 != 0) & (user_ids % 5 != 0)]
+    assert len(expected) and fsrs_policy.eligible_learners(learners, now)["user_id"].tolist() == expected.tolist()

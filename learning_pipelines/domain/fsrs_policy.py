@@ -33,6 +33,14 @@ def eligible_for_optimization(n_reviews: pd.Series, cooldown_until: pd.Series, n
     return (n_reviews >= MIN_REVIEWS_FOR_OPTIMIZATION) & ~cooling.fillna(False)
 
 
+def eligible_learners(learners: pd.DataFrame, now: dt.datetime) -> pd.DataFrame:
+    """The rows of `learners` (user_id, n_reviews, training_cooldown_until) who get own weights if the
+    optimization runs at `now`: in the TUNED_ELIGIBLE group, enough reviews, no cooldown running."""
+    tuned = ab_group(learners["user_id"]) == TUNED_ELIGIBLE
+    ready = eligible_for_optimization(learners["n_reviews"], learners["training_cooldown_until"], now)
+    return learners.loc[tuned & ready.to_numpy()]
+
+
 def holdout_mask(reviews: pd.DataFrame, share: float = HOLDOUT_SHARE) -> pd.Series:
     """Each learner's latest `share` of reviews (by reviewed_at)."""
     rank = reviews.groupby("user_id")["reviewed_at"].rank(method="first", ascending=False)

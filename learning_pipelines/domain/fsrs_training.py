@@ -1,0 +1,212 @@
+"""The weekly FSRS optimization and the daily shadow evaluation, as computations on frames.
+
+Training: each learner's latest reviews are held out (fsrs_policy.HOLDOUT_SHARE); global weights are
+fitted on everyone's other reviews pooled (sampled by whole cards); eligible learners
+(fsrs_policy.eligible_learners) get own weights fitted from the global ones, and own and global
+weights are scored on their held-out reviews. The result carries the new srs_user_params rows.
+
+Shadow evaluation: one day's reviews predicted with the weights each A/B group is served, scored
+per group (domain.metrics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from learning_pipelines.domain import fsrs, fsrs_policy
+from learning_pipelines.domain.fsrs_optimizer import FitConfig, fit_pooled, fit_reviews
+from learning_pipelines.domain.fsrs_replay import predict_reviews
+from learning_pipelines.domain.memory_states import LearnerWeights
+from learning_pipelines.domain.metrics import log_loss, recall_metrics
+from learning_pipelines.domain.review_history import with_learner_days
+
+# The pooled (global) fit sees at most this many reviews, sampled by whole cards: beyond it
+# the global weights stop moving and the fit only gets slower.
+GLOBAL_FIT_MAX_REVIEWS = 100_000
+_PREDICTION_COLUMNS = ["row", "user_id", "retrievability", "recalled", "elapsed_days", "review_number",
+                       "lapses_before"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    global_fit_max_reviews: int = GLOBAL_FIT_MAX_REVIEWS
+    global_fit: FitConfig = FitConfig()  # the pooled fit of the global weights
+    own_fit: FitConfig = FitConfig()  # every eligible learner's fit, started from the global weights
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingResult:
+    global_weights: np.ndarray  # (21,)
+    global_logloss: float  # the pooled fit's training logloss
+    global_n_reviews: int  # reviews the pooled fit scored
+    n_training_learners: int  # learners with reviews outside the holdout
+    user_params: pd.DataFrame  # the new srs_user_params rows, one per learner with reviews (weights as JSON)
+    n_trained: int  # learners who got new own weights in this run
+    holdout_scores: pd.DataFrame  # per trained learner (index user_id): held-out logloss own, global; n reviews
+    trained_at: dt.datetime
+
+    @property
+    def n_learners_with_own_weights(self) -> int:
+        return int(self.user_params["weights"].notna().sum())
+
+    @property
+    def n_holdout_reviews(self) -> int:
+        return int(self.holdout_scores["n"].astype(float).sum())
+
+    @property
+    def holdout_logloss_own(self) -> float:
+        """The trained learners' held-out logloss with their own weights (weighted by reviews; NaN: none scored)."""
+        return self._holdout_mean("own")
+
+    @property
+    def holdout_logloss_global(self) -> float:
+        """The same reviews' held-out logloss with the global weights."""
+        return self._holdout_mean("global")
+
+    @property
+    def tuned_not_worse_than_global(self) -> bool:
+        return bool(not self.n_holdout_reviews or self.holdout_logloss_own <= self.holdout_logloss_global)
+
+    def _holdout_mean(self, column: str) -> float:
+        n = self.holdout_scores["n"].astype(float)
+        return float(np.average(self.holdout_scores[column], weights=n)) if n.sum() else float("nan")
+
+
+def train(reviews: pd.DataFrame, previous: pd.DataFrame, now: dt.datetime, config: TrainingConfig = TrainingConfig(),
+          log: Callable[[str], None] = lambda message: None) -> TrainingResult:
+    """Global weights for everyone and own weights for the learners eligible at `now`.
+
+    reviews: every review (id, user_id, concept_id, rating, reviewed_at, timezone, day_start_hour), in time order.
+    previous: the stored srs_user_params rows; learners not trained now keep theirs.
+    """
+    started = time.perf_counter()
+    reviews = with_learner_days(reviews)
+    holdout = fsrs_policy.holdout_mask(reviews)
+    training = reviews.loc[~holdout]
+    global_fit = fit_pooled(sample_cards(training, config.global_fit_max_reviews), config.global_fit)
+    global_weights = global_fit.weights[0]
+    log(f"global weights fitted in {time.perf_counter() - started:.1f} s ({global_fit.iterations} iterations)")
+
+    learners = _learner_rows(reviews, previous)
+    to_train = fsrs_policy.eligible_learners(learners, now)["user_id"].to_numpy()
+    log(f"{len(to_train)} learner(s) eligible for own weights, of {len(learners)}")
+    holdout_scores = pd.DataFrame(columns=["own", "global", "n"])
+    if len(to_train):
+        fit_started = time.perf_counter()
+        fitted, result = fit_reviews(training.loc[training["user_id"].isin(to_train)],
+                                     start=np.tile(global_weights, (len(to_train), 1)), config=config.own_fit)
+        log(f"{len(to_train)} learners' weights fitted in {time.perf_counter() - fit_started:.1f} s "
+            f"({result.iterations} iterations)")
+        own = {int(u): np.array(w) for u, w in zip(fitted["user_id"], fitted["weights"])}
+        holdout_scores = _own_against_global(reviews.loc[reviews["user_id"].isin(to_train)], holdout, own,
+                                             global_weights)
+        learners = _with_own_weights(learners, own, holdout_scores, now)
+    return TrainingResult(
+        global_weights=global_weights, global_logloss=float(global_fit.logloss_after[0]),
+        global_n_reviews=int(global_fit.n_reviews.sum()), n_training_learners=int(training["user_id"].nunique()),
+        user_params=learners, n_trained=len(to_train), holdout_scores=holdout_scores, trained_at=now)
+
+
+def sample_cards(reviews: pd.DataFrame, max_reviews: int, seed: int = 0) -> pd.DataFrame:
+    """Whole cards (all of a card's reviews), shuffled, until about `max_reviews` reviews."""
+    if len(reviews) <= max_reviews:
+        return reviews
+    cards = reviews[["user_id", "concept_id"]].drop_duplicates().sample(frac=1.0, random_state=seed)
+    sizes = reviews.groupby(["user_id", "concept_id"]).size().reindex(pd.MultiIndex.from_frame(cards)).to_numpy()
+    keep = cards.iloc[: int(np.searchsorted(np.cumsum(sizes), max_reviews)) + 1]
+    return reviews.merge(keep, on=["user_id", "concept_id"])
+
+
+def holdout_logloss(predictions: pd.DataFrame, holdout_rows: pd.Index) -> pd.DataFrame:
+    """Per learner (index user_id): logloss and n of the predicted held-out reviews a day or more after the previous."""
+    scored = predictions.loc[predictions["row"].isin(holdout_rows) & (predictions["elapsed_days"] > 0)]
+    return scored.groupby("user_id").apply(
+        lambda g: pd.Series({"logloss": log_loss(g["recalled"], g["retrievability"]), "n": len(g)}),
+        include_groups=False)
+
+
+def _own_against_global(theirs: pd.DataFrame, holdout: pd.Series, own: dict[int, np.ndarray],
+                        global_weights: np.ndarray) -> pd.DataFrame:
+    """Held-out logloss of the trained learners' reviews (`theirs`, all of them) with own and with global weights."""
+    held_out = theirs.index[holdout[theirs.index]]
+    own_scores = holdout_logloss(predict_reviews(theirs, own).predictions, held_out)
+    global_scores = holdout_logloss(predict_reviews(theirs, {}, global_weights).predictions, held_out)
+    return pd.DataFrame({"own": own_scores["logloss"], "global": global_scores["logloss"], "n": own_scores["n"]})
+
+
+def _learner_rows(reviews: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+    """One srs_user_params row per learner with reviews: review count and A/B group now, the rest as stored."""
+    learners = reviews.groupby("user_id").size().rename("n_reviews").reset_index()
+    learners["ab_group"] = fsrs_policy.ab_group(learners["user_id"])
+    learners = learners.merge(previous.drop(columns=["n_reviews", "ab_group"]), on="user_id", how="left")
+    for column in ("trained_at", "training_cooldown_until"):
+        learners[column] = pd.to_datetime(learners[column], utc=True).astype("datetime64[us, UTC]")
+    learners["weights"] = learners["weights"].astype(object)
+    return learners
+
+
+def _with_own_weights(learners: pd.DataFrame, own: dict[int, np.ndarray], holdout_scores: pd.DataFrame,
+                      now: dt.datetime) -> pd.DataFrame:
+    """`learners` with the new own weights, their training time, cooldown and held-out scores."""
+    learners = learners.copy()
+    trained = learners["user_id"].isin(own)
+    user_ids = learners.loc[trained, "user_id"]
+    learners.loc[trained, "weights"] = user_ids.map(lambda u: json.dumps(own[u].tolist()))
+    learners.loc[trained, "trained_at"] = pd.Timestamp(now)
+    learners.loc[trained, "training_cooldown_until"] = pd.Timestamp(now + fsrs_policy.TRAINING_COOLDOWN)
+    learners.loc[trained, "logloss_before"] = user_ids.map(holdout_scores["global"])
+    learners.loc[trained, "logloss_after"] = user_ids.map(holdout_scores["own"])
+    learners.loc[trained, "n_holdout_reviews"] = user_ids.map(holdout_scores["n"])
+    return learners
+
+
+def weight_vectors_out_of_bounds(weights: LearnerWeights) -> int:
+    """How many of the global and own weight vectors hold a weight outside fsrs.WEIGHT_BOUNDS."""
+    matrix = np.vstack([weights.global_weights, *weights.own.values()])
+    outside = (matrix < fsrs.WEIGHT_BOUNDS[:, 0] - 1e-9) | (matrix > fsrs.WEIGHT_BOUNDS[:, 1] + 1e-9)
+    return int(outside.any(axis=1).sum())
+
+
+def shadow_metrics(history: pd.DataFrame, weights: LearnerWeights, day_start: dt.datetime) -> pd.DataFrame:
+    """Predicted against actual recall of the reviews from `day_start` on, one row per A/B group:
+    BASELINE_GLOBAL learners scored with the global weights, TUNED_ELIGIBLE with their own (global
+    until they have them). Columns: eval_metrics_daily's but day and evaluated_at.
+
+    history: every review of the day's learners up to the day's end, with their calendar, in time order.
+    """
+    history = with_learner_days(history)
+    user_ids = history["user_id"].unique().tolist()
+    groups = dict(zip(user_ids, fsrs_policy.ab_group(user_ids))) if user_ids else {}
+    tuned = {u: w for u, w in weights.own.items() if groups.get(u) == fsrs_policy.TUNED_ELIGIBLE}
+    predictions = (predict_reviews(history, tuned, weights.global_weights).predictions if len(history)
+                   else pd.DataFrame(columns=_PREDICTION_COLUMNS))
+    on_day = predictions.loc[history.loc[predictions["row"], "reviewed_at"].to_numpy() >= day_start] \
+        if len(predictions) else predictions
+    on_day = on_day.assign(ab_group=on_day["user_id"].map(groups))
+    rows = []
+    for group in (fsrs_policy.BASELINE_GLOBAL, fsrs_policy.TUNED_ELIGIBLE):
+        scored = on_day.loc[(on_day["ab_group"] == group) & (on_day["elapsed_days"] > 0)]
+        metrics = recall_metrics(scored) if len(scored) else {"n_reviews": 0}
+        rows.append({"ab_group": group, "n_reviews": len(scored), "n_learners": int(scored["user_id"].nunique()),
+                     "logloss": metrics.get("logloss"), "brier": metrics.get("brier"), "ece": metrics.get("ece"),
+                     "rmse_bins": metrics.get("rmse_bins"),
+                     "mean_predicted": float(scored["retrievability"].mean()) if len(scored) else None,
+                     "mean_recalled": float(scored["recalled"].mean()) if len(scored) else None})
+    return pd.DataFrame(rows)
+
+
+def shadow_summary(metrics: pd.DataFrame) -> dict[str, int | float]:
+    """Per group of shadow_metrics: n_reviews_<group>, and logloss_<group>, rmse_bins_<group> where scored."""
+    summary: dict[str, int | float] = {}
+    for row in metrics.itertuples():
+        summary[f"n_reviews_{row.ab_group}"] = int(row.n_reviews)
+        summary |= {f"{name}_{row.ab_group}": float(getattr(row, name)) for name in ("logloss", "rmse_bins")
+                    if pd.notna(getattr(row, name))}
+    return summary
