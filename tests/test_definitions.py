@@ -1,5 +1,6 @@
 """The code location loads, validates, and its graph is pinned so a change to it shows in review."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +18,11 @@ EXPECTED_GRAPH = {
                "review_logs:no_future_reviews", "review_logs:reject_rate_below_threshold",
                "review_logs_partitioned:month_matches_unpartitioned_table",
                "revision_queues:every_due_concept_accounted_for", "revision_queues:summary_totals_match_theme_rows"],
-    "jobs": ["fsrs_optimization_job", "fsrs_shadow_evaluation_job", "ncf_job", "review_logs_job", "review_logs_partition_backfill",
-             "revision_queues_job"],
+    "jobs": ["card_memory_states_job", "concept_complexity_job", "fsrs_optimization_job", "fsrs_shadow_evaluation_job",
+             "ncf_job", "review_logs_job", "review_logs_partition_backfill", "revision_queues_job"],
     "schedules": ["fsrs_shadow_daily", "fsrs_weekly", "review_logs_nightly", "revision_queues_nightly"],
-    "sensors": ["fsrs_eligibility_sensor", "ncf_retraining_sensor", "review_logs_partition_backfill_sensor",
-                "run_failure_reporter"],
+    "sensors": ["fsrs_eligibility_sensor", "learning_pipelines_automation", "ncf_retraining_sensor",
+                "review_logs_arrivals_sensor", "review_logs_partition_backfill_sensor", "run_failure_reporter"],
     "resources": ["model_store", "warehouse"],
 }
 
@@ -41,6 +42,30 @@ def _graph() -> dict[str, list[str]]:
 
 def test_graph_snapshot():
     assert _graph() == {kind: sorted(names) for kind, names in EXPECTED_GRAPH.items()}
+
+
+def test_dg_lists_every_definition():
+    """`dg list defs` (dagster-dg-cli) sees exactly the graph above."""
+    result = subprocess.run([str(Path(sys.executable).parent / "dg"), "list", "defs", "--json"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert sorted(a["asset_key"] for a in listed["assets"]) == EXPECTED_GRAPH["assets"]
+    assert sorted(f"{c['asset_key']}:{c['name']}" for c in listed["asset_checks"]) == sorted(EXPECTED_GRAPH["checks"])
+    for kind in ("jobs", "schedules", "sensors", "resources"):
+        assert sorted(d["name"] for d in listed[kind]) == sorted(EXPECTED_GRAPH[kind])
+
+
+def test_every_job_schedule_and_sensor_says_what_it_does_and_starts_stopped_in_development():
+    repository = defs().get_repository_def()
+    undescribed = [d.name for d in [*repository.get_all_jobs(), *repository.schedule_defs, *repository.sensor_defs]
+                   if not d.name.startswith("__") and not (d.description or "").strip()]
+    assert undescribed == []
+    # Development (no LEARNING_PIPELINES_AUTOMATION): nothing launches runs on its own. The failure
+    # reporter only records failures, so it runs.
+    running = [d.name for d in [*repository.schedule_defs, *repository.sensor_defs]
+               if d.default_status.value == "RUNNING"]
+    assert running == ["run_failure_reporter"]
 
 
 def test_dagster_definitions_validate():

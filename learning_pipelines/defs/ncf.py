@@ -40,7 +40,9 @@ class NcfTrainingConfig(dg.Config):
 
 @dg.asset(
     group_name="recommendations",
-    kinds={"torch"},
+    kinds={"torch", "sql"},
+    pool="ncf_training",
+    owners=["team:learning-intelligence"],
     check_specs=[dg.AssetCheckSpec("ncf_beats_popularity", asset="ncf_model", blocking=True,
                                    description="On the held-out latest interaction per learner, NCF's HR@10 "
                                                "beats the popularity baseline's.")],
@@ -80,7 +82,7 @@ def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, ware
             metadata={"hr_at_10": scores.hr_at_10, "popularity_hr_at_10": scores.popularity_hr_at_10})])
 
 
-@dg.asset(group_name="recommendations",
+@dg.asset(group_name="recommendations", kinds={"torch", "sql"}, owners=["team:learning-intelligence"],
           deps=[ncf_model, dg.AssetKey("concept_complexity"), dg.AssetKey("card_memory_states")])
 def recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse,
                     model_store: ModelStore) -> dg.MaterializeResult:
@@ -105,7 +107,7 @@ def recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse,
 
 ncf_job = dg.define_asset_job(
     "ncf_job", selection=[ncf_model, recommendations],
-    tags={"learning_pipelines/exclusive": "ncf_training", "dagster/max_runtime": str(2 * 3600)},
+    tags={"dagster/max_runtime": str(2 * 3600)},
     description="Retrains NeuMF on every interaction, then scores every learner's recommendations with it.")
 
 

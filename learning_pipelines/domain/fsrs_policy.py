@@ -1,4 +1,4 @@
-"""The platform's rules for who gets own FSRS weights (DESIGN section 3)."""
+"""The platform's rules for who gets own FSRS weights (README: FSRS rules)."""
 
 from __future__ import annotations
 
