@@ -23,7 +23,7 @@ from scratch import scratch_postgres  # noqa: E402
 from learning_pipelines.domain import fsrs  # noqa: E402
 from learning_pipelines.domain.revision import build_queues  # noqa: E402
 
-DAY = dt.date(2026, 3, 10)
+DAY = dt.datetime.now(dt.timezone.utc).date()  # queues are built for the current day only
 TIMEZONES = np.array(["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo"])
 CHUNK = 2000  # learners per domain call in the throughput run
 
@@ -90,6 +90,7 @@ def end_to_end(n_learners: int, n_concepts: int) -> dict:
     import sqlalchemy as sa
 
     from learning_pipelines.db import bulk, migrate, tables
+    from learning_pipelines.db.memory_states import Progress, write_progress
     from learning_pipelines.defs.resources import Warehouse
     from learning_pipelines.defs.revision_queues import revision_queues
 
@@ -107,6 +108,8 @@ def end_to_end(n_learners: int, n_concepts: int) -> dict:
             bulk.bulk_insert(conn, tables.card_memory_states, states.assign(
                 difficulty=5.0, n_reviews=3, weights_source="global",
                 due_at=states["last_review_at"] + pd.to_timedelta(states["stability_days"], unit="D")))
+            # As card_memory_states records it: the states include every review (there are none).
+            write_progress(conn, Progress(0, 0, [], dt.datetime.now(dt.timezone.utc), None, None, None))
         started = time.perf_counter()
         result = dg.materialize([revision_queues], resources={"warehouse": Warehouse(database_url=url)},
                                 partition_key=DAY.isoformat())

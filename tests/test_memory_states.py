@@ -143,12 +143,47 @@ def test_advance_equals_replay_in_pure_domain(n_days):
     cut = history["reviewed_at"] < AS_OF - dt.timedelta(days=n_days)
     earlier = memory_states.replay(history.loc[cut].reset_index(drop=True), weights)
     stored = earlier.merge(platform.users[["user_id", "timezone", "day_start_hour"]], on="user_id")
-    counts = history.groupby(["user_id", "concept_id"]).size().rename("n_stored_reviews").reset_index()
     touched = history.loc[~cut, ["user_id", "concept_id"]].drop_duplicates()
-    nightly = memory_states.update(stored.merge(touched), history.loc[~cut].reset_index(drop=True),
-                                   counts.merge(touched), weights)
+    nightly = memory_states.update(stored.merge(touched), history.loc[~cut].reset_index(drop=True), weights)
     assert nightly.replay_cards.empty and nightly.n_new_reviews == int((~cut).sum())
     advanced = nightly.advanced
     result = pd.concat([earlier.set_index(["user_id", "concept_id"]).drop(advanced.set_index(["user_id", "concept_id"]).index, errors="ignore"),
                         advanced.set_index(["user_id", "concept_id"])]).sort_index()
     np.testing.assert_allclose(result[STATE].to_numpy(float), expected[STATE].to_numpy(float), rtol=1e-12)
+
+
+def test_a_review_committed_late_by_a_transaction_in_flight_is_taken_in_by_the_next_run(empty_postgres_url):
+    """PostgreSQL numbers a review when it is inserted, not when it commits: a run that read past a number
+    still in flight must take that review in later, and a re-read review must not count twice."""
+    from learning_pipelines.db import migrate
+    from learning_pipelines.db.engine import get_engine
+
+    migrate.upgrade(empty_postgres_url)
+    engine = get_engine(empty_postgres_url)
+    platform = simulate_platform(n_learners=4, n_concepts=10, n_resources=5, days=30, mean_cards_per_learner=6,
+                                 as_of=AS_OF, seed=6)
+    _load_platform_without_reviews(engine, platform)
+    _insert_reviews(engine, platform.review_logs)
+    _update_states(empty_postgres_url)
+
+    cards = platform.review_logs.drop_duplicates(["user_id", "concept_id"]).iloc[:2]
+    slow, quick = (cards.iloc[[i]].assign(id=-1 - i, reviewed_at=pd.Timestamp(AS_OF) + pd.Timedelta(hours=1 + i))
+                   for i in range(2))
+    with engine.connect() as writer:
+        transaction = writer.begin()
+        bulk.insert_review_logs(writer, slow.drop(columns=["ingest_seq"], errors="ignore"))  # numbered, not committed
+        _insert_reviews(engine, quick.drop(columns=["ingest_seq"], errors="ignore"))  # a higher number, committed
+        first = _update_states(empty_postgres_url)
+        transaction.commit()
+    assert first["new_reviews"] == 1
+    second = _update_states(empty_postgres_url)
+    assert second["new_reviews"] == 1, "the late-committed review is taken in; the re-read one is not counted again"
+    assert second["cards_replayed_late_review"] == 0
+    third = _update_states(empty_postgres_url)
+    assert third["new_reviews"] == 0
+
+    all_reviews = pd.concat([platform.review_logs, slow, quick], ignore_index=True)
+    expected, _ = _full_replay(platform, all_reviews, memory_states.LearnerWeights(fsrs.DEFAULT_WEIGHTS, "default", {}, {}))
+    stored = _stored_states(engine)
+    np.testing.assert_allclose(stored[STATE].to_numpy(), expected[STATE].to_numpy(), rtol=1e-9)
+    assert (stored["n_reviews"] == expected["n_reviews"]).all()

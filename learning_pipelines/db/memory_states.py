@@ -88,15 +88,11 @@ def transactions_finished(conn: sa.Connection, xids: list[str]) -> bool:
     return running == 0
 
 
-def _touched_cards(after_seq: int) -> sa.Subquery:
-    return sa.select(logs.c.user_id, logs.c.concept_id).where(logs.c.ingest_seq > after_seq).distinct().subquery()
-
-
 def new_reviews(conn: sa.Connection, after_seq: int) -> pd.DataFrame:
     """Reviews numbered after `after_seq` with their learner's calendar, each card's in time order."""
     users = tables.users
     frame = bulk.read_frame(conn, sa.select(
-        logs.c.id, logs.c.user_id, logs.c.concept_id, logs.c.rating, logs.c.reviewed_at,
+        logs.c.id, logs.c.user_id, logs.c.concept_id, logs.c.rating, logs.c.reviewed_at, logs.c.ingest_seq,
         users.c.timezone, users.c.day_start_hour,
     ).join(users, users.c.user_id == logs.c.user_id).where(logs.c.ingest_seq > after_seq))
     return _in_card_order(frame)
@@ -104,7 +100,8 @@ def new_reviews(conn: sa.Connection, after_seq: int) -> pd.DataFrame:
 
 def stored_states(conn: sa.Connection, after_seq: int) -> pd.DataFrame:
     """The stored states of the cards that got reviews numbered after `after_seq`, with their calendar."""
-    touched, users = _touched_cards(after_seq), tables.users
+    touched = sa.select(logs.c.user_id, logs.c.concept_id).where(logs.c.ingest_seq > after_seq).distinct().subquery()
+    users = tables.users
     return bulk.read_frame(conn, sa.select(
         states.c.user_id, states.c.concept_id, states.c.stability_days, states.c.difficulty, states.c.n_reviews,
         states.c.first_rating, states.c.last_review_at, users.c.timezone, users.c.day_start_hour,
@@ -112,14 +109,22 @@ def stored_states(conn: sa.Connection, after_seq: int) -> pd.DataFrame:
      .join(users, users.c.user_id == states.c.user_id))
 
 
-def review_counts(conn: sa.Connection, after_seq: int) -> pd.DataFrame:
-    """user_id, concept_id, n_stored_reviews: every review held now for each card touched after `after_seq`."""
-    touched = _touched_cards(after_seq)
-    return bulk.read_frame(conn, sa.select(logs.c.user_id, logs.c.concept_id,
-                                           sa.func.count().label("n_stored_reviews"))
-                           .join(touched, sa.and_(touched.c.user_id == logs.c.user_id,
-                                                  touched.c.concept_id == logs.c.concept_id))
-                           .group_by(logs.c.user_id, logs.c.concept_id))
+def review_counts(conn: sa.Connection, cards: pd.DataFrame) -> pd.DataFrame:
+    """user_id, concept_id, n_stored_reviews: every review held now for each of these cards."""
+    if cards.empty:
+        return cards.assign(n_stored_reviews=pd.Series(dtype="int64"))
+    if conn.dialect.name == "postgresql":  # one index probe per card and partition, never a scan
+        return pd.DataFrame(conn.execute(sa.text(
+            "SELECT k.user_id, k.concept_id, (SELECT count(*) FROM review_logs r WHERE r.user_id = k.user_id "
+            "AND r.concept_id = k.concept_id) AS n_stored_reviews "
+            "FROM unnest(CAST(:users AS bigint[]), CAST(:concepts AS bigint[])) AS k(user_id, concept_id)"),
+            _key_arrays(cards)).all(), columns=["user_id", "concept_id", "n_stored_reviews"])
+    keys = list(cards[CARD].itertuples(index=False, name=None))
+    return pd.concat([bulk.read_frame(conn, sa.select(logs.c.user_id, logs.c.concept_id,
+                                                      sa.func.count().label("n_stored_reviews"))
+                                      .where(sa.tuple_(logs.c.user_id, logs.c.concept_id).in_(keys[i:i + _KEY_CHUNK]))
+                                      .group_by(logs.c.user_id, logs.c.concept_id))
+                      for i in range(0, len(keys), _KEY_CHUNK)], ignore_index=True)
 
 
 def learner_histories(conn: sa.Connection, user_ids) -> pd.DataFrame:
@@ -197,11 +202,29 @@ def count(conn: sa.Connection) -> int:
 
 def upsert_states(conn: sa.Connection, frame: pd.DataFrame) -> int:
     """Replace the stored states of these cards."""
-    keys = list(frame[CARD].itertuples(index=False, name=None))
-    for start in range(0, len(keys), _KEY_CHUNK):
-        conn.execute(states.delete().where(sa.tuple_(states.c.user_id, states.c.concept_id)
-                                           .in_(keys[start:start + _KEY_CHUNK])))
+    if frame.empty:
+        return 0
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("DELETE FROM card_memory_states s USING unnest(CAST(:users AS bigint[]), "
+                             "CAST(:concepts AS bigint[])) AS k(user_id, concept_id) "
+                             "WHERE s.user_id = k.user_id AND s.concept_id = k.concept_id"), _key_arrays(frame))
+    else:
+        keys = list(frame[CARD].itertuples(index=False, name=None))
+        for start in range(0, len(keys), _KEY_CHUNK):
+            conn.execute(states.delete().where(sa.tuple_(states.c.user_id, states.c.concept_id)
+                                               .in_(keys[start:start + _KEY_CHUNK])))
     return bulk.bulk_insert(conn, states, frame)
+
+
+def _key_arrays(cards: pd.DataFrame) -> dict[str, list[int]]:
+    return {"users": cards["user_id"].astype("int64").tolist(), "concepts": cards["concept_id"].astype("int64").tolist()}
+
+
+def refresh_statistics(conn: sa.Connection) -> None:
+    """After a replay rewrote many states, let PostgreSQL's planner see them before the next run reads
+    by card (autovacuum may come later)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("ANALYZE card_memory_states"))
 
 
 def replace_learners(conn: sa.Connection, user_ids, frame: pd.DataFrame) -> int:
@@ -225,7 +248,7 @@ class PendingWork:
     weights: LearnerWeights
     new_reviews: pd.DataFrame  # reviews numbered after the last final number, with calendars
     stored: pd.DataFrame  # stored states of the cards those reviews touch
-    review_counts: pd.DataFrame  # every review held for each touched card
+    reread_upto: int | None  # reviews numbered up to here may be in the states already (re-read window)
     learners_to_replay: np.ndarray  # weights or preferences changed, or no states yet
     next_progress: Progress
 
@@ -251,7 +274,7 @@ def pending_work(conn: sa.Connection) -> PendingWork:
         weights=current.weights,
         new_reviews=new_reviews(conn, read_from),
         stored=stored_states(conn, read_from),
-        review_counts=review_counts(conn, read_from),
+        reread_upto=previous.applied_seq if previous else None,
         learners_to_replay=np.asarray(replay, dtype=np.int64),
         next_progress=Progress(min(covered, applied), applied, high.in_flight, high.as_of, current.global_version,
                                current.own_trained_at, prefs_updated_at),

@@ -49,7 +49,8 @@ def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateCon
         store.lock(conn)
         work = store.pending_work(conn)
         replaying = work.learners_to_replay
-        nightly = memory_states.update(work.stored, work.new_reviews, work.review_counts, work.weights,
+        counts = store.review_counts(conn, memory_states.cards_to_count(work.new_reviews, work.stored, work.reread_upto))
+        nightly = memory_states.update(work.stored, work.new_reviews, work.weights, counts, work.reread_upto,
                                        skip_learners=replaying)
         late = memory_states.replay(store.card_histories(conn, nightly.replay_cards), work.weights)
         changed = pd.concat([nightly.advanced, late])
@@ -59,6 +60,8 @@ def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateCon
             learners = replaying[offset:offset + config.learner_chunk]
             replayed = memory_states.replay(store.learner_histories(conn, learners), work.weights)
             store.replace_learners(conn, learners, memory_states.schedule(replayed, *store.learner_settings(conn, learners)))
+        if len(replaying):
+            store.refresh_statistics(conn)
         store.write_progress(conn, work.next_progress)
         n_states = store.count(conn)
     progress = work.next_progress

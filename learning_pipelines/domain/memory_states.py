@@ -102,15 +102,14 @@ class Update:
     n_new_reviews: int
 
 
-def update(stored: pd.DataFrame, new_reviews: pd.DataFrame, review_counts: pd.DataFrame, weights: LearnerWeights,
-           skip_learners=()) -> Update:
+def update(stored: pd.DataFrame, new_reviews: pd.DataFrame, weights: LearnerWeights, review_counts=None,
+           reread_upto: int | None = None, skip_learners=()) -> Update:
     """The nightly step: states advanced by their new reviews, and the cards to replay instead.
 
     stored and new_reviews come with each learner's calendar (timezone, day_start_hour); learners in
-    `skip_learners` are left out (they are replayed in full)."""
-    stored, new_reviews, review_counts = (frame.loc[~frame["user_id"].isin(skip_learners)]
-                                          for frame in (stored, new_reviews, review_counts))
-    pending = split_pending(new_reviews, stored, review_counts)
+    `skip_learners` are left out (they are replayed in full). See split_pending for the rest."""
+    stored, new_reviews = (frame.loc[~frame["user_id"].isin(skip_learners)] for frame in (stored, new_reviews))
+    pending = split_pending(new_reviews, stored, review_counts, reread_upto)
     stored = with_learner_days(stored, "last_review_at", "last_learner_day") if len(stored) else \
         stored.assign(last_learner_day=pd.Series(dtype=float))
     return Update(advance(stored, with_learner_days(pending.append), weights), pending.replay_cards, pending.n_new)
@@ -127,34 +126,55 @@ def schedule(states: pd.DataFrame, calendars: pd.DataFrame, preferences: pd.Data
 
 @dataclasses.dataclass(frozen=True)
 class PendingReviews:
-    """What the new reviews do to stored cards: `append` ones carry a card forward, cards in `replay`
-    got a review older than their stored last one (or lost one) and are recomputed from their history."""
+    """What the new reviews do to stored cards: `append` ones carry a card forward, cards in
+    `replay_cards` got a review older than their stored last one and are recomputed from their history."""
 
     append: pd.DataFrame
     replay_cards: pd.DataFrame
     n_new: int  # reviews not in the stored states before (a re-read window repeats some)
 
 
-def split_pending(new_reviews: pd.DataFrame, stored: pd.DataFrame, review_counts: pd.DataFrame) -> PendingReviews:
+def _older_than_last(new_reviews: pd.DataFrame, stored: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    reviews = new_reviews.merge(stored[CARD + ["n_reviews", "last_review_at"]], on=CARD, how="left")
+    return reviews, reviews["last_review_at"].notna() & (reviews["reviewed_at"] <= reviews["last_review_at"])
+
+
+def cards_to_count(new_reviews: pd.DataFrame, stored: pd.DataFrame, reread_upto: int | None) -> pd.DataFrame:
+    """Cards whose review count tells whether a review is new: those with a review no later than their
+    stored last one that a run may already have taken in (numbered up to `reread_upto`, the re-read
+    window after transactions were in flight). Outside it such a review is simply late."""
+    if reread_upto is None or new_reviews.empty:
+        return pd.DataFrame({"user_id": pd.Series(dtype="int64"), "concept_id": pd.Series(dtype="int64")})
+    reviews, older = _older_than_last(new_reviews, stored)
+    return reviews.loc[older & (reviews["ingest_seq"] <= reread_upto), CARD].drop_duplicates().reset_index(drop=True)
+
+
+def split_pending(new_reviews: pd.DataFrame, stored: pd.DataFrame, review_counts: pd.DataFrame | None = None,
+                  reread_upto: int | None = None) -> PendingReviews:
     """Sort new reviews into appends and cards to replay.
 
-    new_reviews: reviews that reached the warehouse since the last run (possibly some seen before:
-    a run re-reads a window when transactions were in flight), with reviewed_at.
-    stored: the touched cards' stored states (user_id, concept_id, n_reviews, last_review_at).
-    review_counts: user_id, concept_id, n_stored_reviews: every review the warehouse holds for each
-    touched card now. A card whose stored count plus its reviews newer than its last one is not
-    that total has a review it has not seen in the past (or one was removed): it is replayed.
+    new_reviews: reviews that reached the warehouse since the last final number (with reviewed_at, and
+    ingest_seq when a re-read window exists). stored: the touched cards' stored states (n_reviews,
+    last_review_at). A review later than its card's last one is new: it is appended. One no later than
+    it is new and late (the card is replayed) unless it lies in the re-read window, where the card's
+    review count decides: review_counts (user_id, concept_id, n_stored_reviews: every review held now
+    for each card of cards_to_count) against the stored count plus the card's newer reviews.
     """
-    reviews = new_reviews.merge(stored[CARD + ["n_reviews", "last_review_at"]], on=CARD, how="left")
-    newer = reviews["last_review_at"].isna() | (reviews["reviewed_at"] > reviews["last_review_at"])
-    per_card = (reviews.loc[newer].groupby(CARD).size().rename("n_newer").reset_index()
-                .merge(review_counts, on=CARD, how="right")
-                .merge(stored[CARD + ["n_reviews"]], on=CARD, how="left"))
-    expected = per_card["n_reviews"].fillna(0) + per_card["n_newer"].fillna(0)
-    to_replay = per_card.loc[expected != per_card["n_stored_reviews"], CARD].reset_index(drop=True)
+    reviews, older = _older_than_last(new_reviews, stored)
+    maybe_seen = older & (reviews["ingest_seq"] <= reread_upto) if reread_upto is not None else older & False
+    late = older & ~maybe_seen
+    per_card = reviews.assign(newer=~older, late=late).groupby(CARD).agg(
+        n_newer=("newer", "sum"), n_late=("late", "sum"), n_reviews=("n_reviews", "first")).reset_index()
+    # For a counted card, held - (stored + newer + late) is what no run has seen (or, below 0, lost).
+    surplus = pd.Series(0.0, index=per_card.index)
+    if review_counts is not None and len(review_counts):
+        per_card = per_card.merge(review_counts, on=CARD, how="left")
+        surplus = (per_card["n_stored_reviews"] - per_card["n_reviews"].fillna(0) - per_card["n_newer"]
+                   - per_card["n_late"]).fillna(0)
+    unseen = surplus.clip(lower=0)
+    to_replay = per_card.loc[(per_card["n_late"] > 0) | (surplus != 0), CARD].reset_index(drop=True)
     replayed = reviews.set_index(CARD).index.isin(pd.MultiIndex.from_frame(to_replay)) if len(to_replay) \
         else np.zeros(len(reviews), dtype=bool)
-    append = reviews.loc[newer & ~replayed].drop(columns=["n_reviews", "last_review_at"])
-    gained = (per_card["n_stored_reviews"] - per_card["n_reviews"].fillna(0)).clip(lower=0)
-    n_new = len(append) + int(gained[expected != per_card["n_stored_reviews"]].sum())
+    append = reviews.loc[~older & ~replayed].drop(columns=["n_reviews", "last_review_at"])
+    n_new = int(per_card["n_newer"].sum() + per_card["n_late"].sum() + unseen.sum())
     return PendingReviews(append=append.reset_index(drop=True), replay_cards=to_replay, n_new=n_new)
