@@ -149,6 +149,8 @@ def main() -> None:
         "",
         f"Nightly / full: **{ratio:.2%}** (goal < 5 %). Peak RSS of the bench process after the full replay: "
         f"{full_rss:,.0f} MiB. Loading the reviews (COPY, not timed above) took {load_seconds:.0f} s.",
+        "History: the first version counted every touched card's whole history with a join the planner ran "
+        "as a scan of all of review_logs: nightly 10.09 s against 192.0 s (5.26 %).",
     ])
 
 
