@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
+import zoneinfo
 
 import dagster as dg
 import pandas as pd
@@ -78,7 +79,8 @@ def partitions_to_run(repository: dg.RepositoryDefinition, job: dg.JobDefinition
         return months
     for schedule in repository.schedule_defs:
         if schedule.job_name == job.name:
-            return [schedule(dg.build_schedule_context(scheduled_execution_time=now)).partition_key]
+            tick = now.astimezone(zoneinfo.ZoneInfo(schedule.execution_timezone or "UTC"))
+            return [schedule(dg.build_schedule_context(scheduled_execution_time=tick)).partition_key]
     return [partitions.get_last_partition_key()]
 
 

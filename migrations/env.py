@@ -22,11 +22,15 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
+# SQLite only: hands out review_logs.ingest_seq (PostgreSQL uses a sequence); created by migration 0009.
+SQLITE_INGEST_COUNTER = "review_logs_ingest_counter"
+
+
 def include_name(name, type_, parent_names) -> bool:
     # review_logs' partitions (and their indexes) are created by the pipeline, not by migrations;
     # the online partitioning's tables live only while it runs (db/partition_migration.py).
     table = name if type_ == "table" else parent_names.get("table_name")
-    return not (table and (is_partition_table(table) or table in SCAFFOLDING_TABLES))
+    return not (table and (is_partition_table(table) or table in SCAFFOLDING_TABLES or table == SQLITE_INGEST_COUNTER))
 
 
 def run_migrations_offline() -> None:

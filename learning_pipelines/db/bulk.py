@@ -73,8 +73,9 @@ def insert_review_logs(conn: sa.Connection, frame: pd.DataFrame) -> int:
     """Bulk insert into review_logs, creating the month partitions it needs first (PostgreSQL).
 
     Rows are numbered in `ingest_seq` in frame order: by the column's sequence default on
-    PostgreSQL; on SQLite here, under the write lock, so concurrent writers never share a number
-    (the table's trigger would number them too, one UPDATE per row).
+    PostgreSQL (the transaction takes its id first, so a run that sees the numbers handed out also
+    sees the transaction in flight: db/memory_states.py); on SQLite here, from the counter the table's
+    trigger uses (which would number them too, one UPDATE per row).
     """
     if frame.empty:
         return 0
@@ -82,10 +83,12 @@ def insert_review_logs(conn: sa.Connection, frame: pd.DataFrame) -> int:
     month_codes = np.unique(stamps.dt.year.to_numpy() * 12 + stamps.dt.month.to_numpy() - 1)
     partitions.ensure_month_partitions(conn, [dt.date(int(c) // 12, int(c) % 12 + 1, 1) for c in month_codes])
     if conn.dialect.name == "sqlite":
-        # A write statement takes SQLite's write lock; the highest number read after it is final.
-        conn.execute(review_logs.update().where(sa.false()).values(ingest_seq=review_logs.c.ingest_seq))
-        last = conn.execute(sa.select(sa.func.max(review_logs.c.ingest_seq))).scalar() or 0
-        frame = frame.assign(ingest_seq=np.arange(last + 1, last + 1 + len(frame), dtype=np.int64))
+        # The UPDATE takes SQLite's write lock, so the numbers read back are this transaction's alone.
+        conn.execute(sa.text("UPDATE review_logs_ingest_counter SET last_seq = last_seq + :n"), {"n": len(frame)})
+        last = conn.execute(sa.text("SELECT last_seq FROM review_logs_ingest_counter")).scalar_one()
+        frame = frame.assign(ingest_seq=np.arange(last - len(frame) + 1, last + 1, dtype=np.int64))
+    elif conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_current_xact_id()"))
     return bulk_insert(conn, review_logs, frame)
 
 

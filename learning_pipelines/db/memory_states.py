@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from learning_pipelines.domain.memory_states import CARD, LearnerWeights
 
 _KEY_CHUNK = 2000
 states, progress_table, logs = tables.card_memory_states, tables.card_memory_state_progress, tables.review_logs
+replays_table = tables.card_memory_state_replays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +40,8 @@ class Progress:
 
 
 def lock(conn: sa.Connection) -> None:
-    """One update at a time: a second run waits here, then finds the first one's work done."""
+    """One update at a time: a second run waits here (on SQLite at most the 30 s busy timeout, then it
+    fails and is retried), then finds the first one's work done."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('card_memory_states'))"))
     else:  # any write statement takes SQLite's single write lock
@@ -88,19 +91,15 @@ def transactions_finished(conn: sa.Connection, xids: list[str]) -> bool:
     return running == 0
 
 
-def new_reviews(conn: sa.Connection, after_seq: int) -> pd.DataFrame:
-    """Reviews numbered after `after_seq` with their learner's calendar, each card's in time order."""
-    users = tables.users
-    frame = bulk.read_frame(conn, sa.select(
-        logs.c.id, logs.c.user_id, logs.c.concept_id, logs.c.rating, logs.c.reviewed_at, logs.c.ingest_seq,
-        users.c.timezone, users.c.day_start_hour,
-    ).join(users, users.c.user_id == logs.c.user_id).where(logs.c.ingest_seq > after_seq))
-    return _in_card_order(frame)
+def new_reviews(conn: sa.Connection, after_seq: int, upto_seq: int) -> pd.DataFrame:
+    """Reviews numbered in (after_seq, upto_seq] with their learner's calendar, in time order."""
+    return reads.reviews_with_calendar(conn, after_seq=after_seq, upto_seq=upto_seq)
 
 
-def stored_states(conn: sa.Connection, after_seq: int) -> pd.DataFrame:
-    """The stored states of the cards that got reviews numbered after `after_seq`, with their calendar."""
-    touched = sa.select(logs.c.user_id, logs.c.concept_id).where(logs.c.ingest_seq > after_seq).distinct().subquery()
+def stored_states(conn: sa.Connection, after_seq: int, upto_seq: int) -> pd.DataFrame:
+    """The stored states of the cards that got reviews numbered in (after_seq, upto_seq], with their calendar."""
+    touched = (sa.select(logs.c.user_id, logs.c.concept_id).distinct()
+               .where(logs.c.ingest_seq > after_seq, logs.c.ingest_seq <= upto_seq).subquery())
     users = tables.users
     return bulk.read_frame(conn, sa.select(
         states.c.user_id, states.c.concept_id, states.c.stability_days, states.c.difficulty, states.c.n_reviews,
@@ -128,16 +127,24 @@ def review_counts(conn: sa.Connection, cards: pd.DataFrame) -> pd.DataFrame:
 
 
 def learner_histories(conn: sa.Connection, user_ids) -> pd.DataFrame:
-    """Every review of these learners with their calendar, each card's in time order."""
-    return _in_card_order(reads.reviews_with_calendar(conn, user_ids=[int(u) for u in user_ids]))
+    """Every review of these learners with their calendar, in time order."""
+    return reads.reviews_with_calendar(conn, user_ids=[int(u) for u in user_ids])
 
 
 def card_histories(conn: sa.Connection, cards: pd.DataFrame) -> pd.DataFrame:
-    """Every review of these cards (user_id, concept_id) with their learner's calendar."""
-    if cards.empty:
-        return learner_histories(conn, [])
-    history = learner_histories(conn, cards["user_id"].unique())
-    return history.merge(cards[CARD], on=CARD)
+    """Every review of these cards (user_id, concept_id) with their learner's calendar, in time order."""
+    learners = cards["user_id"].unique()
+    histories = [learner_histories(conn, learners[i:i + _KEY_CHUNK]).merge(cards[CARD].drop_duplicates(), on=CARD)
+                 for i in range(0, len(learners), _KEY_CHUNK)]
+    return pd.concat(histories, ignore_index=True).sort_values(["reviewed_at", "id"], kind="stable") \
+        .reset_index(drop=True) if histories else learner_histories(conn, [])
+
+
+def states_of_learners(conn: sa.Connection, user_ids) -> pd.DataFrame:
+    """Every stored state of these learners."""
+    ids = [int(u) for u in user_ids]
+    return pd.concat([bulk.read_frame(conn, sa.select(states).where(states.c.user_id.in_(ids[i:i + _KEY_CHUNK])))
+                      for i in range(0, max(len(ids), 1), _KEY_CHUNK)], ignore_index=True)
 
 
 def learners_with_reviews(conn: sa.Connection) -> np.ndarray:
@@ -188,12 +195,13 @@ def learners_on_other_weights(conn: sa.Connection, weights: LearnerWeights) -> n
 
 
 def learners_with_new_preferences(conn: sa.Connection, since: dt.datetime | None) -> tuple[np.ndarray, dt.datetime | None]:
-    """Learners whose preferences changed after `since`, and the latest change."""
+    """Learners whose preferences changed after `since` (every learner with preferences when None),
+    and the latest change. `updated_at` is stamped by the writer before it commits, so a change that
+    commits late can carry an earlier time: the caller looks back PREFERENCES_LOOKBACK."""
     prefs = tables.user_learning_prefs
-    changed = bulk.read_frame(conn, sa.select(prefs.c.user_id, prefs.c.updated_at)
-                              .where(prefs.c.updated_at > since) if since else sa.select(prefs.c.user_id, prefs.c.updated_at))
-    latest = conn.execute(sa.select(sa.func.max(prefs.c.updated_at))).scalar()
-    return changed["user_id"].to_numpy(np.int64), latest
+    query = sa.select(prefs.c.user_id, prefs.c.updated_at)
+    changed = bulk.read_frame(conn, query.where(prefs.c.updated_at > since) if since else query)
+    return changed["user_id"].to_numpy(np.int64), changed["updated_at"].max() if len(changed) else since
 
 
 def count(conn: sa.Connection) -> int:
@@ -202,17 +210,7 @@ def count(conn: sa.Connection) -> int:
 
 def upsert_states(conn: sa.Connection, frame: pd.DataFrame) -> int:
     """Replace the stored states of these cards."""
-    if frame.empty:
-        return 0
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("DELETE FROM card_memory_states s USING unnest(CAST(:users AS bigint[]), "
-                             "CAST(:concepts AS bigint[])) AS k(user_id, concept_id) "
-                             "WHERE s.user_id = k.user_id AND s.concept_id = k.concept_id"), _key_arrays(frame))
-    else:
-        keys = list(frame[CARD].itertuples(index=False, name=None))
-        for start in range(0, len(keys), _KEY_CHUNK):
-            conn.execute(states.delete().where(sa.tuple_(states.c.user_id, states.c.concept_id)
-                                               .in_(keys[start:start + _KEY_CHUNK])))
+    delete_keys(conn, states, frame)
     return bulk.bulk_insert(conn, states, frame)
 
 
@@ -235,10 +233,32 @@ def replace_learners(conn: sa.Connection, user_ids, frame: pd.DataFrame) -> int:
     return bulk.bulk_insert(conn, states, frame)
 
 
-def _in_card_order(frame: pd.DataFrame) -> pd.DataFrame:
-    for column in ("id", "user_id", "concept_id", "rating", "day_start_hour"):
-        frame[column] = frame[column].astype("int64")
-    return frame.sort_values(["user_id", "concept_id", "reviewed_at", "id"], kind="stable").reset_index(drop=True)
+def request_replays(conn: sa.Connection, cards: pd.DataFrame, requested_at: dt.datetime) -> int:
+    """These cards' histories changed other than by a new review: the next run replays them."""
+    cards = cards[CARD].drop_duplicates()
+    if cards.empty:
+        return 0
+    delete_keys(conn, tables.card_memory_state_replays, cards)
+    return bulk.bulk_insert(conn, tables.card_memory_state_replays, cards.assign(requested_at=requested_at))
+
+
+def replay_requests(conn: sa.Connection) -> pd.DataFrame:
+    return bulk.read_frame(conn, sa.select(tables.card_memory_state_replays))
+
+
+def delete_keys(conn: sa.Connection, table: sa.Table, cards: pd.DataFrame) -> None:
+    """Delete the rows of `table` (keyed by user_id, concept_id) of these cards."""
+    if cards.empty:
+        return
+    if conn.dialect.name == "postgresql":  # one index probe per card
+        conn.execute(sa.text(f"DELETE FROM {table.name} t USING unnest(CAST(:users AS bigint[]), "
+                             "CAST(:concepts AS bigint[])) AS k(user_id, concept_id) "
+                             "WHERE t.user_id = k.user_id AND t.concept_id = k.concept_id"), _key_arrays(cards))
+        return
+    keys = list(cards[CARD].itertuples(index=False, name=None))
+    for start in range(0, len(keys), _KEY_CHUNK):
+        conn.execute(table.delete().where(sa.tuple_(table.c.user_id, table.c.concept_id)
+                                          .in_(keys[start:start + _KEY_CHUNK])))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,36 +269,57 @@ class PendingWork:
     new_reviews: pd.DataFrame  # reviews numbered after the last final number, with calendars
     stored: pd.DataFrame  # stored states of the cards those reviews touch
     reread_upto: int | None  # reviews numbered up to here may be in the states already (re-read window)
-    learners_to_replay: np.ndarray  # weights or preferences changed, or no states yet
+    replay_requests: pd.DataFrame  # cards whose history lost a review (card_memory_state_replays)
+    learners_to_replay: np.ndarray  # weights changed, or no states yet
+    learners_to_reschedule: np.ndarray  # preferences changed: same states, new due times
     next_progress: Progress
+
+
+# A first run waits this long for transactions in flight when it reads (their reviews may carry
+# numbers below what it sees); past it, the next run reads every numbered review again.
+FIRST_RUN_SETTLE = dt.timedelta(seconds=30)
+PREFERENCES_LOOKBACK = dt.timedelta(hours=1)
 
 
 def pending_work(conn: sa.Connection) -> PendingWork:
     previous = read_progress(conn)
     high = high_water(conn)
     current = current_weights(conn)
-    new_prefs, prefs_updated_at = learners_with_new_preferences(conn, previous.prefs_updated_at if previous else None)
+    prefs_since = previous.prefs_updated_at - PREFERENCES_LOOKBACK if previous and previous.prefs_updated_at else None
+    new_prefs, prefs_updated_at = learners_with_new_preferences(conn, prefs_since)
     if previous is None:  # the first run replays every card from its history
         read_from, replay = high.seq, learners_with_reviews(conn)
-        covered = 0 if high.in_flight else high.seq
+        covered = high.seq if _settled(conn, high.in_flight, FIRST_RUN_SETTLE) else 0
     else:
         read_from = previous.covered_seq
         weights_changed = (current.global_version, current.own_trained_at) != (previous.global_version,
                                                                                previous.own_trained_at)
-        replay = np.union1d(learners_on_other_weights(conn, current.weights) if weights_changed else [], new_prefs)
+        replay = learners_on_other_weights(conn, current.weights) if weights_changed else np.zeros(0, np.int64)
         covered = (high.seq if not high.in_flight
                    else previous.applied_seq if transactions_finished(conn, previous.pending_xids)
                    else previous.covered_seq)
     applied = max(high.seq, previous.applied_seq if previous else 0)
     return PendingWork(
         weights=current.weights,
-        new_reviews=new_reviews(conn, read_from),
-        stored=stored_states(conn, read_from),
+        new_reviews=new_reviews(conn, read_from, high.seq),
+        stored=stored_states(conn, read_from, high.seq),
         reread_upto=previous.applied_seq if previous else None,
+        replay_requests=replay_requests(conn),
         learners_to_replay=np.asarray(replay, dtype=np.int64),
+        learners_to_reschedule=np.setdiff1d(new_prefs, replay) if previous else np.zeros(0, np.int64),
         next_progress=Progress(min(covered, applied), applied, high.in_flight, high.as_of, current.global_version,
-                               current.own_trained_at, prefs_updated_at),
+                               current.own_trained_at, prefs_updated_at or (previous.prefs_updated_at if previous else None)),
     )
+
+
+def _settled(conn: sa.Connection, xids: list[str], patience: dt.timedelta) -> bool:
+    """Whether these transactions finish within `patience` (polled)."""
+    deadline = time.monotonic() + patience.total_seconds()
+    while not transactions_finished(conn, xids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def why_not_covering(conn: sa.Connection, cutoff: dt.datetime) -> str | None:
@@ -295,9 +336,9 @@ def why_not_covering(conn: sa.Connection, cutoff: dt.datetime) -> str | None:
             f"the warehouse holds reviews up to #{newest} before this run's cutoff {cutoff:%Y-%m-%d %H:%M:%S} UTC")
 
 
-def months_beyond_states(conn: sa.Connection, after_seq: int = 0) -> pd.DataFrame:
-    """month (YYYY-MM-01, UTC), n_reviews, highest_seq of the reviews numbered after `after_seq` that
-    card_memory_states may not include yet (numbered after its last final number)."""
+def months_beyond_states(conn: sa.Connection) -> pd.DataFrame:
+    """month (YYYY-MM-01, UTC), n_reviews, highest_seq of the reviews card_memory_states may not include
+    yet (numbered after its last final number)."""
     progress = read_progress(conn)
     if conn.dialect.name == "postgresql":
         month = sa.func.to_char(sa.func.timezone("UTC", logs.c.reviewed_at), "YYYY-MM-01")
@@ -305,5 +346,5 @@ def months_beyond_states(conn: sa.Connection, after_seq: int = 0) -> pd.DataFram
         month = sa.func.strftime("%Y-%m-01", logs.c.reviewed_at)
     return bulk.read_frame(conn, sa.select(month.label("month"), sa.func.count().label("n_reviews"),
                                            sa.func.max(logs.c.ingest_seq).label("highest_seq"))
-                           .where(logs.c.ingest_seq > max(after_seq, progress.covered_seq if progress else 0))
+                           .where(logs.c.ingest_seq > (progress.covered_seq if progress else 0))
                            .group_by(month).order_by(month))

@@ -11,11 +11,13 @@ from learning_pipelines.db import bulk, tables
 
 
 def reviews_with_calendar(conn: sa.Connection, start: dt.datetime | None = None, end: dt.datetime | None = None,
-                          user_ids: list[int] | None = None) -> pd.DataFrame:
-    """Reviews in [start, end) with their learner's time zone and day start, in time order."""
+                          user_ids: list[int] | None = None, after_seq: int | None = None,
+                          upto_seq: int | None = None) -> pd.DataFrame:
+    """Reviews in [start, end) (of these learners; numbered in (after_seq, upto_seq]) with their
+    learner's time zone and day start, in time order (reviewed_at, then id)."""
     logs, users = tables.review_logs, tables.users
     query = (sa.select(logs.c.id, logs.c.user_id, logs.c.concept_id, logs.c.rating, logs.c.reviewed_at,
-                       users.c.timezone, users.c.day_start_hour)
+                       logs.c.ingest_seq, users.c.timezone, users.c.day_start_hour)
              .join(users, users.c.user_id == logs.c.user_id))
     if start is not None:
         query = query.where(logs.c.reviewed_at >= start)
@@ -23,6 +25,10 @@ def reviews_with_calendar(conn: sa.Connection, start: dt.datetime | None = None,
         query = query.where(logs.c.reviewed_at < end)
     if user_ids is not None:
         query = query.where(logs.c.user_id.in_(user_ids))
+    if after_seq is not None:
+        query = query.where(logs.c.ingest_seq > after_seq)
+    if upto_seq is not None:
+        query = query.where(logs.c.ingest_seq <= upto_seq)
     frame = bulk.read_frame(conn, query)
     for column in ("id", "user_id", "concept_id", "rating", "day_start_hour"):
         frame[column] = frame[column].astype("int64")

@@ -14,7 +14,7 @@ import json
 import pandas as pd
 import sqlalchemy as sa
 
-from learning_pipelines.db import bulk, tables
+from learning_pipelines.db import bulk, memory_states, tables
 
 _DELETE_CHUNK = 5000  # ids per DELETE ... IN (...): well under every driver's parameter limit
 logs, users, rejects = tables.review_logs, tables.users, tables.review_log_rejects
@@ -33,7 +33,8 @@ def month_reviews(conn: sa.Connection, start: dt.datetime, end: dt.datetime) -> 
 
 def quarantine(conn: sa.Connection, bad: pd.DataFrame, reasons: pd.Series, source: str, rejected_at: dt.datetime,
                start: dt.datetime, end: dt.datetime) -> int:
-    """Moves the `bad` reviews of [start, end) to review_log_rejects (the row as JSON, with its reason)."""
+    """Moves the `bad` reviews of [start, end) to review_log_rejects (the row as JSON, with its reason);
+    card_memory_states replays their cards on its next run."""
     columns = [c.name for c in logs.columns]
     moved = bulk.bulk_insert(conn, rejects, pd.DataFrame({
         "source": source,
@@ -47,6 +48,7 @@ def quarantine(conn: sa.Connection, bad: pd.DataFrame, reasons: pd.Series, sourc
     for offset in range(0, len(ids), _DELETE_CHUNK):
         conn.execute(logs.delete().where(logs.c.id.in_(ids[offset:offset + _DELETE_CHUNK]),
                                          _in_window(logs.c.reviewed_at, start, end)))
+    memory_states.request_replays(conn, bad, rejected_at)  # their states may include what was moved out
     return moved
 
 

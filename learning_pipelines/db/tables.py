@@ -75,8 +75,9 @@ review_logs = sa.Table(
     sa.Column("rating", sa.SmallInteger, nullable=False, comment="1 Again, 2 Hard, 3 Good, 4 Easy"),
     sa.Column("review_duration_ms", sa.Integer, nullable=False),
     sa.Column("state", sa.SmallInteger, nullable=True, comment="0 learning, 1 review, 2 relearning, 3 filtered"),
-    # Filled by the database on every insert (a sequence on PostgreSQL, a trigger on SQLite; migration
-    # 0009), so writes that bypass our importers are ordered too. NULL: stored before 0009.
+    # Filled by the database on every insert (a sequence on PostgreSQL; on SQLite a trigger numbering from
+    # review_logs_ingest_counter, migration 0009), so writes that bypass our importers are numbered too
+    # and a number is never handed out twice. NULL: stored before 0009.
     sa.Column("ingest_seq", sa.BigInteger, nullable=True,
               comment="order in which reviews reached the warehouse; newer reviews have larger numbers"),
     sa.CheckConstraint("rating BETWEEN 1 AND 4", name="rating"),
@@ -220,6 +221,16 @@ card_memory_states = sa.Table(
               comment="the weights that produced the state: global#<version>, own@<trained_at> or default"),
     sa.Column("first_rating", sa.SmallInteger, nullable=True, comment="rating of the card's first review"),
     sa.Index(None, "due_at"),
+)
+
+# Cards whose history changed other than by a new review (a review moved to the rejects): the next
+# card_memory_states run replays them from their history.
+card_memory_state_replays = sa.Table(
+    "card_memory_state_replays",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("concept_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("requested_at", UtcDateTime, nullable=False),
 )
 
 # What card_memory_states includes, so each run reads only the reviews that reached the warehouse since.

@@ -52,10 +52,13 @@ def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateCon
         counts = store.review_counts(conn, memory_states.cards_to_count(work.new_reviews, work.stored, work.reread_upto))
         nightly = memory_states.update(work.stored, work.new_reviews, work.weights, counts, work.reread_upto,
                                        skip_learners=replaying)
-        late = memory_states.replay(store.card_histories(conn, nightly.replay_cards), work.weights)
-        changed = pd.concat([nightly.advanced, late])
-        calendars, preferences = store.learner_settings(conn, changed["user_id"].unique())
-        store.upsert_states(conn, memory_states.schedule(changed, calendars, preferences))
+        replay_cards = pd.concat([nightly.replay_cards, work.replay_requests[["user_id", "concept_id"]]])
+        changed = memory_states.latest_per_card(
+            store.states_of_learners(conn, work.learners_to_reschedule), nightly.advanced,
+            memory_states.replay(store.card_histories(conn, replay_cards), work.weights))
+        store.delete_keys(conn, store.states, work.replay_requests)  # a card may have no review left
+        store.delete_keys(conn, store.replays_table, work.replay_requests)
+        store.upsert_states(conn, memory_states.schedule(changed, *store.learner_settings(conn, changed["user_id"])))
         for offset in range(0, len(replaying), config.learner_chunk):
             learners = replaying[offset:offset + config.learner_chunk]
             replayed = memory_states.replay(store.learner_histories(conn, learners), work.weights)
@@ -70,7 +73,9 @@ def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateCon
             "dagster/row_count": n_states,
             "new_reviews": nightly.n_new_reviews,
             "cards_advanced": len(nightly.advanced),
-            "cards_replayed_late_review": len(late),
+            "cards_replayed_late_review": len(nightly.replay_cards),
+            "cards_replayed_on_request": len(work.replay_requests),
+            "learners_rescheduled": len(work.learners_to_reschedule),
             "learners_replayed": len(replaying),
             "reviews_included_up_to": dg.MetadataValue.int(progress.applied_seq),
             "as_of": dg.MetadataValue.timestamp(progress.as_of),

@@ -52,7 +52,7 @@ def advance(prior: pd.DataFrame, reviews: pd.DataFrame, weights: LearnerWeights)
     later than its stored last review.
     """
     if reviews.empty:
-        return pd.DataFrame(columns=STATE_COLUMNS)
+        return _no_states()
     seqs = build_sequences(reviews)
     cards = seqs.card_keys.merge(prior, on=CARD, how="left")
     learner_weights = weights.matrix(seqs.learner_ids)
@@ -113,6 +113,22 @@ def update(stored: pd.DataFrame, new_reviews: pd.DataFrame, weights: LearnerWeig
     stored = with_learner_days(stored, "last_review_at", "last_learner_day") if len(stored) else \
         stored.assign(last_learner_day=pd.Series(dtype=float))
     return Update(advance(stored, with_learner_days(pending.append), weights), pending.replay_cards, pending.n_new)
+
+
+def latest_per_card(*frames: pd.DataFrame) -> pd.DataFrame:
+    """The frames' states together, a card in several taking its state from the last frame holding it."""
+    frames = [frame[STATE_COLUMNS] for frame in frames if len(frame)]
+    if not frames:
+        return _no_states()
+    return pd.concat(frames, ignore_index=True).drop_duplicates(CARD, keep="last").reset_index(drop=True)
+
+
+def _no_states() -> pd.DataFrame:
+    return pd.DataFrame({"user_id": pd.Series(dtype="int64"), "concept_id": pd.Series(dtype="int64"),
+                         "stability_days": pd.Series(dtype=float), "difficulty": pd.Series(dtype=float),
+                         "n_reviews": pd.Series(dtype="int64"), "first_rating": pd.Series(dtype="int64"),
+                         "last_review_at": pd.Series(dtype="datetime64[ns, UTC]"), "decay": pd.Series(dtype=float),
+                         "weights_source": pd.Series(dtype=object), "weights_version": pd.Series(dtype=object)})
 
 
 def schedule(states: pd.DataFrame, calendars: pd.DataFrame, preferences: pd.DataFrame) -> pd.DataFrame:

@@ -2,9 +2,11 @@
 
 review_logs gains `ingest_seq`, the order in which reviews reached the warehouse, filled by the
 database itself so writes that bypass the importers are numbered too: a sequence default on
-PostgreSQL, an AFTER INSERT trigger on SQLite for rows inserted without one (the importers number
-their rows themselves, under the write lock). Rows stored before this migration keep NULL: the first
-card_memory_states run after it replays every card anyway.
+PostgreSQL; on SQLite the one-row table review_logs_ingest_counter hands out the numbers (never the
+same twice, even after the highest review was deleted), through an AFTER INSERT trigger for rows
+inserted without one (the importers take their numbers from it themselves, under the write lock).
+Rows stored before this migration keep NULL: the first card_memory_states run after it replays
+every card anyway. card_memory_state_replays lists cards whose history changed otherwise.
 
 On PostgreSQL the column is added without a default first and the default set afterwards, so the
 existing rows are not rewritten; the index is built on every partition (writes wait for it).
@@ -24,10 +26,17 @@ down_revision = '0008'
 branch_labels = None
 depends_on = None
 
+SQLITE_COUNTER = """
+CREATE TABLE review_logs_ingest_counter (
+    counter_id SMALLINT NOT NULL PRIMARY KEY CHECK (counter_id = 1),
+    last_seq BIGINT NOT NULL
+)
+"""
 SQLITE_TRIGGER = """
 CREATE TRIGGER review_logs_ingest_seq AFTER INSERT ON review_logs WHEN NEW.ingest_seq IS NULL
 BEGIN
-    UPDATE review_logs SET ingest_seq = (SELECT coalesce(max(ingest_seq), 0) + 1 FROM review_logs)
+    UPDATE review_logs_ingest_counter SET last_seq = last_seq + 1;
+    UPDATE review_logs SET ingest_seq = (SELECT last_seq FROM review_logs_ingest_counter)
     WHERE rowid = NEW.rowid;
 END
 """
@@ -42,6 +51,8 @@ def upgrade() -> None:
         op.execute("CREATE SEQUENCE review_logs_ingest_seq AS bigint OWNED BY review_logs.ingest_seq")
         op.execute("ALTER TABLE review_logs ALTER COLUMN ingest_seq SET DEFAULT nextval('review_logs_ingest_seq')")
     else:
+        op.execute(SQLITE_COUNTER)
+        op.execute("INSERT INTO review_logs_ingest_counter (counter_id, last_seq) VALUES (1, 0)")
         op.execute(SQLITE_TRIGGER)
     op.create_index(op.f('ix_review_logs_ingest_seq'), 'review_logs', ['ingest_seq'], unique=False)
 
@@ -50,6 +61,12 @@ def upgrade() -> None:
         comment='the weights that produced the state: global#<version>, own@<trained_at> or default'))
     op.add_column('card_memory_states', sa.Column(
         'first_rating', sa.SmallInteger(), nullable=True, comment="rating of the card's first review"))
+    op.create_table('card_memory_state_replays',
+    sa.Column('user_id', sa.BigInteger(), autoincrement=False, nullable=False),
+    sa.Column('concept_id', sa.BigInteger(), autoincrement=False, nullable=False),
+    sa.Column('requested_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('user_id', 'concept_id', name=op.f('pk_card_memory_state_replays'))
+    )
     op.create_table('card_memory_state_progress',
     sa.Column('progress_id', sa.SmallInteger(), autoincrement=False, nullable=False, comment='always 1'),
     sa.Column('covered_seq', sa.BigInteger(), nullable=False,
@@ -77,6 +94,7 @@ def downgrade() -> None:
     with op.batch_alter_table('revision_queue_user_summary', schema=None) as batch_op:
         batch_op.drop_column('cutoff_at')
     op.drop_table('card_memory_state_progress')
+    op.drop_table('card_memory_state_replays')
     with op.batch_alter_table('card_memory_states', schema=None) as batch_op:
         batch_op.drop_column('first_rating')
         batch_op.drop_column('weights_version')
@@ -85,5 +103,6 @@ def downgrade() -> None:
         op.drop_column('review_logs', 'ingest_seq')  # drops the sequence it owns
     else:
         op.execute("DROP TRIGGER review_logs_ingest_seq")
+        op.execute("DROP TABLE review_logs_ingest_counter")
         with op.batch_alter_table('review_logs', schema=None) as batch_op:
             batch_op.drop_column('ingest_seq')
