@@ -42,8 +42,9 @@ def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateCon
                        warehouse: Warehouse) -> dg.MaterializeResult:
     """Each card's stability, difficulty, last review and due time, carried forward by the reviews that
     reached the warehouse since the last run (O(new reviews)); a card that got a review older than its
-    last one is replayed from its history, and a learner whose weights or preferences changed is
-    replayed in full (the weekly heavy part, in chunks of learners). States and progress commit together."""
+    last one (or lost one to the rejects) is replayed from its history, a learner whose weights changed
+    is replayed in full (the weekly heavy part, in chunks of learners), and one whose preferences
+    changed gets new due times. States and progress commit together."""
     started = time.perf_counter()
     with warehouse.begin() as conn:
         store.lock(conn)
