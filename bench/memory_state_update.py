@@ -11,7 +11,6 @@ get one new review each and the asset runs again (the nightly update). Both runs
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import publish  # noqa: E402
+from report import peak_rss_mib, publish  # noqa: E402
 from scratch import scratch_postgres  # noqa: E402
 
 from learning_pipelines.db import bulk, migrate, tables  # noqa: E402
@@ -99,10 +98,6 @@ def materialize(url: str) -> tuple[float, dict]:
     seconds = time.perf_counter() - started
     metadata = result.asset_materializations_for_node("card_memory_states")[0].metadata
     return seconds, {k: v.value for k, v in metadata.items()}
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

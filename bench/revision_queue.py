@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import resource
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import publish  # noqa: E402
+from report import peak_rss_mib, publish  # noqa: E402
 from scratch import scratch_postgres  # noqa: E402
 
 from learning_pipelines.domain import fsrs  # noqa: E402
@@ -47,10 +46,6 @@ def synthetic(n_learners: int, n_concepts: int, seed: int = 0):
     theme_key = np.where(concept_ids % 25 == 0, "UNMAPPED", (concept_ids % 10 + 1).astype(str))
     themes = pd.DataFrame({"concept_id": concept_ids, "theme_key": theme_key, "is_fallback": theme_key == "UNMAPPED"})
     return learners, states, themes
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def domain_run(learners, states, themes, chunk=CHUNK):
