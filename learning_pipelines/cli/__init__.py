@@ -1,0 +1,27 @@
+"""`learning-pipelines`: the command line of the code location, one module per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from learning_pipelines.cli import db, demo, fsrs, imports, metrics, ncf, recommend
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="learning-pipelines", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for module in (demo, imports, fsrs, recommend, ncf, metrics, db):
+        module.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "db_command", None) in ("upgrade", "downgrade") and args.revision is None:
+        args.revision = "head" if args.db_command == "upgrade" else "base"
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""`learning-pipelines metrics`: Prometheus text from the Dagster instance and the warehouse."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    import time
+
+    import dagster as dg
+    from prometheus_client import generate_latest, start_http_server
+
+    from learning_pipelines.db.engine import get_engine
+    from learning_pipelines.observability.exporter import build_registry
+
+    instance = dg.DagsterInstance.get()
+    registry = build_registry(instance, get_engine(args.database_url))
+    if args.once:
+        sys.stdout.write(generate_latest(registry).decode())
+        return 0
+    server, _ = start_http_server(args.port, addr=args.host, registry=registry)
+    print(f"serving Prometheus metrics on http://{args.host}:{server.server_port}/metrics", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
+
+
+def register(commands) -> None:
+    metrics = commands.add_parser("metrics", help="serve Prometheus metrics from the Dagster instance and warehouse")
+    metrics.add_argument("--host", default="127.0.0.1")
+    metrics.add_argument("--port", type=int, default=9464)
+    metrics.add_argument("--once", action="store_true", help="print one scrape to stdout and exit")
+    metrics.add_argument("--database-url")
+    metrics.set_defaults(handler=_metrics)

@@ -1,0 +1,43 @@
+"""`learning-pipelines ncf evaluate`: NeuMF on any interactions file, no warehouse needed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _ncf(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    import pandas as pd
+
+    from learning_pipelines.domain.ncf import NcfConfig, evaluate_neumf
+
+    if args.format == "movielens":
+        interactions = pd.read_csv(args.file, sep="\t", names=["user", "item", "rating", "time"])
+    else:
+        interactions = pd.read_csv(args.file)
+        missing = {"user", "item"} - set(interactions.columns)
+        if missing:
+            print(f"error: {args.file}: missing column(s) {', '.join(sorted(missing))} (need user, item[, time])",
+                  file=sys.stderr)
+            return 2
+        if "time" not in interactions:
+            interactions["time"] = range(len(interactions))  # file order is time order
+    config = dataclasses.replace(NcfConfig(), seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+    print(json.dumps(evaluate_neumf(interactions, config)))
+    return 0
+
+
+def register(commands) -> None:
+    ncf_parser = commands.add_parser("ncf", help="NCF on any interactions file (no warehouse)")
+    ncf_commands = ncf_parser.add_subparsers(dest="ncf_command", required=True)
+    ncf_eval = ncf_commands.add_parser("evaluate", help="train NeuMF and score it under leave-one-out (HR@10, NDCG@10)")
+    ncf_eval.add_argument("file", type=Path)
+    ncf_eval.add_argument("--format", choices=["movielens", "csv"], default="movielens",
+                          help="movielens: tab-separated user, item, rating, time; csv: columns user, item[, time]")
+    ncf_eval.add_argument("--seed", type=int, default=7)
+    ncf_eval.add_argument("--epochs", type=int, help="default: the model's configured epochs")
+    ncf_eval.set_defaults(handler=_ncf)
