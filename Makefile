@@ -30,6 +30,7 @@ promtool:
 
 test: install promtool
 	$(BIN)/dg check defs
+	$(BIN)/bandit -r learning_pipelines -ll -ii -q
 	$(BIN)/python -m pytest -q
 
 dev: install

@@ -1,8 +1,9 @@
 """Run-failure reporting: every failed run is recorded in the warehouse and, when a webhook is
-configured, posted to it as JSON."""
+configured, posted to it as JSON (job, run id, step, error class, a short message without SQL)."""
 
 import datetime as dt
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -13,33 +14,55 @@ from learning_pipelines.db import run_failures
 from learning_pipelines.defs.resources import Warehouse
 
 WEBHOOK_TIMEOUT_SECONDS = 10
+MESSAGE_CHARS = 300  # enough for the error's first line; alerts are pointers to the run, not its log
+# SQLAlchemy appends the statement and its bound values (learner data) after the message.
+_SQL_SECTIONS = re.compile(r"\[(?:SQL|parameters): .*", re.DOTALL)
+
+
+def short_message(message: str) -> str:
+    """The error's first line, cut before any `[SQL: ...]` or `[parameters: ...]` section: the driver's
+    DETAIL lines (which quote row values) and the statement's parameters never leave the run."""
+    lines = _SQL_SECTIONS.sub("", message).strip().splitlines()
+    return lines[0][:MESSAGE_CHARS] if lines else ""
 
 
 def failure_report(context: dg.RunFailureSensorContext) -> dict:
-    """Job, run, first failed step and its error class, and the run's failure message."""
+    """Job, run, first failed step, its error class and a short message without SQL or its parameters."""
     step_failures = context.get_step_failure_events()
     first = step_failures[0] if step_failures else None
     error = first.event_specific_data.error if first is not None else None
     # Dagster wraps the user's exception; report the one the asset raised.
     while error is not None and error.cls_name.startswith("Dagster") and error.cause is not None:
         error = error.cause
+    message = error.message if error is not None else context.failure_event.message
     return {
         "job": context.dagster_run.job_name,
         "run_id": context.dagster_run.run_id,
         "step": first.step_key if first is not None else None,
         "error_class": error.cls_name if error is not None else None,
-        "message": (error.message.strip() if error is not None else context.failure_event.message or "run failed")[:2000],
+        "message": short_message(message or "") or "run failed",
         "failed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "tags": {k: v for k, v in context.dagster_run.tags.items() if not k.startswith(".")},
     }
 
 
+def _http_opener() -> urllib.request.OpenerDirector:
+    """An opener with handlers for http and https only (no file:, ftp: or data:) that follows no redirect."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), urllib.request.HTTPHandler(),
+                    urllib.request.HTTPSHandler(), urllib.request.HTTPDefaultErrorHandler(),
+                    urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
+
+
 def post_alert(url: str, report: dict) -> str:
-    """POST the report as JSON; returns the HTTP status, or why it could not be sent."""
+    """POST the report as JSON to an http(s) URL (anything else: ValueError); returns the HTTP status, or
+    why it could not be sent."""
+    settings.checked_webhook_url(url)
     request = urllib.request.Request(url, data=json.dumps(report).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
+        with _http_opener().open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
             return str(response.status)
     except urllib.error.HTTPError as error:
         return str(error.code)

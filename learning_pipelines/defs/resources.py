@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,24 +59,62 @@ class ModelStore(dg.ConfigurableResource, ABC):
     def load(self, uri: str) -> bytes: ...
 
 
+class ModelKeyRefused(ValueError):
+    """A model store key or URI that names something outside the store's root."""
+
+
 class LocalModelStore(ModelStore):
-    """Checkpoints as files; empty `base_dir` means $DAGSTER_HOME/models (else dagster_home/models)."""
+    """Checkpoints as files under one root; empty `base_dir` means $DAGSTER_HOME/models (else
+    dagster_home/models). Keys and the `file://` URIs `save` returns resolve strictly inside the root:
+    whoever can write a row of ncf_models cannot point the store at any other file."""
 
     base_dir: str = Field(default="", description="directory for checkpoints; empty: $DAGSTER_HOME/models")
 
     def _root(self) -> Path:
-        return Path(self.base_dir) if self.base_dir else dagster_home() / "models"
+        return (Path(self.base_dir) if self.base_dir else dagster_home() / "models").resolve()
+
+    def _path(self, key: str) -> Path:
+        """The file `key` names: a path relative to the root, or a `file://` URI or absolute path inside it.
+        Refuses anything else, `..` components, and symlinks that lead out of the root."""
+        root = self._root()
+
+        def refuse(why: str) -> ModelKeyRefused:
+            return ModelKeyRefused(f"model store key {key!r} refused: {why} (the store reads and writes only "
+                                   f"inside {root})")
+
+        parsed = urllib.parse.urlsplit(key)
+        if parsed.scheme == "file":
+            if parsed.netloc not in ("", "localhost") or parsed.query or parsed.fragment:
+                raise refuse("it is not a local file URI")
+            name = urllib.parse.unquote(parsed.path)
+        elif parsed.scheme:
+            raise refuse(f"{parsed.scheme}: is not a local file")
+        else:
+            name = key
+        path = Path(name)
+        if not path.parts:
+            raise refuse("it names no file")
+        if ".." in path.parts:
+            raise refuse("it has a '..' component")
+        if path.is_absolute():
+            if not path.is_relative_to(root):
+                raise refuse("it is an absolute path outside the store")
+            path = path.relative_to(root)
+        resolved = (root / path).resolve()
+        if resolved == root or not resolved.is_relative_to(root):
+            raise refuse("a symlink leads out of the store")
+        return resolved
 
     def save(self, name: str, payload: bytes) -> str:
-        path = self._root() / name
+        path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(path.suffix + ".partial")
         partial.write_bytes(payload)
         partial.replace(path)  # a reader never sees half a checkpoint
-        return path.resolve().as_uri()
+        return path.as_uri()
 
     def load(self, uri: str) -> bytes:
-        return Path(uri.removeprefix("file://")).read_bytes()
+        return self._path(uri).read_bytes()
 
 
 def to_bytes(save) -> bytes:

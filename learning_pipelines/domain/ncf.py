@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import pickle
+import re
 import time
 
 import numpy as np
@@ -158,6 +160,10 @@ class NcfEmbeddings:
     resource_vectors: np.ndarray  # (len(resource_ids), width)
 
 
+class CheckpointRefused(ValueError):
+    """Checkpoint bytes that are not tensors, lists and numbers only: refused, never unpickled."""
+
+
 @dataclasses.dataclass(frozen=True)
 class NcfCheckpoint:
     """A trained NeuMF and the ids its codes stand for: user code i is user_ids[i], item code j is
@@ -177,7 +183,14 @@ class NcfCheckpoint:
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> NcfCheckpoint:
-        saved = torch.load(io.BytesIO(payload), weights_only=True)
+        """Reads `to_bytes`' output with torch's weights-only unpickler: a payload naming any other object
+        (a pickle that would run code) is refused before anything in it runs."""
+        try:
+            saved = torch.load(io.BytesIO(payload), weights_only=True)
+        except pickle.UnpicklingError as error:
+            named = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+            raise CheckpointRefused("checkpoint refused: it is not a weights-only checkpoint of tensors, lists and "
+                                    "numbers" + (f" (it names {named.group(1)})" if named else "")) from None
         config = NcfConfig(**{**saved["config"], "mlp_layers": tuple(saved["config"]["mlp_layers"])})
         model = NeuMF(len(saved["user_ids"]), len(saved["resource_ids"]), config)
         model.load_state_dict(saved["state"])
