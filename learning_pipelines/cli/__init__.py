@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from learning_pipelines.cli import db, demo, fsrs, imports, metrics, ncf, recommend
+from learning_pipelines.cli import db, demo, fsrs, imports, learners, metrics, ncf, recommend
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="learning-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (demo, imports, fsrs, recommend, ncf, metrics, db):
+    for module in (demo, imports, fsrs, recommend, ncf, metrics, learners, db):
         module.register(commands)
     return parser
 
