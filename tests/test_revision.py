@@ -93,7 +93,8 @@ def test_unmapped_concepts_fall_back_and_are_logged_as_debt():
 
 def test_preference_ranges():
     prefs = pd.DataFrame({"user_id": [1, 2, 3, 4], "spacing_multiplier": [1.0, 2.5, 0.5, 1.0],
-                          "retention_target_override": [None, 0.9, 0.69, 0.95], "revision_daily_target": [20, 10, 5, 0]})
+                          "retention_target_override": pd.array([None, 0.9, 0.69, 0.95], dtype="Float64"),
+                          "revision_daily_target": [20, 10, 5, 0]})
     problems = preference_problems(prefs)
     assert problems.tolist() == ["", "spacing_multiplier 2.5 outside [0.5, 2.0]",
                                  "retention_target_override 0.69 outside [0.7, 0.95]",
@@ -101,6 +102,34 @@ def test_preference_ranges():
     with pytest.raises(InvalidPreference, match=r"3 learning preference row\(s\) rejected: user 2: spacing_multiplier 2.5"):
         validate_preferences(prefs)
     validate_preferences(prefs.iloc[:1])
+
+
+@pytest.mark.parametrize("column, value, problem", [
+    ("spacing_multiplier", float("nan"), "spacing_multiplier nan is not a finite number"),
+    ("spacing_multiplier", float("inf"), "spacing_multiplier inf is not a finite number"),
+    ("spacing_multiplier", None, "spacing_multiplier is missing"),
+    ("retention_target_override", float("nan"), "retention_target_override nan is not a finite number"),
+    ("retention_target_override", float("-inf"), "retention_target_override -inf is not a finite number"),
+    ("revision_daily_target", float("inf"), "revision_daily_target inf is not a finite number"),
+])
+def test_nan_and_infinite_preferences_are_refused_naming_the_learner(column, value, problem):
+    good = {"spacing_multiplier": 1.0, "retention_target_override": 0.9, "revision_daily_target": 20}
+    prefs = pd.DataFrame({"user_id": [7, 8]} | {c: pd.Series([v, v], dtype=object) for c, v in good.items()})
+    prefs.loc[1, column] = value
+    with pytest.raises(InvalidPreference, match=rf"1 learning preference row\(s\) rejected: user 8: {problem}"):
+        validate_preferences(prefs)
+    validate_preferences(prefs.iloc[:1])
+
+
+def test_only_nan_read_from_the_warehouse_counts_as_an_unset_target():
+    unset = pd.DataFrame({"user_id": [1, 2], "spacing_multiplier": [1.0, 1.0],
+                          "retention_target_override": [None, pd.NA], "revision_daily_target": [None, pd.NA]})
+    validate_preferences(unset)
+    read_back = pd.DataFrame({"user_id": [1], "spacing_multiplier": [1.0], "retention_target_override": [np.nan]})
+    assert preference_problems(read_back).tolist() == [""]
+    with pytest.raises(InvalidPreference, match=r"user 1: retention_target_override nan is not a finite number "
+                                                r"\(None or pd.NA leaves it unset\)"):
+        validate_preferences(read_back)
 
 
 def test_complexity_shrinks_sparse_concepts_toward_their_theme_and_smooths_over_the_graph():

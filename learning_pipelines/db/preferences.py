@@ -15,7 +15,8 @@ PREFERENCE_COLUMNS = ("user_id", "spacing_multiplier", "retention_target_overrid
 
 def write_learning_prefs(conn: sa.Connection, prefs: pd.DataFrame) -> int:
     """Replace these learners' preferences; raises InvalidPreference (naming learner and value) and
-    writes nothing when any row is out of range."""
+    writes nothing when any row is out of range, missing its spacing multiplier, or holds NaN or an
+    infinity. A target left unset (the platform's default applies) is None or pd.NA, never NaN."""
     prefs = prefs[[c for c in PREFERENCE_COLUMNS if c in prefs.columns]].copy()
     if "spacing_multiplier" not in prefs:
         prefs["spacing_multiplier"] = 1.0

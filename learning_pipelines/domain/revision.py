@@ -33,27 +33,45 @@ class InvalidPreference(ValueError):
     """A learner preference outside its allowed range."""
 
 
-def preference_problems(prefs: pd.DataFrame) -> pd.Series:
-    """Per row of user_learning_prefs, what is out of range ("" when nothing)."""
+def _preference_values(values: pd.Series, nan_means_unset: bool) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """A preference column as floats, with the rows left unset (None or pd.NA; NaN too when
+    `nan_means_unset`) and the rows set to something that is not a finite number."""
+    objects = values.astype(object)
+    unset = values.isna() if nan_means_unset else objects.map(lambda v: v is None or v is pd.NA).astype(bool)
+    numbers = pd.to_numeric(objects.where(~unset), errors="coerce").astype(float)
+    return numbers, unset, ~unset & ~np.isfinite(numbers)
+
+
+def preference_problems(prefs: pd.DataFrame, nan_means_unset: bool = True) -> pd.Series:
+    """Per row of user_learning_prefs, what is missing, not a finite number or out of range ("" when
+    nothing). The retention target and daily target may be unset (None or pd.NA); NaN counts as unset
+    only with `nan_means_unset`, as in frames read from the warehouse, where NULL reads as NaN."""
     problems = pd.Series("", index=prefs.index, dtype=object)
+
+    def check(column: str, optional: bool, in_range, rule: str) -> None:
+        numbers, unset, not_finite = _preference_values(prefs[column], nan_means_unset)
+        if not optional:
+            problems[unset] += f"{column} is missing; "
+        hint = np.where(numbers.isna() & optional, " (None or pd.NA leaves it unset)", "")
+        not_a_number = column + " " + prefs[column].astype(object).map(str) + " is not a finite number" + hint
+        problems[not_finite] += not_a_number[not_finite] + "; "
+        bad = ~unset & ~not_finite & ~in_range(numbers)
+        problems[bad] += column + " " + numbers[bad].map("{:g}".format).astype(str) + rule + "; "
+
     low, high = SPACING_MULTIPLIER_RANGE
-    spacing = prefs["spacing_multiplier"]
-    bad = spacing.notna() & ~spacing.between(low, high)
-    problems[bad] += "spacing_multiplier " + spacing[bad].map("{:g}".format).astype(str) + f" outside [{low}, {high}]; "
-    low, high = RETENTION_TARGET_RANGE
-    target = prefs["retention_target_override"]
-    bad = target.notna() & ~target.between(low, high)
-    problems[bad] += "retention_target_override " + target[bad].map("{:g}".format).astype(str) + f" outside [{low}, {high}]; "
+    check("spacing_multiplier", False, lambda v: v.between(low, high), f" outside [{low}, {high}]")
+    target_low, target_high = RETENTION_TARGET_RANGE
+    check("retention_target_override", True, lambda v: v.between(target_low, target_high),
+          f" outside [{target_low}, {target_high}]")
     if "revision_daily_target" in prefs:
-        daily = prefs["revision_daily_target"]
-        bad = daily.notna() & (daily <= 0)
-        problems[bad] += "revision_daily_target " + daily[bad].map("{:g}".format).astype(str) + " must be positive; "
+        check("revision_daily_target", True, lambda v: v > 0, " must be positive")
     return problems.str.rstrip("; ")
 
 
 def validate_preferences(prefs: pd.DataFrame) -> None:
-    """Raise InvalidPreference naming every learner and value out of range."""
-    problems = preference_problems(prefs)
+    """Raise InvalidPreference naming every learner and value missing, not a finite number or out of
+    range. A NaN is refused, never taken for unset: an unset target is None or pd.NA."""
+    problems = preference_problems(prefs, nan_means_unset=False)
     bad = problems != ""
     if bad.any():
         details = "; ".join(f"user {u}: {p}" for u, p in zip(prefs.loc[bad, "user_id"], problems[bad]))
