@@ -12,21 +12,25 @@ def _metrics(args: argparse.Namespace) -> int:
     import dagster as dg
     from prometheus_client import generate_latest, start_http_server
 
-    from learning_pipelines.db.engine import get_engine
+    from learning_pipelines.db.engine import dagster_home, get_engine
     from learning_pipelines.observability.exporter import build_registry
 
-    instance = dg.DagsterInstance.get()
-    registry = build_registry(instance, get_engine(args.database_url))
-    if args.once:
-        sys.stdout.write(generate_latest(registry).decode())
-        return 0
-    server, _ = start_http_server(args.port, addr=args.host, registry=registry)
-    print(f"serving Prometheus metrics on http://{args.host}:{server.server_port}/metrics", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.shutdown()
+    home = dagster_home()
+    if not home.is_dir():
+        print(f"error: no Dagster instance at {home}; set DAGSTER_HOME to the instance's directory", file=sys.stderr)
+        return 2
+    with dg.DagsterInstance.from_config(str(home.resolve())) as instance:
+        registry = build_registry(instance, get_engine(args.database_url))
+        if args.once:
+            sys.stdout.write(generate_latest(registry).decode())
+            return 0
+        server, _ = start_http_server(args.port, addr=args.host, registry=registry)
+        print(f"serving Prometheus metrics on http://{args.host}:{server.server_port}/metrics", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            server.shutdown()
     return 0
 
 

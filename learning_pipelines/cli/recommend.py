@@ -9,11 +9,15 @@ import sys
 def _recommend(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from learning_pipelines.db import ncf_store
+    from learning_pipelines.db import learners, ncf_store
     from learning_pipelines.db.engine import get_engine
 
     with get_engine(args.database_url).connect() as conn:
+        registered = learners.registered_learners(conn, [args.user_id])
         rows = ncf_store.learner_recommendations(conn, args.user_id)
+    if not registered:
+        print(f"error: no learner {args.user_id} in the warehouse", file=sys.stderr)
+        return 2
     if rows.empty:
         print(f"no recommendations for user {args.user_id} (materialize `recommendations` first)", file=sys.stderr)
         return 1
