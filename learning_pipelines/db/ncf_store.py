@@ -37,8 +37,15 @@ def interaction_count(conn: sa.Connection) -> int:
     return conn.execute(sa.select(sa.func.count()).select_from(tables.user_interactions)).scalar_one()
 
 
+def beats_popularity(scores: NcfScores) -> bool:
+    """Whether a model may serve: its held-out HR@10 above popularity's, the rule `latest_model` applies to the
+    scores ncf_models records."""
+    return scores.hr_at_10 > scores.popularity_hr_at_10
+
+
 def latest_model(conn: sa.Connection, beating_popularity: bool = False) -> ModelRecord | None:
-    """The latest model recorded (only among those whose HR@10 beat popularity's when asked), or None."""
+    """The latest model recorded, or with `beating_popularity` the serving one: the latest whose HR@10 beat
+    popularity's. None when there is none."""
     models = tables.ncf_models
     query = sa.select(models.c.model_id, models.c.checkpoint_uri, models.c.n_interactions)
     if beating_popularity:

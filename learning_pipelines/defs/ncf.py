@@ -43,14 +43,17 @@ class NcfTrainingConfig(dg.Config):
     kinds={"torch", "sql"},
     pool="ncf_training",
     owners=["team:learning-intelligence"],
-    check_specs=[dg.AssetCheckSpec("ncf_beats_popularity", asset="ncf_model", blocking=True,
+    check_specs=[dg.AssetCheckSpec("ncf_beats_popularity", asset="ncf_model",
                                    description="On the held-out latest interaction per learner, NCF's HR@10 "
-                                               "beats the popularity baseline's.")],
+                                               "beats the popularity baseline's. A model that fails is recorded "
+                                               "but never serves: recommendations keep the latest model that "
+                                               "passed, or the content + graph fallback.")],
 )
 def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, warehouse: Warehouse,
               model_store: ModelStore) -> dg.MaterializeResult:
     """NeuMF trained on every learner's interactions but the latest (held out to score HR@10 and NDCG@10
-    against popularity); checkpoint in the ModelStore, embeddings in ncf_user_embeddings and
+    against popularity); checkpoint in the ModelStore and a row in ncf_models whatever its scores. Only a
+    model that beats popularity becomes the serving one: its embeddings replace ncf_user_embeddings and
     ncf_item_embeddings. With fewer than 10 positive interactions it records why and writes nothing."""
     with warehouse.begin() as conn:
         interactions = ncf_store.interactions(conn)
@@ -65,21 +68,31 @@ def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, ware
                                                metadata={"skipped": reason})])
     trained = fit_and_evaluate(interactions, config.to_ncf_config())
     scores, epochs = trained.scores, trained.checkpoint.config.epochs
+    serves = ncf_store.beats_popularity(scores)
     now = dt.datetime.now(dt.timezone.utc)
     uri = model_store.save(f"ncf/{now:%Y%m%dT%H%M%S}.pt", trained.checkpoint.to_bytes())
     with warehouse.begin() as conn:
         model_id = ncf_store.record_model(conn, trained_at=now, checkpoint_uri=uri, n_interactions=len(interactions),
                                           scores=scores, epochs=epochs)
-        ncf_store.replace_embeddings(conn, model_id, trained.checkpoint.embeddings())
+        if serves:
+            ncf_store.replace_embeddings(conn, model_id, trained.checkpoint.embeddings())
+        serving = ncf_store.latest_model(conn, beating_popularity=True)
+    if not serves:
+        context.log.warning(f"model {model_id} does not beat popularity (HR@10 {scores.hr_at_10:.4f} vs "
+                            f"{scores.popularity_hr_at_10:.4f}): recorded, not serving; "
+                            + (f"model {serving.model_id} keeps serving" if serving
+                               else "recommendations use the content and graph fallback"))
     return dg.MaterializeResult(
-        metadata={"trained": True, "model_id": model_id, "hr_at_10": dg.MetadataValue.float(scores.hr_at_10),
+        metadata={"trained": True, "model_id": model_id, "serving": serves,
+                  "hr_at_10": dg.MetadataValue.float(scores.hr_at_10),
                   "ndcg_at_10": dg.MetadataValue.float(scores.ndcg_at_10),
                   "popularity_hr_at_10": dg.MetadataValue.float(scores.popularity_hr_at_10), "epochs": epochs,
                   "seconds": dg.MetadataValue.float(scores.train_seconds), "n_users": scores.n_users,
                   "n_items": scores.n_items, "checkpoint": uri},
         check_results=[dg.AssetCheckResult(
-            check_name="ncf_beats_popularity", passed=scores.hr_at_10 > scores.popularity_hr_at_10,
-            metadata={"hr_at_10": scores.hr_at_10, "popularity_hr_at_10": scores.popularity_hr_at_10})])
+            check_name="ncf_beats_popularity", passed=serves,
+            metadata={"hr_at_10": scores.hr_at_10, "popularity_hr_at_10": scores.popularity_hr_at_10,
+                      "serving_model_id": serving.model_id if serving else -1})])
 
 
 @dg.asset(group_name="recommendations", kinds={"torch", "sql"}, owners=["team:learning-intelligence"],
@@ -87,8 +100,9 @@ def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, ware
 def recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse,
                     model_store: ModelStore) -> dg.MaterializeResult:
     """Top 10 resources per learner: NCF + content (resources on weak concepts at a fitting complexity) +
-    graph (prerequisites of weak concepts) for learners NCF knows; content + graph for cold learners or when
-    no model exists. Each row says which strategy served it (user_recommendations)."""
+    graph (prerequisites of weak concepts) for learners the serving model (the latest that beat popularity)
+    knows; content + graph for cold learners or when no model beat popularity. Each row says which strategy
+    served it (user_recommendations)."""
     now = pd.Timestamp.now(tz="UTC")
     with warehouse.begin() as conn:
         serving = ncf_store.latest_model(conn, beating_popularity=True)
