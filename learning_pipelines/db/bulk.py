@@ -69,8 +69,19 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> in
     return len(prepared)
 
 
+def review_log_months(reviewed_at: pd.Series) -> list[dt.date]:
+    """First day of every UTC month the review times fall in: the review_logs partitions they need."""
+    stamps = pd.to_datetime(reviewed_at, utc=True).dropna()
+    month_codes = np.unique(stamps.dt.year.to_numpy() * 12 + stamps.dt.month.to_numpy() - 1)
+    return [dt.date(int(c) // 12, int(c) % 12 + 1, 1) for c in month_codes]
+
+
 def insert_review_logs(conn: sa.Connection, frame: pd.DataFrame) -> int:
     """Bulk insert into review_logs, creating the month partitions it needs first (PostgreSQL).
+
+    Partitions missing here are created in the caller's transaction. A caller that has already read
+    review_logs or written users/concepts creates them before its transaction instead
+    (partitions.create_month_partitions): otherwise two such writers deadlock.
 
     Rows are numbered in `ingest_seq` in frame order: by the column's sequence default on
     PostgreSQL (the transaction takes its id first, so a run that sees the numbers handed out also
@@ -79,9 +90,7 @@ def insert_review_logs(conn: sa.Connection, frame: pd.DataFrame) -> int:
     """
     if frame.empty:
         return 0
-    stamps = pd.to_datetime(frame["reviewed_at"], utc=True)
-    month_codes = np.unique(stamps.dt.year.to_numpy() * 12 + stamps.dt.month.to_numpy() - 1)
-    partitions.ensure_month_partitions(conn, [dt.date(int(c) // 12, int(c) % 12 + 1, 1) for c in month_codes])
+    partitions.ensure_month_partitions(conn, review_log_months(frame["reviewed_at"]))
     if conn.dialect.name == "sqlite":
         # The UPDATE takes SQLite's write lock, so the numbers read back are this transaction's alone.
         conn.execute(sa.text("UPDATE review_logs_ingest_counter SET last_seq = last_seq + :n"), {"n": len(frame)})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
 
@@ -14,6 +15,19 @@ PARENT_TABLE = "review_logs"
 SHADOW_TABLE = "review_logs_partitioned"
 DEFAULT_PARTITION = "review_logs_default"
 _MONTH_PARTITION = re.compile(r"^review_logs_y(\d{4})m(\d{2})$")
+# Partition DDL waits this long for a lock, then rolls back and tries again: readers queue behind it no longer.
+DDL_LOCK_TIMEOUT_MS = 2000
+# Attempts, with pauses doubling up to _MAX_RETRY_PAUSE_S between them (about half a minute in all).
+DDL_ATTEMPTS = 10
+_FIRST_RETRY_PAUSE_S = 0.1
+_MAX_RETRY_PAUSE_S = 2.0
+# One advisory lock for all partition DDL: at most one creator queues on review_logs at a time.
+_DDL_LOCK_KEY = "review_logs partition DDL"
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+class PartitionLockTimeout(RuntimeError):
+    """Other transactions held review_logs through every attempt to create its partitions."""
 
 
 def month_partition_name(month_start: dt.date) -> str:
@@ -69,29 +83,105 @@ def partitioned_parent(conn: sa.Connection) -> str | None:
     return None
 
 
-def ensure_month_partitions(conn: sa.Connection, months: Iterable[dt.date], parent: str | None = None) -> list[dt.date]:
-    """Create the month partitions that are missing; returns the months created.
+def create_month_partitions(engine: sa.Engine, months: Iterable[dt.date], parent: str | None = None) -> list[dt.date]:
+    """Create the month partitions that are missing, in short transactions of their own; returns the months created.
 
-    Rows of such a month already sitting in the DEFAULT partition would make a plain
-    CREATE ... PARTITION OF fail, so the default is detached, the month created, its rows
-    moved and the default re-attached — all inside the caller's transaction.
+    Writers call this before the transaction that writes those months. Inside a transaction that
+    has already read review_logs or written users/concepts, the DDL waits for every other such
+    transaction while they wait for it (two importers creating partitions deadlock).
+    """
+    if engine.dialect.name != "postgresql":
+        return []
+    months = {month_start(m) for m in months}
+    with engine.connect() as conn:
+        parent = parent or partitioned_parent(conn)
+        if parent is None or months <= existing_month_partitions(conn, parent):
+            return []
+
+    def attempt() -> list[dt.date]:
+        with engine.begin() as conn:
+            return _create_under_lock(conn, months, parent)
+
+    return _retrying(attempt, months)
+
+
+def ensure_month_partitions(conn: sa.Connection, months: Iterable[dt.date], parent: str | None = None) -> list[dt.date]:
+    """Create the month partitions that are missing inside the caller's transaction; returns the months created.
+
+    The created partitions keep review_logs locked ACCESS EXCLUSIVE until the caller commits, and
+    concurrent callers are safe only when this is their transaction's first access to review_logs
+    and the tables it references: otherwise call create_month_partitions before the transaction.
     """
     if conn.dialect.name != "postgresql":
         return []
     parent = parent or partitioned_parent(conn)
     if parent is None:
         return []
-    wanted = sorted({month_start(m) for m in months} - existing_month_partitions(conn, parent))
-    for month in wanted:
-        # Serialize concurrent creators of the same month.
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": month_partition_name(month)})
-        if month in existing_month_partitions(conn, parent):
-            continue
+    months = {month_start(m) for m in months}
+    if months <= existing_month_partitions(conn, parent):
+        return []
+    caller_lock_timeout = conn.execute(sa.text("SELECT current_setting('lock_timeout')")).scalar_one()
+
+    def attempt() -> list[dt.date]:
+        with conn.begin_nested():
+            return _create_under_lock(conn, months, parent)
+
+    created = _retrying(attempt, months)
+    _set_lock_timeout(conn, caller_lock_timeout)
+    return created
+
+
+def _retrying(attempt: Callable[[], list[dt.date]], months: set[dt.date]) -> list[dt.date]:
+    """Run `attempt` until it gets its locks, at most DDL_ATTEMPTS times; then one clear error."""
+    for number in range(1, DDL_ATTEMPTS + 1):
+        try:
+            return attempt()
+        except sa.exc.OperationalError as error:
+            if getattr(error.orig, "pgcode", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            last_error = error
+        if number < DDL_ATTEMPTS:
+            time.sleep(min(_MAX_RETRY_PAUSE_S, _FIRST_RETRY_PAUSE_S * 2 ** (number - 1)))
+    wanted = ", ".join(m.strftime("%Y-%m") for m in sorted(months))
+    raise PartitionLockTimeout(
+        f"could not create the {PARENT_TABLE} partition(s) for {wanted}: other transactions kept the tables it "
+        f"locks busy through {DDL_ATTEMPTS} attempts (lock_timeout {DDL_LOCK_TIMEOUT_MS} ms each); try again later"
+    ) from last_error
+
+
+def _create_under_lock(conn: sa.Connection, months: set[dt.date], parent: str) -> list[dt.date]:
+    """Take the DDL's locks in one order, waiting only while holding none a reader or writer needs."""
+    _set_lock_timeout(conn, f"{DDL_LOCK_TIMEOUT_MS}ms")
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": _DDL_LOCK_KEY})
+    missing = sorted(months - existing_month_partitions(conn, parent))
+    if not missing:
+        return []
+    quote = conn.dialect.identifier_preparer.quote
+    conn.execute(sa.text(f"LOCK TABLE ONLY {parent} IN ACCESS EXCLUSIVE MODE"))
+    # Holding the parent now: anything else busy means rolling back and trying again, never waiting.
+    if relation_kind(conn, DEFAULT_PARTITION) is not None:
+        conn.execute(sa.text(f"LOCK TABLE ONLY {DEFAULT_PARTITION} IN ACCESS EXCLUSIVE MODE NOWAIT"))
+    referenced = conn.execute(sa.text(
+        "SELECT DISTINCT c.relname FROM pg_constraint k JOIN pg_class c ON c.oid = k.confrelid "
+        "WHERE k.conrelid = to_regclass(:parent) AND k.contype = 'f' ORDER BY c.relname"
+    ), {"parent": parent}).scalars().all()
+    if referenced:
+        # A new partition gets the parent's foreign keys, which lock the tables they reference.
+        tables = ", ".join(quote(name) for name in referenced)
+        conn.execute(sa.text(f"LOCK TABLE ONLY {tables} IN SHARE ROW EXCLUSIVE MODE NOWAIT"))
+    for month in missing:
         _create_month_partition(conn, month, parent)
-    return wanted
+    return missing
+
+
+def _set_lock_timeout(conn: sa.Connection, lock_timeout: str) -> None:
+    conn.execute(sa.text("SELECT set_config('lock_timeout', :value, true)"), {"value": lock_timeout})
 
 
 def _create_month_partition(conn: sa.Connection, month: dt.date, parent: str) -> None:
+    """Rows of the month already sitting in the DEFAULT partition would make a plain
+    CREATE ... PARTITION OF fail, so the default is detached, the month created, its rows moved
+    and the default re-attached: readers of review_logs wait for that move."""
     name = month_partition_name(month)
     lo, hi = month_bounds(month)
     bounds = {"lo": lo, "hi": hi}
