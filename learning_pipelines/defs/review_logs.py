@@ -32,8 +32,9 @@ def review_logs(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.M
     """
     start, end = _utc_window(context.partition_time_window)
     now = dt.datetime.now(dt.timezone.utc)
+    # Before the transaction: created inside it, the partition's locks would be held for the whole run.
+    partitions.create_month_partitions(warehouse.engine, [start.date()])
     with warehouse.begin() as conn:
-        partitions.ensure_month_partitions(conn, [start.date()])
         month = store.month_reviews(conn, start, end)
         reasons = review_rule_violations(month, now)
         bad = month.loc[reasons != ""]
