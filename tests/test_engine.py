@@ -9,3 +9,16 @@ def test_no_url_means_the_warehouse_the_environment_names_now(tmp_path, monkeypa
     monkeypatch.setenv(DATABASE_URL_ENV, second)
     assert get_engine().url.database == str(tmp_path / "b.db")
     assert get_engine() is get_engine(second)
+
+
+def test_a_failed_statement_never_prints_its_parameters(warehouse_url):
+    import pytest
+    import sqlalchemy as sa
+
+    from learning_pipelines.db import tables
+
+    with pytest.raises(sa.exc.IntegrityError) as failure:
+        with get_engine(warehouse_url).begin() as conn:
+            conn.execute(tables.users.insert(), [{"user_id": 424242, "external_ref": "alice@example.org"}] * 2)
+    # (PostgreSQL's own DETAIL line may still name the conflicting key.)
+    assert "alice@example.org" not in str(failure.value) and "hide_parameters" in str(failure.value)

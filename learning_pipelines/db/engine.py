@@ -45,11 +45,12 @@ def get_engine(url: str | None = None) -> sa.Engine:
 
 @functools.lru_cache(maxsize=16)
 def _engine(url: str) -> sa.Engine:
+    # hide_parameters: a failed statement's error names the statement, never the rows (learner data).
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url)
+        engine = sa.create_engine(url, hide_parameters=True)
         sa.event.listen(engine, "connect", _enable_sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
