@@ -13,7 +13,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, tables
-from learning_pipelines.db.engine import get_engine, resolve_database_url
+from learning_pipelines.db.engine import dagster_home, get_engine, resolve_database_url
 from learning_pipelines.domain.simulate import SimulatedPlatform, simulate_platform
 
 SIMULATED_REF_PREFIX = "sim:"
@@ -165,6 +165,6 @@ def run_demo(n_learners: int, seed: int, materialize: bool = True) -> DemoReport
     runs = []
     if materialize:
         defs = load_defs()
-        with dg.DagsterInstance.get() as instance:
+        with dg.DagsterInstance.from_config(str(dagster_home().resolve())) as instance:  # as `make dev` reads it
             runs = materialize_all(defs, instance, review_months(engine))
     return DemoReport(url, loaded, load_seconds, runs, table_counts(engine))

@@ -14,9 +14,16 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs at least 1 learner, not {value}")
+    return value
+
+
 def register(commands) -> None:
     demo = commands.add_parser("demo", help="load simulated learners and materialize every asset")
-    demo.add_argument("--learners", type=int, default=1000)
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--learners", type=_at_least_one, default=1000, help="simulated learners to load (1 or more)")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the simulation")
     demo.add_argument("--no-materialize", action="store_true", help="only load the simulated data")
     demo.set_defaults(handler=_demo)
