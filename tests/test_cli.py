@@ -1,5 +1,6 @@
 """The console script as a user runs it: a subprocess with its own DAGSTER_HOME and warehouse."""
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from learning_pipelines import cli
 from learning_pipelines.db import migrate
 from learning_pipelines.db.engine import get_engine
 
@@ -75,3 +77,52 @@ def test_db_command_shows_the_revision(empty_sqlite_url):
     result = _run(["db", "upgrade", "--database-url", empty_sqlite_url], {})
     assert result.returncode == 0, result.stderr
     assert f"at revision {migrate.head_revision()}" in result.stdout
+    current = _run(["db", "current", "--database-url", empty_sqlite_url], {})
+    assert current.returncode == 0 and f"at revision {migrate.head_revision()}" in current.stdout
+
+
+def test_db_downgrade_needs_an_explicit_revision_and_yes(empty_sqlite_url):
+    migrate.upgrade(empty_sqlite_url)
+    engine = get_engine(empty_sqlite_url)
+    tables = set(sa.inspect(engine).get_table_names())
+    head = migrate.head_revision()
+
+    no_revision = _run(["db", "downgrade", "--database-url", empty_sqlite_url], {})
+    assert no_revision.returncode == 2 and "revision" in no_revision.stderr
+    to_base = _run(["db", "downgrade", "base", "--database-url", empty_sqlite_url], {})
+    assert to_base.returncode == 2
+    assert f"would undo these {len(list(migrate.migrations_undone(engine, 'base')))} migration(s)" in to_base.stderr
+    assert f"  {head} " in to_base.stderr and "  0001 " in to_base.stderr and "--yes" in to_base.stderr
+    unknown = _run(["db", "downgrade", "nosuchrevision", "--yes", "--database-url", empty_sqlite_url], {})
+    assert unknown.returncode == 2 and "cannot downgrade to nosuchrevision" in unknown.stderr
+    engine.dispose()
+    assert set(sa.inspect(engine).get_table_names()) == tables and migrate.current_revision(engine) == head
+
+    one_down = _run(["db", "downgrade", "-1", "--yes", "--database-url", empty_sqlite_url], {})
+    assert one_down.returncode == 0, one_down.stderr
+    engine.dispose()
+    assert migrate.current_revision(engine) not in (head, None)
+
+
+def test_db_backup_and_restore_take_their_own_file_argument(empty_sqlite_url, tmp_path):
+    migrate.upgrade(empty_sqlite_url)
+    assert _run(["db", "backup", "--database-url", empty_sqlite_url], {}).returncode == 2
+    backup = tmp_path / "backups" / "warehouse.db"
+    written = _run(["db", "backup", str(backup), "--database-url", empty_sqlite_url], {})
+    assert written.returncode == 0 and f"backup written to {backup}" in written.stdout
+    restored = _run(["db", "restore", str(backup), "--database-url", empty_sqlite_url], {})
+    assert restored.returncode == 0, restored.stderr  # an empty warehouse: nothing to lose, no --yes
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def test_every_db_subcommand_and_flag_has_a_help_text():
+    db = _subparsers(cli.build_parser()).choices["db"]
+    listed = {choice.dest: choice.help for choice in _subparsers(db)._choices_actions}
+    assert set(listed) == {"upgrade", "downgrade", "current", "backup", "restore", "verify", "partition-status"}
+    assert all(listed.values()), listed
+    for name, parser in _subparsers(db).choices.items():
+        without_help = [a.dest for a in parser._actions if not a.help or a.help == argparse.SUPPRESS]
+        assert without_help == [], f"db {name}: {without_help}"

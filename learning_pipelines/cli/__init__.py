@@ -18,8 +18,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "db_command", None) in ("upgrade", "downgrade") and args.revision is None:
-        args.revision = "head" if args.db_command == "upgrade" else "base"
     return args.handler(args)
 
 
