@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: install demo test dev bench clean-demo promtool metrics
+.PHONY: install demo test dev bench clean-demo promtool pg-client metrics
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,14 @@ promtool:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; }
 
-test: install promtool
+# pg_dump, pg_restore and psql (Debian package postgresql-client) back up and restore the warehouse.
+pg-client:
+	@command -v pg_dump >/dev/null 2>&1 && command -v psql >/dev/null 2>&1 || { \
+	  echo "installing pg_dump, pg_restore, psql (Debian package postgresql-client)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql-client >/dev/null; }
+
+test: install promtool pg-client
 	$(BIN)/dg check defs
 	$(BIN)/bandit -r learning_pipelines -ll -ii -q
 	$(BIN)/python -m pytest -q

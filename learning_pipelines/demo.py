@@ -13,6 +13,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, tables
+from learning_pipelines.db.maintenance import shown_url
 from learning_pipelines.db.engine import dagster_home, get_engine, resolve_database_url
 from learning_pipelines.domain.simulate import SimulatedPlatform, simulate_platform
 
@@ -136,7 +137,7 @@ class DemoReport:
     counts: dict[str, int]
 
     def render(self) -> str:
-        lines = [f"warehouse: {self.database_url}"]
+        lines = [f"warehouse: {shown_url(self.database_url)}"]
         if self.loaded is None:
             lines.append("simulated learners already present: load skipped (make clean-demo to start over)")
         else:

@@ -70,6 +70,7 @@ def _backup(url: str, path: Path) -> None:
     result = _cli("db", "backup", str(path), "--database-url", url)
     assert result.returncode == 0 and path.stat().st_size > 0, result.stderr
     assert not path.with_name(path.name + ".partial").exists()
+    assert path.stat().st_mode & 0o077 == 0, "a backup holds learner data: readable by its owner only"
 
 
 @pytest.fixture

@@ -106,6 +106,7 @@ def backup(engine: sa.Engine, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
+    partial.touch(mode=0o600)  # it holds learner data: only its owner reads it
     try:
         if engine.dialect.name == "postgresql":
             with _libpq(engine.url) as (uri, env):
