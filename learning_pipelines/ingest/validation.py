@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,11 @@ EARLIEST_REVIEW = pd.Timestamp("2000-01-01", tz="UTC")  # the platform has no da
 CLOCK_SKEW = pd.Timedelta(minutes=5)  # client clocks run a little ahead; more is a bad row
 MAX_REVIEW_DURATION_MS = 3_600_000  # an hour on one card is not a review, it is an idle screen
 TYPED_COLUMNS = ("id", "user_id", "concept_id", "rating", "reviewed_at", "review_duration_ms", "state")
-_INTEGER_TEXT = r"\s*[+-]?\d+(\.0*)?\s*"
+# ASCII digits only: int() also reads full-width and Arabic-Indic digits, which no review file means.
+_INTEGER_TEXT = re.compile(r"[ \t]*[+-]?[0-9]+(\.0*)?[ \t]*")
+# A four-digit year first, then only the characters of an ISO-8601 time: pandas alone also reads
+# "now" and "today" as timestamps.
+_ISO_TEXT = re.compile(r"[0-9]{4}[-0-9T:.,+ Z]*")
 _INT64_MAX = 2**63 - 1
 
 
@@ -48,19 +53,16 @@ def check_columns(columns, source: str, has_default_user: bool) -> None:
 
 def _parse_integers(text: pd.Series, name: str) -> tuple[pd.Series, pd.Series]:
     """Whole numbers ("3" or "3.0") as Int64, and a reason where a value is not one."""
-    text = text.fillna("").astype(str)
-    looks_integral = text.str.fullmatch(_INTEGER_TEXT)
-    values = pd.Series(pd.NA, index=text.index, dtype="Int64")
-    parsed = [int(v.strip().split(".")[0]) for v in text[looks_integral]]
-    in_range = np.array([abs(v) <= _INT64_MAX for v in parsed], dtype=bool)
-    ok_index = text.index[looks_integral][in_range]
-    values.loc[ok_index] = [v for v, keep in zip(parsed, in_range) if keep]
-    reason = pd.Series("", index=text.index)
-    blank = text.str.strip() == ""
-    reason[blank] = f"{name} is missing"
-    bad = ~blank & values.isna()
-    reason[bad] = name + " " + text[bad].map(repr) + " is not a whole number"
-    return values, reason
+    values, reasons = [], []
+    for value in text.fillna("").astype(str).tolist():
+        if _INTEGER_TEXT.fullmatch(value) and abs(number := int(value.strip().split(".")[0])) <= _INT64_MAX:
+            values.append(number)
+            reasons.append("")
+        else:
+            values.append(None)
+            reasons.append(f"{name} {value!r} is not a whole number" if value.strip() else f"{name} is missing")
+    return (pd.Series(pd.array(values, dtype="Int64"), index=text.index),
+            pd.Series(reasons, index=text.index, dtype=object))
 
 
 def join_reasons(*parts: pd.Series) -> pd.Series:
@@ -78,12 +80,7 @@ def parse_reviews(raw: pd.DataFrame, default_user_id: int | None) -> tuple[pd.Da
     concept_id, concept_reason = _parse_integers(raw["card_id"], "card_id")
     rating, rating_reason = _parse_integers(raw["review_rating"], "review_rating")
     duration, duration_reason = _parse_integers(raw["review_duration"], "review_duration")
-    time_text = raw["review_time"].fillna("").astype(str)
-    reviewed_at = pd.to_datetime(time_text, utc=True, format="ISO8601", errors="coerce")
-    time_reason = pd.Series("", index=raw.index)
-    time_reason[time_text.str.strip() == ""] = "review_time is missing"
-    unparsed = (time_text.str.strip() != "") & reviewed_at.isna()
-    time_reason[unparsed] = "review_time " + time_text[unparsed].map(repr) + " is not an ISO-8601 timestamp"
+    reviewed_at, time_reason = _parse_times(raw["review_time"])
     reasons = [concept_reason, rating_reason, duration_reason, time_reason]
     if "user_id" in raw:
         user_id, user_reason = _parse_integers(raw["user_id"], "user_id")
@@ -104,14 +101,24 @@ def parse_reviews(raw: pd.DataFrame, default_user_id: int | None) -> tuple[pd.Da
     return typed[list(TYPED_COLUMNS)], join_reasons(*reasons)
 
 
+def _parse_times(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """ISO-8601 times as UTC timestamps (no offset: UTC), and a reason where a value is not one."""
+    text = text.fillna("").astype(str)
+    iso_looking = text.where(text.str.fullmatch(_ISO_TEXT).astype(bool), "")
+    reviewed_at = pd.to_datetime(iso_looking, utc=True, format="ISO8601", errors="coerce")
+    reasons = ["" if parsed else f"review_time {value!r} is not an ISO-8601 timestamp" if value.strip()
+               else "review_time is missing" for value, parsed in zip(text.tolist(), reviewed_at.notna().tolist())]
+    return reviewed_at, pd.Series(reasons, index=text.index, dtype=object)
+
+
 def _derived_ids(typed: pd.DataFrame) -> pd.Series:
-    ids = pd.Series(pd.NA, index=typed.index, dtype="Int64")
-    ok = typed["user_id"].notna() & typed["concept_id"].notna() & typed["reviewed_at"].notna()
+    ok = (typed["user_id"].notna() & typed["concept_id"].notna() & typed["reviewed_at"].notna()).to_numpy(bool)
+    ids = np.zeros(len(typed), dtype=np.int64)
     if ok.any():
         ms = typed.loc[ok, "reviewed_at"].dt.as_unit("ms").astype("int64")
         ids[ok] = derive_review_ids(typed.loc[ok, "user_id"].to_numpy("int64"),
                                     typed.loc[ok, "concept_id"].to_numpy("int64"), ms.to_numpy())
-    return ids
+    return pd.Series(pd.arrays.IntegerArray(ids, ~ok), index=typed.index)
 
 
 def review_rule_violations(
@@ -122,39 +129,46 @@ def review_rule_violations(
 ) -> pd.Series:
     """Each row's broken rules ("" when none). Missing values are left to the parser's reasons."""
     now = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
-    reasons = []
+    reasons = np.full(len(typed), "", dtype=object)
 
-    def rule(mask: pd.Series, message: pd.Series | str) -> None:
-        mask = mask.fillna(False).astype(bool)
-        reasons.append(pd.Series(np.where(mask, message, ""), index=typed.index))
+    def rule(broken: np.ndarray, column: str, message: str) -> None:
+        """`message` with '{}' standing for the row's value in `column`, on the `broken` rows."""
+        if broken.any():
+            text = np.array([message.format(v) for v in typed.loc[broken, column].astype(str)], dtype=object)
+            before = reasons[broken]
+            reasons[broken] = np.where(before == "", text, before + "; " + text)
 
-    rating, duration, when = typed["rating"], typed["review_duration_ms"], typed["reviewed_at"]
-    rule((rating < 1) | (rating > 4), "review_rating " + rating.astype(str) + " outside 1..4")
-    rule(duration < 0, "review_duration " + duration.astype(str) + " ms is negative")
-    rule(duration > MAX_REVIEW_DURATION_MS,
-         "review_duration " + duration.astype(str) + f" ms is over {MAX_REVIEW_DURATION_MS} ms (1 hour)")
-    when_text = when.astype(str)
-    rule(when > now + CLOCK_SKEW, "review_time " + when_text + " is in the future")
-    rule(when < EARLIEST_REVIEW, "review_time " + when_text + " is before 2000-01-01")
-    rule((typed["state"] < 0) | (typed["state"] > 3), "state " + typed["state"].astype(str) + " outside 0..3")
+    def numbers(column: str) -> np.ndarray:  # missing values are NaN, which breaks no rule
+        return typed[column].to_numpy(dtype="float64", na_value=np.nan)
+
+    rating, duration, state = numbers("rating"), numbers("review_duration_ms"), numbers("state")
+    when = typed["reviewed_at"]
+    rule((rating < 1) | (rating > 4), "rating", "review_rating {} outside 1..4")
+    rule(duration < 0, "review_duration_ms", "review_duration {} ms is negative")
+    rule(duration > MAX_REVIEW_DURATION_MS, "review_duration_ms",
+         f"review_duration {{}} ms is over {MAX_REVIEW_DURATION_MS} ms (1 hour)")
+    rule((when > now + CLOCK_SKEW).to_numpy(bool), "reviewed_at", "review_time {} is in the future")
+    rule((when < EARLIEST_REVIEW).to_numpy(bool), "reviewed_at", "review_time {} is before 2000-01-01")
+    rule((state < 0) | (state > 3), "state", "state {} outside 0..3")
     if known_users is not None:
-        rule(typed["user_id"].notna() & ~typed["user_id"].isin(known_users),
-             "unknown user_id " + typed["user_id"].astype(str))
+        rule((typed["user_id"].notna() & ~typed["user_id"].isin(known_users)).to_numpy(bool), "user_id",
+             "unknown user_id {}")
     if known_concepts is not None:
-        rule(typed["concept_id"].notna() & ~typed["concept_id"].isin(known_concepts),
-             "unknown concept (card_id) " + typed["concept_id"].astype(str))
-    return join_reasons(*reasons)
+        rule((typed["concept_id"].notna() & ~typed["concept_id"].isin(known_concepts)).to_numpy(bool), "concept_id",
+             "unknown concept (card_id) {}")
+    return pd.Series(reasons, index=typed.index, dtype=object)
 
 
 def split_valid(raw: pd.DataFrame, typed: pd.DataFrame, reasons: pd.Series) -> ValidatedReviews:
     """Good rows, and rejects carrying their raw text; a repeated review id keeps its first good row."""
-    reasons = reasons.copy()
+    reasons = reasons.to_numpy(dtype=object).copy()
     candidate = reasons == ""
-    duplicate = candidate & typed["id"].duplicated(keep="first") & typed["id"].notna()
+    ids = typed["id"].where(candidate)  # a rejected row's id is not taken
+    duplicate = (ids.duplicated(keep="first") & ids.notna()).to_numpy(bool)
     if duplicate.any():
-        first_line = raw.loc[candidate].groupby(typed.loc[candidate, "id"])["line_number"].transform("first")
-        reasons[duplicate] = ("duplicate review id " + typed.loc[duplicate, "id"].astype(str)
-                              + " (first on line " + first_line[duplicate].astype(str) + ")")
+        first_line = raw["line_number"].groupby(ids).transform("first")
+        reasons[duplicate] = [f"duplicate review id {i} (first on line {int(line)})"
+                              for i, line in zip(ids[duplicate], first_line[duplicate])]
     bad = reasons != ""
     good = typed.loc[~bad].assign(line_number=raw.loc[~bad, "line_number"])
     raw_columns = [c for c in raw.columns if c != "line_number"]
@@ -170,7 +184,7 @@ def split_valid(raw: pd.DataFrame, typed: pd.DataFrame, reasons: pd.Series) -> V
 
 def parse_file_rows(raw: pd.DataFrame, default_user_id: int | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     """(raw rows of the known columns, typed rows, reasons so far) for rows a reader returned."""
-    width_reasons = raw.get("_field_count_error", pd.Series("", index=raw.index))
+    read_reasons = raw.get("_read_error", pd.Series("", index=raw.index))
     raw = raw[[c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS, "line_number") if c in raw.columns]]
     typed, parse_reasons = parse_reviews(raw, default_user_id=default_user_id)
-    return raw, typed, join_reasons(width_reasons, parse_reasons)
+    return raw, typed, join_reasons(read_reasons, parse_reasons)
