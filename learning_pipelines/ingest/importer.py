@@ -10,13 +10,14 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk
 from learning_pipelines.db.tables import concepts, review_log_imports, review_log_rejects, review_logs, users
 from learning_pipelines.ingest import validation
-from learning_pipelines.ingest.readers import read_review_file
+from learning_pipelines.ingest.readers import ReadLimits, read_review_file
 from learning_pipelines.ingest.validation import ReviewFileError
 
 _ID_CHUNK = 5000
@@ -56,47 +57,57 @@ def import_review_file(
     user_id: int | None = None,
     register_unknown: bool = False,
     now: dt.datetime | None = None,
+    limits: ReadLimits = ReadLimits(),
 ) -> ImportSummary:
     """Load the good rows of a review file; record every bad row with its reason.
 
-    Idempotent: review ids already in the warehouse are counted, not loaded again, and a file
-    imported before (same bytes) does not record its rejects twice. With `register_unknown`,
-    learners and concepts seen for the first time are created (an Anki collection brings its own
-    cards); without it they are rejected as unknown.
+    Idempotent: a review already stored with the same content is counted, not loaded again (with
+    other content it is rejected as a conflict), and a file imported or refused before (same
+    bytes) does not record its rejects twice. With `register_unknown`, learners and concepts with
+    positive ids seen for the first time are created (an Anki collection brings its own cards);
+    without it they are rejected as unknown.
     """
     path = Path(path)
     now = now or dt.datetime.now(dt.timezone.utc)
     source = str(path)
     try:
-        raw, n_not_reviews = read_review_file(path)
+        raw, n_not_reviews = read_review_file(path, limits)
         validation.check_columns(raw.columns, source, has_default_user=user_id is not None)
     except ReviewFileError as error:
-        _record_file_reject(engine, source, str(error), now)
+        _record_refusal(engine, path, str(error), now)
         raise
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = _sha256(path)
     raw, typed, reasons = validation.parse_file_rows(raw, default_user_id=user_id)
 
+    stored_source = _storable(source, _SOURCE_CHARS)
+
     with engine.begin() as conn:
+        _lock_file(conn, digest)
         known_users, known_concepts = _known_ids(conn, typed)
         new_users, new_concepts = set(), set()
         if register_unknown:
-            clean = validation.join_reasons(reasons, validation.review_rule_violations(typed, now)) == ""
-            new_users = set(typed.loc[clean, "user_id"].dropna().astype(int)) - known_users
-            new_concepts = set(typed.loc[clean, "concept_id"].dropna().astype(int)) - known_concepts
+            loadable = ((validation.join_reasons(reasons, validation.review_rule_violations(typed, now)) == "")
+                        & _known_or_positive(typed["user_id"], known_users)
+                        & _known_or_positive(typed["concept_id"], known_concepts))
+            new_users = set(typed.loc[loadable, "user_id"].astype(int)) - known_users
+            new_concepts = set(typed.loc[loadable, "concept_id"].astype(int)) - known_concepts
             _register(conn, new_users, new_concepts, source)
             known_users |= new_users
             known_concepts |= new_concepts
-        rule_reasons = validation.review_rule_violations(typed, now, known_users, known_concepts)
-        result = validation.split_valid(raw, typed, validation.join_reasons(reasons, rule_reasons))
+        reasons = validation.join_reasons(
+            reasons, validation.review_rule_violations(typed, now, known_users, known_concepts),
+            *([_not_registrable(typed, known_users, known_concepts)] if register_unknown else []))
+        stored = _stored_reviews(conn, typed.loc[reasons == "", "id"])
+        reasons = validation.join_reasons(reasons, _conflicts(typed, stored))
+        result = validation.split_valid(raw, typed, reasons)
 
-        present = _present(conn, review_logs.c.id, result.good["id"])
-        fresh = result.good.loc[~result.good["id"].isin(present)].drop(columns=["line_number"])
+        fresh = result.good.loc[~result.good["id"].isin(stored["id"])].drop(columns=["line_number"])
         bulk.insert_review_logs(conn, fresh)
         seen_before = conn.execute(
             sa.select(sa.func.count()).select_from(review_log_imports).where(review_log_imports.c.file_sha256 == digest)
         ).scalar()
         if not seen_before:
-            bulk.bulk_insert(conn, review_log_rejects, result.rejects.assign(source=source, rejected_at=now))
+            bulk.bulk_insert(conn, review_log_rejects, result.rejects.assign(source=stored_source, rejected_at=now))
         summary = ImportSummary(
             source=source, n_rows=len(raw), n_loaded=len(fresh), n_already_present=len(result.good) - len(fresh),
             n_rejected=len(result.rejects), n_not_reviews=n_not_reviews, n_registered_users=len(new_users),
@@ -105,7 +116,7 @@ def import_review_file(
             loaded_by_month=_count_by_month(fresh["reviewed_at"]),
         )
         conn.execute(review_log_imports.insert().values(
-            source=source, file_sha256=digest, n_rows=summary.n_rows, n_loaded=summary.n_loaded,
+            source=stored_source, file_sha256=digest, n_rows=summary.n_rows, n_loaded=summary.n_loaded,
             n_already_present=summary.n_already_present, n_rejected=summary.n_rejected,
             n_not_reviews=n_not_reviews, imported_at=now))
     return summary
@@ -120,8 +131,9 @@ def _reason_kind(reason: str) -> str:
 
 
 def _count_by_month(reviewed_at: pd.Series) -> dict[str, int]:
-    months = pd.to_datetime(reviewed_at, utc=True).dt.strftime("%Y-%m-01")
-    return {month: int(n) for month, n in months.value_counts().sort_index().items()}
+    months = pd.to_datetime(reviewed_at, utc=True).dt.tz_localize(None).to_numpy().astype("datetime64[M]")
+    values, counts = np.unique(months, return_counts=True)
+    return {f"{month}-01": int(n) for month, n in zip(values, counts)}
 
 
 def _known_ids(conn: sa.Connection, typed: pd.DataFrame) -> tuple[set[int], set[int]]:
@@ -139,6 +151,69 @@ def _present(conn: sa.Connection, column: sa.Column, values: pd.Series) -> set[i
     return found
 
 
+def _known_or_positive(ids: pd.Series, known: set[int]) -> pd.Series:
+    return (ids.isin(known) | (ids > 0)).fillna(False).astype(bool)
+
+
+def _not_registrable(typed: pd.DataFrame, known_users: set[int], known_concepts: set[int]) -> pd.Series:
+    """Why an unknown id was not registered: only positive ids are."""
+    reasons = pd.Series("", index=typed.index, dtype=object)
+    for column, known, name in (("user_id", known_users, "user_id"), ("concept_id", known_concepts, "card_id")):
+        refused = ~_known_or_positive(typed[column], known) & typed[column].notna()
+        if refused.any():
+            reasons = validation.join_reasons(reasons, pd.Series(
+                [f"{name} {i} is not positive (only positive ids are registered)" if r else ""
+                 for i, r in zip(typed[column].tolist(), refused.tolist())], index=typed.index, dtype=object))
+    return reasons
+
+
+_COMPARED = (("user_id", "user_id"), ("concept_id", "card_id"), ("rating", "review_rating"),
+             ("reviewed_at", "review_time"), ("review_duration_ms", "review_duration"), ("state", "state"))
+
+
+def _stored_reviews(conn: sa.Connection, ids: pd.Series) -> pd.DataFrame:
+    """The stored reviews with any of `ids`, asked in chunks so any file size works."""
+    wanted = sorted(set(ids.dropna().astype("int64").tolist()))
+    columns = [review_logs.c.id, *(review_logs.c[name] for name, _ in _COMPARED)]
+    chunks = [bulk.read_frame(conn, sa.select(*columns).where(review_logs.c.id.in_(wanted[start:start + _ID_CHUNK])))
+              for start in range(0, len(wanted), _ID_CHUNK)]
+    if not chunks:
+        return pd.DataFrame({"id": pd.Series(dtype="int64")})
+    return pd.concat(chunks, ignore_index=True).drop_duplicates("id")
+
+
+def _conflicts(typed: pd.DataFrame, stored: pd.DataFrame) -> pd.Series:
+    """For each row whose id is stored with other content: which values differ."""
+    reasons = pd.Series("", index=typed.index, dtype=object)
+    mine = typed.loc[typed["id"].isin(stored["id"])]
+    if mine.empty:
+        return reasons
+    theirs = stored.set_index("id").loc[mine["id"].astype("int64").to_numpy()].set_axis(mine.index)
+    differs = pd.DataFrame(index=mine.index)
+    for column, _ in _COMPARED:
+        here, there = _comparable(mine[column]), _comparable(theirs[column])
+        differs[column] = ~((here == there).fillna(False).astype(bool) | (here.isna() & there.isna()))
+    for index in differs.index[differs.any(axis=1)]:
+        changes = [f"{name} {_shown(theirs.at[index, column])} stored, {_shown(mine.at[index, column])} here"
+                   for column, name in _COMPARED if differs.at[index, column]]
+        review_id = mine.at[index, "id"]
+        reasons[index] = f"review_id {review_id} conflicts with stored review {review_id} ({', '.join(changes)})"
+    return reasons
+
+
+def _comparable(values: pd.Series) -> pd.Series:
+    """Times to the microsecond the warehouse keeps, whole numbers as Int64 whatever the driver returned."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.dt.tz_convert("UTC").dt.floor("us")
+    return pd.Series(pd.array(values, dtype="Int64"), index=values.index)
+
+
+def _shown(value) -> str:
+    if pd.isna(value):
+        return "empty"
+    return value.isoformat() if isinstance(value, pd.Timestamp) else str(int(value))
+
+
 def _register(conn: sa.Connection, new_users: set[int], new_concepts: set[int], source: str) -> None:
     ref = f"import:{Path(source).name}"[:200]
     bulk.bulk_insert(conn, users, pd.DataFrame({"user_id": sorted(new_users), "external_ref": ref}))
@@ -146,7 +221,56 @@ def _register(conn: sa.Connection, new_users: set[int], new_concepts: set[int], 
         "concept_id": sorted(new_concepts), "name": [f"card {c}" for c in sorted(new_concepts)], "external_ref": ref}))
 
 
-def _record_file_reject(engine: sa.Engine, source: str, reason: str, now: dt.datetime) -> None:
+_SOURCE_CHARS = review_log_rejects.c.source.type.length
+
+
+def _storable(text: str, limit: int | None = None) -> str:
+    """`text` as the warehouse can keep it: valid UTF-8 (a file name need not be), at most `limit`
+    characters, a long path keeping its end (the file name) behind a leading '…'."""
+    text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    if limit is not None and len(text) > limit:
+        return "…" + text[-(limit - 1):]
+    return text
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# pg_advisory_xact_lock(int, int): this first key names the lock "one review file", apart from the
+# single-bigint locks of db/partitions.py.
+_FILE_LOCK_CLASS = 0x5256_4C47
+
+
+def _lock_file(conn: sa.Connection, digest: str) -> None:
+    """Imports of the same bytes wait for each other, so a file's rejects are recorded once.
+    Taken first in the import's transaction: nothing else is held while waiting for it."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:kind, :file)"),
+                     {"kind": _FILE_LOCK_CLASS, "file": int(digest[:8], 16) - 2**31})
+
+
+def _record_refusal(engine: sa.Engine, path: Path, reason: str, now: dt.datetime) -> None:
+    """Keep a refused file's reason in the rejects, once per file content and reason; a path that
+    is not a readable file has no content to key it by, and is not recorded."""
+    try:
+        digest = _sha256(path) if path.is_file() else None
+    except OSError:
+        digest = None
+    if digest is None:
+        return
+    source = _storable(str(path), _SOURCE_CHARS)
+    raw_row = json.dumps({"file": _storable(str(path)), "file_sha256": digest})
+    reason = _storable(reason)
     with engine.begin() as conn:
-        conn.execute(review_log_rejects.insert().values(
-            source=source, raw_row=json.dumps({"file": source}), reason=reason, rejected_at=now))
+        _lock_file(conn, digest)
+        recorded = conn.execute(sa.select(sa.func.count()).select_from(review_log_rejects).where(
+            review_log_rejects.c.line_number.is_(None), review_log_rejects.c.raw_row == raw_row,
+            review_log_rejects.c.reason == reason)).scalar()
+        if not recorded:
+            conn.execute(review_log_rejects.insert().values(
+                source=source, raw_row=raw_row, reason=reason, rejected_at=now))
