@@ -6,25 +6,50 @@ import argparse
 import sys
 from pathlib import Path
 
+# Exit codes: a file refused as a whole (the user can fix the file) and a database error (the
+# import was rolled back; running it again may succeed).
+REFUSED, DATABASE_ERROR = 2, 1
+
 
 def _import(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
     from learning_pipelines.db.engine import get_engine
     from learning_pipelines.ingest.importer import import_review_file
+    from learning_pipelines.ingest.readers import ReadLimits
     from learning_pipelines.ingest.validation import ReviewFileError
 
     engine = get_engine(args.database_url)
+    limits = ReadLimits(max_unpacked_bytes=args.max_unpacked_mib * 2**20, anki_read_seconds=args.anki_time_limit_s)
     status = 0
     for path in args.files:
         try:
-            summary = import_review_file(engine, path, user_id=args.user_id, register_unknown=args.register_unknown)
+            summary = import_review_file(engine, path, user_id=args.user_id, register_unknown=args.register_unknown,
+                                         limits=limits)
         except ReviewFileError as error:
-            print(f"error: {error}", file=sys.stderr)
-            status = 2
+            print(f"error: {_one_line(str(error))}", file=sys.stderr)
+            status = max(status, REFUSED)
+            continue
+        except sa.exc.SQLAlchemyError as error:
+            print(f"error: {path}: not imported, the database refused it and nothing was stored "
+                  f"({_database_error(error)})", file=sys.stderr)
+            status = max(status, DATABASE_ERROR)
             continue
         print(summary.message())
         if summary.loaded_by_month:
             _tell_dagster(summary.loaded_by_month, summary.source)
     return status
+
+
+def _database_error(error: Exception) -> str:
+    """The driver's error class and first line, without SQLAlchemy's statement and parameters (learner data)."""
+    cause = getattr(error, "orig", None) or error
+    first_line = next(iter(str(cause).strip().splitlines()), "")
+    return f"{type(cause).__name__}: {first_line}" if first_line else type(cause).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _tell_dagster(loaded_by_month: dict[str, int], source: str) -> None:
@@ -46,9 +71,14 @@ def _tell_dagster(loaded_by_month: dict[str, int], source: str) -> None:
 
 def register(commands) -> None:
     importer = commands.add_parser("import", help="import review logs (CSV, Parquet, Anki collection)")
-    importer.add_argument("files", nargs="+", type=Path)
+    importer.add_argument("files", nargs="+", type=Path, help="review files: .csv/.tsv, .parquet, .anki2/.colpkg/.apkg")
     importer.add_argument("--user-id", type=int, help="learner of files without a user_id column")
     importer.add_argument("--register-unknown", action="store_true",
-                          help="create learners and concepts seen for the first time instead of rejecting them")
+                          help="create learners and concepts (positive ids) seen for the first time instead of "
+                               "rejecting them")
+    importer.add_argument("--max-unpacked-mib", type=int, default=512,
+                          help="refuse an Anki package whose collection unpacks to more than this (default 512)")
+    importer.add_argument("--anki-time-limit-s", type=float, default=120.0,
+                          help="refuse an Anki collection whose revlog takes longer than this to read (default 120)")
     importer.add_argument("--database-url", help="default: $LEARNING_PIPELINES_DATABASE_URL or the embedded SQLite")
     importer.set_defaults(handler=_import)
