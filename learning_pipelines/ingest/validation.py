@@ -30,6 +30,7 @@ _INTEGER_TEXT = re.compile(r"[ \t]*[+-]?[0-9]+(\.0*)?[ \t]*")
 # "now" and "today" as timestamps.
 _ISO_TEXT = re.compile(r"[0-9]{4}[-0-9T:.,+ Z]*")
 _INT64_MAX = 2**63 - 1
+_BLANK = " \t"  # a cell of these only is empty; other spaces (no-break, ideographic) are content
 
 
 class ReviewFileError(ValueError):
@@ -60,7 +61,7 @@ def _parse_integers(text: pd.Series, name: str) -> tuple[pd.Series, pd.Series]:
             reasons.append("")
         else:
             values.append(None)
-            reasons.append(f"{name} {value!r} is not a whole number" if value.strip() else f"{name} is missing")
+            reasons.append(f"{name} {value!r} is not a whole number" if value.strip(_BLANK) else f"{name} is missing")
     return (pd.Series(pd.array(values, dtype="Int64"), index=text.index),
             pd.Series(reasons, index=text.index, dtype=object))
 
@@ -90,7 +91,7 @@ def parse_reviews(raw: pd.DataFrame, default_user_id: int | None) -> tuple[pd.Da
     state = pd.Series(pd.NA, index=raw.index, dtype="Int64")
     if "state" in raw:
         state, state_reason = _parse_integers(raw["state"].replace("", np.nan), "state")
-        reasons.append(state_reason.where(raw["state"].fillna("").astype(str).str.strip() != "", ""))
+        reasons.append(state_reason.where(raw["state"].fillna("").astype(str).str.strip(_BLANK) != "", ""))
     typed = pd.DataFrame({"user_id": user_id, "concept_id": concept_id, "rating": rating,
                           "reviewed_at": reviewed_at, "review_duration_ms": duration, "state": state})
     if "review_id" in raw:
@@ -106,7 +107,7 @@ def _parse_times(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     text = text.fillna("").astype(str)
     iso_looking = text.where(text.str.fullmatch(_ISO_TEXT).astype(bool), "")
     reviewed_at = pd.to_datetime(iso_looking, utc=True, format="ISO8601", errors="coerce")
-    reasons = ["" if parsed else f"review_time {value!r} is not an ISO-8601 timestamp" if value.strip()
+    reasons = ["" if parsed else f"review_time {value!r} is not an ISO-8601 timestamp" if value.strip(_BLANK)
                else "review_time is missing" for value, parsed in zip(text.tolist(), reviewed_at.notna().tolist())]
     return reviewed_at, pd.Series(reasons, index=text.index, dtype=object)
 
