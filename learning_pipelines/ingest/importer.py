@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from learning_pipelines.db import bulk
+from learning_pipelines.db import bulk, partitions
 from learning_pipelines.db.tables import concepts, review_log_imports, review_log_rejects, review_logs, users
 from learning_pipelines.ingest import validation
 from learning_pipelines.ingest.readers import ReadLimits, read_review_file
@@ -80,14 +80,16 @@ def import_review_file(
     raw, typed, reasons = validation.parse_file_rows(raw, default_user_id=user_id)
 
     stored_source = _storable(source, _SOURCE_CHARS)
+    clean = validation.join_reasons(reasons, validation.review_rule_violations(typed, now)) == ""
+    # Before the transaction: creating a partition inside it deadlocks with concurrent imports.
+    partitions.create_month_partitions(engine, bulk.review_log_months(typed.loc[clean, "reviewed_at"]))
 
     with engine.begin() as conn:
         _lock_file(conn, digest)
         known_users, known_concepts = _known_ids(conn, typed)
         new_users, new_concepts = set(), set()
         if register_unknown:
-            loadable = ((validation.join_reasons(reasons, validation.review_rule_violations(typed, now)) == "")
-                        & _known_or_positive(typed["user_id"], known_users)
+            loadable = (clean & _known_or_positive(typed["user_id"], known_users)
                         & _known_or_positive(typed["concept_id"], known_concepts))
             new_users = set(typed.loc[loadable, "user_id"].astype(int)) - known_users
             new_concepts = set(typed.loc[loadable, "concept_id"].astype(int)) - known_concepts
