@@ -15,6 +15,7 @@ def _import(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     from learning_pipelines.db.engine import get_engine
+    from learning_pipelines.db.partitions import PartitionLockTimeout
     from learning_pipelines.ingest.importer import import_review_file
     from learning_pipelines.ingest.readers import ReadLimits
     from learning_pipelines.ingest.validation import ReviewFileError
@@ -30,9 +31,9 @@ def _import(args: argparse.Namespace) -> int:
             print(f"error: {_one_line(str(error))}", file=sys.stderr)
             status = max(status, REFUSED)
             continue
-        except sa.exc.SQLAlchemyError as error:
-            print(f"error: {path}: not imported, the database refused it and nothing was stored "
-                  f"({_database_error(error)})", file=sys.stderr)
+        except (sa.exc.SQLAlchemyError, PartitionLockTimeout) as error:
+            print(f"error: {path}: not imported, nothing was stored (database error {_database_error(error)})",
+                  file=sys.stderr)
             status = max(status, DATABASE_ERROR)
             continue
         print(summary.message())
