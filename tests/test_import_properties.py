@@ -3,7 +3,7 @@
 Whatever the bytes, and whatever mix of good and bad cells the rows hold, an import ends either in
 its summary or in the documented refusal (ReviewFileError), never another exception; every row
 read is loaded or rejected; the rows expected to load are exactly the rows loaded; and no loaded
-row breaks a rule. 2,000 examples a run in all; one migrated SQLite warehouse serves every
+row breaks a rule, whatever the chunk size the rows are read in. 2,000 examples a run in all; one migrated SQLite warehouse serves every
 example and is emptied between them.
 """
 
@@ -23,12 +23,16 @@ from learning_pipelines.db.engine import get_engine
 from learning_pipelines.db.tables import concepts, review_log_imports, review_log_rejects, review_logs, users
 from learning_pipelines.ingest import validation
 from learning_pipelines.ingest.importer import import_review_file
+from learning_pipelines.ingest.readers import DEFAULT_CHUNK_ROWS
 from learning_pipelines.ingest.validation import ReviewFileError
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
 SEEDED_USERS = (1, 2)
 SEEDED_CONCEPTS = (10, 11, 12, 13, 14)
 COLUMNS = ("user_id", "card_id", "review_rating", "review_time", "review_duration", "state")
+# Files are read a chunk of rows at a time: half the examples read theirs 2 or 3 rows at a time,
+# which puts a row's duplicates in other chunks.
+CHUNK_ROWS = st.sampled_from([2, 3, DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_ROWS])
 PROPERTY_SETTINGS = dict(deadline=None, database=None,
                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                                 HealthCheck.data_too_large, HealthCheck.large_base_example])
@@ -55,10 +59,11 @@ def _empty(engine) -> None:
         conn.execute(concepts.insert(), [{"concept_id": c, "name": "c"} for c in SEEDED_CONCEPTS])
 
 
-def _import(engine, path, register_unknown: bool):
+def _import(engine, path, register_unknown: bool, chunk_rows: int = DEFAULT_CHUNK_ROWS):
     """The summary, or None when the file was refused (the one exception an import may end in)."""
     try:
-        return import_review_file(engine, path, user_id=1, register_unknown=register_unknown, now=NOW)
+        return import_review_file(engine, path, user_id=1, register_unknown=register_unknown, now=NOW,
+                                  chunk_rows=chunk_rows)
     except ReviewFileError as refusal:
         assert str(refusal).startswith(f"{path}: ") and "\n" not in str(refusal)
         return None
@@ -218,8 +223,8 @@ def _csv_bytes(rows, width_changes) -> bytes:
 
 
 @settings(max_examples=420, **PROPERTY_SETTINGS)
-@given(data=st.data(), register_unknown=st.booleans())
-def test_csv_rows_of_mixed_cells_load_exactly_the_good_ones(warehouse, data, register_unknown):
+@given(data=st.data(), register_unknown=st.booleans(), chunk_rows=CHUNK_ROWS)
+def test_csv_rows_of_mixed_cells_load_exactly_the_good_ones(warehouse, data, register_unknown, chunk_rows):
     engine, folder = warehouse
     drawn = data.draw(REVIEW_ROWS[register_unknown, False])
     changes = data.draw(st.lists(st.sampled_from(["same"] * 8 + ["extra", "short"]), min_size=len(drawn),
@@ -227,7 +232,7 @@ def test_csv_rows_of_mixed_cells_load_exactly_the_good_ones(warehouse, data, reg
     rows, expected = _expected(drawn, damaged=[change != "same" for change in changes])
     path = folder / "rows.csv"
     path.write_bytes(_csv_bytes(rows, changes))
-    summary = _import(engine, path, register_unknown)
+    summary = _import(engine, path, register_unknown, chunk_rows)
     try:
         assert summary is not None
         _check_warehouse(engine, summary, expected, first_line=2)
@@ -270,8 +275,8 @@ TYPED_REVIEW_ROWS = {register: _typed_review_rows(register) for register in (Fal
 
 
 @settings(max_examples=330, **PROPERTY_SETTINGS)
-@given(data=st.data(), register_unknown=st.booleans(), typed=st.booleans())
-def test_parquet_rows_of_mixed_cells_load_exactly_the_good_ones(warehouse, data, register_unknown, typed):
+@given(data=st.data(), register_unknown=st.booleans(), typed=st.booleans(), chunk_rows=CHUNK_ROWS)
+def test_parquet_rows_of_mixed_cells_load_exactly_the_good_ones(warehouse, data, register_unknown, typed, chunk_rows):
     engine, folder = warehouse
     if typed:
         frame, expected = data.draw(TYPED_REVIEW_ROWS[register_unknown])
@@ -280,7 +285,7 @@ def test_parquet_rows_of_mixed_cells_load_exactly_the_good_ones(warehouse, data,
         frame = pd.DataFrame(rows, columns=list(COLUMNS), dtype=object)
     path = folder / "rows.parquet"
     frame.to_parquet(path)
-    summary = _import(engine, path, register_unknown)
+    summary = _import(engine, path, register_unknown, chunk_rows)
     try:
         assert summary is not None
         _check_warehouse(engine, summary, expected, first_line=1)

@@ -56,9 +56,14 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> in
         prepared.to_csv(buffer, index=False, header=False, na_rep="", quoting=csv.QUOTE_MINIMAL)
         buffer.seek(0)
         column_sql = ", ".join(f'"{c}"' for c in columns)
+        statement = f'COPY "{table.name}" ({column_sql}) FROM STDIN WITH (FORMAT csv)'
         cursor = conn.connection.dbapi_connection.cursor()
         try:
-            cursor.copy_expert(f'COPY "{table.name}" ({column_sql}) FROM STDIN WITH (FORMAT csv)', buffer)
+            cursor.copy_expert(statement, buffer)
+        except conn.dialect.loaded_dbapi.Error as error:
+            # The raw cursor bypasses SQLAlchemy: raise what its execute would (callers catch SQLAlchemyError).
+            raise sa.exc.DBAPIError.instance(statement, None, error, conn.dialect.loaded_dbapi.Error,
+                                             hide_parameters=True, dialect=conn.dialect) from error
         finally:
             cursor.close()
     else:

@@ -1,4 +1,5 @@
-"""Import a review file into the warehouse: read, validate, quarantine, load — in one transaction."""
+"""Import a review file into the warehouse: read, validate, quarantine, load, a chunk of rows at a
+time, all in one transaction."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import sqlalchemy as sa
 from learning_pipelines.db import bulk, partitions
 from learning_pipelines.db.tables import concepts, review_log_imports, review_log_rejects, review_logs, users
 from learning_pipelines.ingest import validation
-from learning_pipelines.ingest.readers import ReadLimits, read_review_file
-from learning_pipelines.ingest.validation import ReviewFileError
+from learning_pipelines.ingest.readers import DEFAULT_CHUNK_ROWS, ReadLimits, ReviewSource, open_review_file
+from learning_pipelines.ingest.validation import ReviewFileError, TakenReviewIds
 
 _ID_CHUNK = 5000
 
@@ -58,6 +59,7 @@ def import_review_file(
     register_unknown: bool = False,
     now: dt.datetime | None = None,
     limits: ReadLimits = ReadLimits(),
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> ImportSummary:
     """Load the good rows of a review file; record every bad row with its reason.
 
@@ -66,62 +68,133 @@ def import_review_file(
     bytes) does not record its rejects twice. With `register_unknown`, learners and concepts with
     positive ids seen for the first time are created (an Anki collection brings its own cards);
     without it they are rejected as unknown.
+
+    The file is read, checked and written `chunk_rows` rows at a time, so memory follows the chunk,
+    not the file; every chunk is written in the one transaction of the file, so a failure stores
+    nothing. Only the ids of the good rows so far are kept, to find duplicates across chunks.
     """
     path = Path(path)
     now = now or dt.datetime.now(dt.timezone.utc)
-    source = str(path)
     try:
-        raw, n_not_reviews = read_review_file(path, limits)
-        validation.check_columns(raw.columns, source, has_default_user=user_id is not None)
+        with open_review_file(path, limits, chunk_rows) as source:
+            validation.check_columns(source.columns, str(path), has_default_user=user_id is not None)
+            return _import(engine, source, _Options(str(path), user_id, register_unknown, now))
     except ReviewFileError as error:
         _record_refusal(engine, path, str(error), now)
         raise
-    digest = _sha256(path)
-    raw, typed, reasons = validation.parse_file_rows(raw, default_user_id=user_id)
 
-    stored_source = _storable(source, _SOURCE_CHARS)
-    clean = validation.join_reasons(reasons, validation.review_rule_violations(typed, now)) == ""
-    # Before the transaction: creating a partition inside it deadlocks with concurrent imports.
-    partitions.create_month_partitions(engine, bulk.review_log_months(typed.loc[clean, "reviewed_at"]))
 
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    source: str  # the path as given
+    user_id: int | None
+    register_unknown: bool
+    now: dt.datetime
+
+
+@dataclasses.dataclass
+class _Tally:
+    """What the chunks of one file added up to."""
+
+    n_rows: int = 0
+    n_loaded: int = 0
+    n_already_present: int = 0
+    n_rejected: int = 0
+    n_not_reviews: int = 0
+    n_registered_users: int = 0
+    n_registered_concepts: int = 0
+    reject_reasons: Counter = dataclasses.field(default_factory=Counter)
+    loaded_by_month: Counter = dataclasses.field(default_factory=Counter)
+
+    def summary(self, source: str) -> ImportSummary:
+        return ImportSummary(
+            source=source, n_rows=self.n_rows, n_loaded=self.n_loaded, n_already_present=self.n_already_present,
+            n_rejected=self.n_rejected, n_not_reviews=self.n_not_reviews, n_registered_users=self.n_registered_users,
+            n_registered_concepts=self.n_registered_concepts, reject_reasons=dict(self.reject_reasons.most_common()),
+            loaded_by_month=dict(sorted(self.loaded_by_month.items())))
+
+
+def _import(engine: sa.Engine, source: ReviewSource, options: _Options) -> ImportSummary:
+    if _has_month_partitions(engine):
+        # Before the transaction: creating a partition inside it deadlocks with concurrent imports.
+        partitions.create_month_partitions(engine, _months_to_load(source, options.now))
+    digest = _sha256(source.path)
+    stored_source = _storable(options.source, _SOURCE_CHARS)
+    tally, taken = _Tally(), TakenReviewIds()
     with engine.begin() as conn:
         _lock_file(conn, digest)
-        known_users, known_concepts = _known_ids(conn, typed)
-        new_users, new_concepts = set(), set()
-        if register_unknown:
-            loadable = (clean & _known_or_positive(typed["user_id"], known_users)
-                        & _known_or_positive(typed["concept_id"], known_concepts))
-            new_users = set(typed.loc[loadable, "user_id"].astype(int)) - known_users
-            new_concepts = set(typed.loc[loadable, "concept_id"].astype(int)) - known_concepts
-            _register(conn, new_users, new_concepts, source)
-            known_users |= new_users
-            known_concepts |= new_concepts
-        reasons = validation.join_reasons(
-            reasons, validation.review_rule_violations(typed, now, known_users, known_concepts),
-            *([_not_registrable(typed, known_users, known_concepts)] if register_unknown else []))
-        stored = _stored_reviews(conn, typed.loc[reasons == "", "id"])
-        reasons = validation.join_reasons(reasons, _conflicts(typed, stored))
-        result = validation.split_valid(raw, typed, reasons)
-
-        fresh = result.good.loc[~result.good["id"].isin(stored["id"])].drop(columns=["line_number"])
-        bulk.insert_review_logs(conn, fresh)
         seen_before = conn.execute(
             sa.select(sa.func.count()).select_from(review_log_imports).where(review_log_imports.c.file_sha256 == digest)
         ).scalar()
-        if not seen_before:
-            bulk.bulk_insert(conn, review_log_rejects, result.rejects.assign(source=stored_source, rejected_at=now))
-        summary = ImportSummary(
-            source=source, n_rows=len(raw), n_loaded=len(fresh), n_already_present=len(result.good) - len(fresh),
-            n_rejected=len(result.rejects), n_not_reviews=n_not_reviews, n_registered_users=len(new_users),
-            n_registered_concepts=len(new_concepts),
-            reject_reasons=dict(Counter(_reason_kind(r) for r in result.rejects["reason"]).most_common()),
-            loaded_by_month=_count_by_month(fresh["reviewed_at"]),
-        )
+        for chunk in source.chunks():
+            tally.n_not_reviews += chunk.n_not_reviews
+            if not chunk.rows.empty:
+                rejects = _load_chunk(conn, chunk.rows, options, taken, tally)
+                if not seen_before:
+                    bulk.bulk_insert(conn, review_log_rejects, rejects.assign(source=stored_source, rejected_at=options.now))
         conn.execute(review_log_imports.insert().values(
-            source=stored_source, file_sha256=digest, n_rows=summary.n_rows, n_loaded=summary.n_loaded,
-            n_already_present=summary.n_already_present, n_rejected=summary.n_rejected,
-            n_not_reviews=n_not_reviews, imported_at=now))
-    return summary
+            source=stored_source, file_sha256=digest, n_rows=tally.n_rows, n_loaded=tally.n_loaded,
+            n_already_present=tally.n_already_present, n_rejected=tally.n_rejected,
+            n_not_reviews=tally.n_not_reviews, imported_at=options.now))
+    return tally.summary(options.source)
+
+
+def _load_chunk(conn: sa.Connection, rows: pd.DataFrame, options: _Options, taken: TakenReviewIds,
+                tally: _Tally) -> pd.DataFrame:
+    """Validate one chunk's rows against the rules, the warehouse and the file's earlier chunks;
+    store its new good rows and count it. Returns its rejects."""
+    raw, typed, reasons = validation.parse_file_rows(rows, default_user_id=options.user_id)
+    known_users, known_concepts = _known_ids(conn, typed)
+    new_users, new_concepts = set(), set()
+    if options.register_unknown:
+        clean = validation.join_reasons(reasons, validation.review_rule_violations(typed, options.now)) == ""
+        loadable = (clean & _known_or_positive(typed["user_id"], known_users)
+                    & _known_or_positive(typed["concept_id"], known_concepts))
+        new_users = set(typed.loc[loadable, "user_id"].astype(int)) - known_users
+        new_concepts = set(typed.loc[loadable, "concept_id"].astype(int)) - known_concepts
+        _register(conn, new_users, new_concepts, options.source)
+        known_users |= new_users
+        known_concepts |= new_concepts
+    reasons = validation.join_reasons(
+        reasons, validation.review_rule_violations(typed, options.now, known_users, known_concepts),
+        *([_not_registrable(typed, known_users, known_concepts)] if options.register_unknown else []))
+    stored = _stored_reviews(conn, typed.loc[reasons == "", "id"])
+    # Rows an earlier chunk stored are this file's own: a repeat of one is a duplicate, not a review found stored.
+    stored = stored.loc[~taken.fresh(stored["id"].to_numpy("int64"))]
+    reasons = validation.join_reasons(reasons, _conflicts(typed, stored))
+    result = validation.split_valid(raw, typed, reasons, taken)
+
+    is_fresh = ~result.good["id"].isin(stored["id"]).to_numpy(bool)
+    fresh = result.good.loc[is_fresh].drop(columns=["line_number"])
+    bulk.insert_review_logs(conn, fresh)
+    taken.take(result.good["id"].to_numpy("int64"), result.good["line_number"].to_numpy("int64"), is_fresh)
+
+    tally.n_rows += len(raw)
+    tally.n_loaded += len(fresh)
+    tally.n_already_present += len(result.good) - len(fresh)
+    tally.n_rejected += len(result.rejects)
+    tally.n_registered_users += len(new_users)
+    tally.n_registered_concepts += len(new_concepts)
+    tally.reject_reasons.update(_reason_kind(reason) for reason in result.rejects["reason"])
+    tally.loaded_by_month.update(_count_by_month(fresh["reviewed_at"]))
+    return result.rejects
+
+
+def _has_month_partitions(engine: sa.Engine) -> bool:
+    if engine.dialect.name != "postgresql":
+        return False
+    with engine.connect() as conn:
+        return partitions.partitioned_parent(conn) is not None
+
+
+def _months_to_load(source: ReviewSource, now: dt.datetime) -> list[dt.date]:
+    """Every month a row of the file may be stored in (its time parses and breaks no rule on times),
+    from a first reading of the file that parses the review times alone."""
+    months: set[dt.date] = set()
+    for chunk in source.chunks(["review_time"]):
+        readable = chunk.rows.loc[chunk.rows["_read_error"] == "", "review_time"]
+        months.update(bulk.review_log_months(validation.times_within_rules(readable, now)))
+    return sorted(months)
 
 
 _VALUE = re.compile(r"'[^']*'|\d{4}-\d{2}-\d{2}[ T][\d:.+]+|(?<![.\w])-?\d+(?![.\w])")

@@ -1,13 +1,18 @@
 """Readers that turn review files into text rows with their line numbers, ready for validation.
 
-Every reader returns the canonical columns of REQUIRED_COLUMNS (plus those optional columns
-the file has) as text, with `line_number` and `_read_error` (why the reader could not read that
-row cleanly, "" when it could), so one validation path serves every format. A file that cannot
-be read as a whole raises ReviewFileError, naming the file and why.
+A file is opened as a ReviewSource (`open_review_file`), which knows the file's canonical columns
+(those of REQUIRED_COLUMNS and OPTIONAL_COLUMNS the file has) and hands out its rows in chunks of at
+most `chunk_rows`, as often as asked: memory follows the chunk, not the file. Every chunk holds the
+asked columns as text, with `line_number` and `_read_error` (why the reader could not read that row
+cleanly, "" when it could), so one validation path serves every format. A file that cannot be read
+as a whole raises ReviewFileError, naming the file and why, when it is opened or while its chunks
+are read.
 """
 
 from __future__ import annotations
 
+import abc
+import contextlib
 import csv
 import dataclasses
 import re
@@ -17,6 +22,7 @@ import time
 import urllib.parse
 import zipfile
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +38,13 @@ ANKI_SUFFIXES = (".anki2", ".anki21", ".colpkg", ".apkg")
 # neither is an answer to a card, so neither is a review.
 ANKI_MANUAL_TYPES = (4, 5)
 KNOWN_COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
+# Rows read, validated and written at a time: a chunk of reviews takes about 100 MiB on its way through.
+DEFAULT_CHUNK_ROWS = 100_000
 MAX_CSV_FIELD_CHARS = 128 * 1024  # no review value comes near; a longer field means this is not a review file
+# A review line is about a hundred bytes; one this long is not a review line, and holding it would
+# let one line take the memory that chunks keep bounded.
+MAX_CSV_LINE_BYTES = 16 * 2**20
+_CSV_BLOCK_BYTES = 4 * 2**20
 # A collection is SQLite pages of cards, notes and reviews, which compress a few times over; a
 # member that grows a thousandfold is mostly one repeated byte, made to fill the disk.
 MAX_UNPACK_RATIO = 1000
@@ -52,8 +64,42 @@ class ReadLimits:
     anki_read_seconds: float = 120.0  # a revlog of a million reviews reads in about a second
 
 
-def read_review_file(path: Path, limits: ReadLimits = ReadLimits()) -> tuple[pd.DataFrame, int]:
-    """(text rows with line_number and _read_error columns, count of entries that are not reviews)."""
+@dataclasses.dataclass(frozen=True)
+class RowChunk:
+    rows: pd.DataFrame  # the asked columns as text, line_number, _read_error
+    n_not_reviews: int  # entries of this stretch of the file that are not reviews (Anki's manual ones)
+
+
+class ReviewSource(abc.ABC):
+    """An open review file: its canonical columns, and its rows in chunks, read again on every call."""
+
+    def __init__(self, path: Path, chunk_rows: int):
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
+        self.path = path
+        self.chunk_rows = chunk_rows
+        self.columns: tuple[str, ...] = ()
+
+    def chunks(self, columns: Iterable[str] | None = None) -> Iterator[RowChunk]:
+        """Every row of the file in order, `columns` of them (default: all the file has) as text.
+        The whole of each row is still read and checked, whichever columns are asked for."""
+        wanted = self.columns if columns is None else tuple(c for c in self.columns if c in set(columns))
+        try:
+            yield from self._chunks(wanted)
+        except OSError as error:
+            raise ReviewFileError(f"{self.path}: cannot be read ({error.strerror or error})") from error
+
+    @abc.abstractmethod
+    def _chunks(self, columns: tuple[str, ...]) -> Iterator[RowChunk]: ...
+
+    def close(self) -> None:
+        """Release what the source holds open (an unpacked Anki collection)."""
+
+
+@contextlib.contextmanager
+def open_review_file(path: Path, limits: ReadLimits = ReadLimits(),
+                     chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[ReviewSource]:
+    """The file as a ReviewSource, by its suffix; refused here when it cannot be opened as one."""
     suffix = path.suffix.lower()
     if not path.exists():
         raise ReviewFileError(f"{path}: no such file")
@@ -64,47 +110,103 @@ def read_review_file(path: Path, limits: ReadLimits = ReadLimits()) -> tuple[pd.
     if suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES + ANKI_SUFFIXES:
         raise ReviewFileError(f"{path}: unknown format {suffix!r}; use one of "
                               f"{', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES + ANKI_SUFFIXES)}")
+    kind = _CsvSource if suffix in CSV_SUFFIXES else _ParquetSource if suffix in PARQUET_SUFFIXES else _AnkiSource
     try:
-        if suffix in CSV_SUFFIXES:
-            return read_csv_rows(path), 0
-        if suffix in PARQUET_SUFFIXES:
-            return read_parquet_rows(path), 0
-        return read_anki_revlog(path, limits)
+        source = kind(path, chunk_rows, limits)
     except OSError as error:
         raise ReviewFileError(f"{path}: cannot be read ({error.strerror or error})") from error
+    try:
+        yield source
+    finally:
+        source.close()
 
 
-def read_csv_rows(path: Path) -> pd.DataFrame:
+def read_review_file(path: Path, limits: ReadLimits = ReadLimits()) -> tuple[pd.DataFrame, int]:
+    """The whole file in memory: (text rows with line_number and _read_error columns, count of
+    entries that are not reviews). For callers that need every row at once; importers use chunks."""
+    with open_review_file(path, limits) as source:
+        chunks = list(source.chunks())
+        columns = source.columns
+    if not chunks:
+        empty = {name: pd.Series(dtype=object) for name in columns}
+        return pd.DataFrame({**empty, "line_number": pd.Series(dtype="int64"),
+                             "_read_error": pd.Series(dtype=object)}), 0
+    return (pd.concat([chunk.rows for chunk in chunks], ignore_index=True),
+            sum(chunk.n_not_reviews for chunk in chunks))
+
+
+class _CsvSource(ReviewSource):
     """One row per physical line: a quoted field never runs onto the next line, so a damaged
     line (an unbalanced quote, bytes that are not UTF-8, the wrong number of fields) is a row
     with a `_read_error` and every line after it is read as its own row."""
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    data = path.read_bytes()
-    lines = _LINE_BREAK.split(data.removeprefix(_UTF8_BOM))
-    header = _header(path, lines[0], delimiter)
-    positions = {name: header.index(name) for name in KNOWN_COLUMNS if name in header}
-    cells: dict[str, list[str]] = {name: [] for name in positions}
-    line_numbers, read_errors = [], []
-    for index, raw_line in enumerate(lines[1:], start=2):
-        if not raw_line:
-            continue
-        try:
-            line, error = raw_line.decode("utf-8"), ""
-        except UnicodeDecodeError as decode_error:
-            line = raw_line.decode("utf-8", errors="replace")
-            error = f"not UTF-8 text (byte 0x{raw_line[decode_error.start]:02x} at column {decode_error.start + 1})"
-        fields, quote_error = _fields(path, index, line, delimiter)
-        error = error or quote_error
-        if not error and len(fields) != len(header):
-            error = f"line has {len(fields)} field(s), expected {len(header)} (truncated or malformed)"
-        for name, position in positions.items():
-            cells[name].append(fields[position] if position < len(fields) else "")
-        line_numbers.append(index)
-        read_errors.append(error)
-    frame = pd.DataFrame(cells, dtype=object, columns=list(positions))
-    frame["line_number"] = line_numbers
-    frame["_read_error"] = read_errors
-    return frame
+
+    def __init__(self, path: Path, chunk_rows: int, limits: ReadLimits):
+        super().__init__(path, chunk_rows)
+        self.delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        with contextlib.closing(self._lines()) as lines:
+            _, first_line = next(lines)
+        self.header = _header(path, first_line, self.delimiter)
+        self.columns = tuple(name for name in KNOWN_COLUMNS if name in self.header)
+
+    def _lines(self) -> Iterator[tuple[int, bytes]]:
+        """(line number, bytes without the line break) of every line; CR LF, CR and LF each end one."""
+        with open(self.path, "rb") as file:
+            carry, number, first = b"", 0, True
+            while block := file.read(_CSV_BLOCK_BYTES):
+                if first:
+                    block, first = block.removeprefix(_UTF8_BOM), False
+                buffer = carry + block
+                held = b"\r" if buffer.endswith(b"\r") else b""  # it may be half of a \r\n
+                lines = _LINE_BREAK.split(buffer[:len(buffer) - len(held)])
+                carry = lines.pop() + held
+                for line in lines:
+                    number += 1
+                    yield number, line
+                if len(carry) > MAX_CSV_LINE_BYTES:
+                    raise ReviewFileError(f"{self.path}: line {number + 1} is over {MAX_CSV_LINE_BYTES // 2**20} MiB; "
+                                          "not a review file")
+            for line in _LINE_BREAK.split(carry):
+                number += 1
+                yield number, line
+
+    def _chunks(self, columns: tuple[str, ...]) -> Iterator[RowChunk]:
+        header, delimiter = self.header, self.delimiter
+        positions = {name: header.index(name) for name in columns}
+        cells: dict[str, list[str]] = {name: [] for name in positions}
+        line_numbers: list[int] = []
+        read_errors: list[str] = []
+
+        def chunk() -> RowChunk:
+            frame = pd.DataFrame(cells, dtype=object, columns=list(positions))
+            frame["line_number"] = np.array(line_numbers, dtype=np.int64)
+            frame["_read_error"] = pd.Series(read_errors, dtype=object)
+            return RowChunk(frame, 0)
+
+        with contextlib.closing(self._lines()) as lines:
+            next(lines)  # the header
+            for index, raw_line in lines:
+                if not raw_line:
+                    continue
+                try:
+                    line, error = raw_line.decode("utf-8"), ""
+                except UnicodeDecodeError as decode_error:
+                    line = raw_line.decode("utf-8", errors="replace")
+                    error = (f"not UTF-8 text (byte 0x{raw_line[decode_error.start]:02x} "
+                             f"at column {decode_error.start + 1})")
+                fields, quote_error = _fields(self.path, index, line, delimiter)
+                error = error or quote_error
+                if not error and len(fields) != len(header):
+                    error = f"line has {len(fields)} field(s), expected {len(header)} (truncated or malformed)"
+                for name, position in positions.items():
+                    cells[name].append(fields[position] if position < len(fields) else "")
+                line_numbers.append(index)
+                read_errors.append(error)
+                if len(line_numbers) == self.chunk_rows:
+                    yield chunk()
+                    cells = {name: [] for name in positions}
+                    line_numbers, read_errors = [], []
+        if line_numbers:
+            yield chunk()
 
 
 def _header(path: Path, raw_line: bytes, delimiter: str) -> list[str]:
@@ -146,24 +248,48 @@ def _fields(path: Path, line_number: int, line: str, delimiter: str) -> tuple[li
     return fields, error
 
 
-def read_parquet_rows(path: Path) -> pd.DataFrame:
-    try:
-        parquet = pq.ParquetFile(path)
-        names = parquet.schema_arrow.names
+class _ParquetSource(ReviewSource):
+    """Read by record batches of `chunk_rows` rows; a row's line number is its position in the file."""
+
+    def __init__(self, path: Path, chunk_rows: int, limits: ReadLimits):
+        super().__init__(path, chunk_rows)
+        try:
+            with pq.ParquetFile(path) as parquet:
+                names = parquet.schema_arrow.names
+        except Exception as error:  # pyarrow raises several types for a damaged file
+            raise self._unreadable(error) from error
         repeated = [name for name, count in Counter(names).items() if count > 1 and name in KNOWN_COLUMNS]
         if repeated:
             raise ReviewFileError(f"{path}: column(s) {', '.join(repeated)} appear more than once")
-        frame = parquet.read(columns=[name for name in KNOWN_COLUMNS if name in names]).to_pandas()
-    except ReviewFileError:
-        raise
-    except Exception as error:  # pyarrow raises several types for a damaged file
-        raise ReviewFileError(f"{path}: not a readable Parquet file ({_one_line(error)})") from error
-    text = pd.DataFrame(index=frame.index)
-    for column in frame.columns:
-        text[column] = frame[column].map(_cell_text).astype(object)
-    text["line_number"] = range(1, len(text) + 1)
-    text["_read_error"] = ""
-    return text
+        self.columns = tuple(name for name in KNOWN_COLUMNS if name in names)
+
+    def _unreadable(self, error: Exception) -> ReviewFileError:
+        return ReviewFileError(f"{self.path}: not a readable Parquet file ({_one_line(error)})")
+
+    def _chunks(self, columns: tuple[str, ...]) -> Iterator[RowChunk]:
+        position = 0
+        try:
+            parquet = pq.ParquetFile(self.path)
+        except Exception as error:
+            raise self._unreadable(error) from error
+        with parquet:
+            # Every column is decoded, asked for or not, so damage anywhere in the file is found.
+            batches = parquet.iter_batches(batch_size=self.chunk_rows, columns=list(self.columns))
+            while True:
+                try:
+                    batch = next(batches, None)
+                    frame = None if batch is None else batch.to_pandas().reset_index(drop=True)
+                except Exception as error:
+                    raise self._unreadable(error) from error
+                if frame is None:
+                    return
+                text = pd.DataFrame(index=frame.index)
+                for column in columns:
+                    text[column] = frame[column].map(_cell_text).astype(object)
+                text["line_number"] = np.arange(position + 1, position + len(frame) + 1, dtype=np.int64)
+                text["_read_error"] = pd.Series("", index=frame.index, dtype=object)
+                position += len(frame)
+                yield RowChunk(text, 0)
 
 
 def _cell_text(value) -> str:
@@ -178,25 +304,92 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def read_anki_revlog(path: Path, limits: ReadLimits = ReadLimits()) -> tuple[pd.DataFrame, int]:
-    """The revlog table of an Anki collection (`collection.anki2`) or package (`.colpkg`/`.apkg`)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        database = _anki_database(path, Path(scratch), limits.max_unpacked_bytes)
-        rows = _revlog_rows(path, database, limits.anki_read_seconds)
-    reviews = [(position, row) for position, row in enumerate(rows, start=1)  # position in revlog, by id
-               if not (row[2] == 0 or row[4] in ANKI_MANUAL_TYPES)]
-    ids, cids, eases, times, types = ([row[i] for _, row in reviews] for i in range(5))
-    review_time, read_error = _revlog_times(ids)
-    text = pd.DataFrame({
-        "card_id": _texts(cids),
-        "review_rating": _texts(eases),
-        "review_time": review_time,
-        "review_duration": _texts(times),
-        "state": _texts(types),
-        "_read_error": read_error,
-    }, dtype=object)
-    text["line_number"] = np.array([position for position, _ in reviews], dtype=np.int64)
-    return text, len(rows) - len(reviews)
+class _AnkiSource(ReviewSource):
+    """The revlog table of an Anki collection (`collection.anki2`) or package (`.colpkg`/`.apkg`),
+    opened read-only and fetched in batches of `chunk_rows` entries; a row's line number is its
+    position in revlog by id. Refused when revlog is not a plain table or one reading of it spends
+    longer than the time limit in SQLite (a view or a huge table)."""
+
+    _TEXT_FIELDS = {"card_id": 1, "review_rating": 2, "review_duration": 3, "state": 4}  # in (id, cid, ease, time, type)
+
+    def __init__(self, path: Path, chunk_rows: int, limits: ReadLimits):
+        super().__init__(path, chunk_rows)
+        self.columns = ("card_id", "review_rating", "review_time", "review_duration", "state")
+        self.seconds = limits.anki_read_seconds
+        self._scratch = tempfile.TemporaryDirectory()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            database = _anki_database(path, Path(self._scratch.name), limits.max_unpacked_bytes)
+            self._conn = _open_read_only(path, database)
+            self._spent_s, self._deadline = 0.0, 0.0
+            self._conn.set_progress_handler(lambda: time.monotonic() > self._deadline, _PROGRESS_EVERY)
+            found = self._timed(self._revlog_schema)
+            if not found:
+                raise ReviewFileError(f"{path}: not an Anki collection (no revlog table)")
+            kind, sql = found[0]
+            if kind != "table" or (sql or "").lstrip().upper().startswith("CREATE VIRTUAL"):
+                raise ReviewFileError(f"{path}: revlog is a {'virtual table' if kind == 'table' else kind}, "
+                                      "not a table; refused (an Anki collection keeps its reviews in a table)")
+        except BaseException:
+            self.close()
+            raise
+
+    def _revlog_schema(self) -> list[tuple]:
+        self._conn.execute("PRAGMA query_only = ON")
+        self._conn.execute("PRAGMA trusted_schema = OFF")
+        return self._conn.execute("SELECT type, sql FROM sqlite_master WHERE lower(name) = 'revlog'").fetchall()
+
+    def _timed(self, read):
+        """`read()`, its SQLite time counted against the limit of one reading of the collection."""
+        started = time.monotonic()
+        self._deadline = started + self.seconds - self._spent_s
+        try:
+            return read()
+        except sqlite3.Error as error:
+            if time.monotonic() > self._deadline:
+                raise ReviewFileError(f"{self.path}: reading revlog took longer than {self.seconds:g} s; refused "
+                                      "(raise the limit with --anki-time-limit-s)") from error
+            raise ReviewFileError(f"{self.path}: not an Anki collection with a revlog table ({error})") from error
+        finally:
+            self._spent_s += time.monotonic() - started
+
+    def _chunks(self, columns: tuple[str, ...]) -> Iterator[RowChunk]:
+        self._spent_s = 0.0
+        cursor = self._timed(lambda: self._conn.execute("SELECT id, cid, ease, time, type FROM revlog ORDER BY id"))
+        position = 0
+        try:
+            while rows := self._timed(lambda: cursor.fetchmany(self.chunk_rows)):
+                reviews = [(number, row) for number, row in enumerate(rows, start=position + 1)
+                           if not (row[2] == 0 or row[4] in ANKI_MANUAL_TYPES)]
+                position += len(rows)
+                yield RowChunk(self._text(reviews, columns), len(rows) - len(reviews))
+        finally:
+            cursor.close()
+
+    def _text(self, reviews: list[tuple[int, tuple]], columns: tuple[str, ...]) -> pd.DataFrame:
+        review_time, read_error = _revlog_times([row[0] for _, row in reviews])
+        text = pd.DataFrame({name: review_time if name == "review_time"
+                             else _texts([row[self._TEXT_FIELDS[name]] for _, row in reviews])
+                             for name in columns}, index=range(len(reviews)), dtype=object)
+        text["line_number"] = np.array([number for number, _ in reviews], dtype=np.int64)
+        text["_read_error"] = pd.Series(read_error, index=text.index, dtype=object)
+        return text
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._scratch.cleanup()
+
+
+def _open_read_only(path: Path, database: Path) -> sqlite3.Connection:
+    uri = f"file:{urllib.parse.quote(str(database.resolve()))}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as error:
+        raise ReviewFileError(f"{path}: cannot open as an Anki collection ({error})") from error
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _ANKI_MAX_VALUE_BYTES)
+    return conn
 
 
 def _texts(values: list) -> list[str]:
@@ -216,37 +409,6 @@ def _revlog_times(ids: list) -> tuple[list[str], list[str]]:
     read_error = ["" if ok else f"revlog id {v!r} is not an answer time in ms (out of range)"
                   for v, ok in zip(ids, is_time)]
     return review_time.tolist(), read_error
-
-
-def _revlog_rows(path: Path, database: Path, seconds: float) -> list[tuple]:
-    """Rows of the revlog table, opened read-only, refused when revlog is not a plain table or
-    reading it takes longer than `seconds` (a view or a huge table)."""
-    uri = f"file:{urllib.parse.quote(str(database.resolve()))}?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True)
-    except sqlite3.Error as error:
-        raise ReviewFileError(f"{path}: cannot open as an Anki collection ({error})") from error
-    deadline = time.monotonic() + seconds
-    try:
-        conn.execute("PRAGMA query_only = ON")
-        conn.execute("PRAGMA trusted_schema = OFF")
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _ANKI_MAX_VALUE_BYTES)
-        conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_EVERY)
-        found = conn.execute("SELECT type, sql FROM sqlite_master WHERE lower(name) = 'revlog'").fetchall()
-        if not found:
-            raise ReviewFileError(f"{path}: not an Anki collection (no revlog table)")
-        kind, sql = found[0]
-        if kind != "table" or (sql or "").lstrip().upper().startswith("CREATE VIRTUAL"):
-            raise ReviewFileError(f"{path}: revlog is a {'virtual table' if kind == 'table' else kind}, "
-                                  "not a table; refused (an Anki collection keeps its reviews in a table)")
-        return conn.execute("SELECT id, cid, ease, time, type FROM revlog ORDER BY id").fetchall()
-    except sqlite3.Error as error:
-        if time.monotonic() > deadline:
-            raise ReviewFileError(f"{path}: reading revlog took longer than {seconds:g} s; refused "
-                                  "(raise the limit with --anki-time-limit-s)") from error
-        raise ReviewFileError(f"{path}: not an Anki collection with a revlog table ({error})") from error
-    finally:
-        conn.close()
 
 
 def _anki_database(path: Path, scratch: Path, max_bytes: int) -> Path:
