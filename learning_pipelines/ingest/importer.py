@@ -16,10 +16,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, partitions
+from learning_pipelines.db.stored_reviews import stored_reviews
+from learning_pipelines.db.taken_review_ids import TakenReviewIds
 from learning_pipelines.db.tables import concepts, review_log_imports, review_log_rejects, review_logs, users
 from learning_pipelines.ingest import validation
 from learning_pipelines.ingest.readers import DEFAULT_CHUNK_ROWS, ReadLimits, ReviewSource, open_review_file
-from learning_pipelines.ingest.validation import ReviewFileError, TakenReviewIds
+from learning_pipelines.ingest.validation import ReviewFileError
 
 _ID_CHUNK = 5000
 
@@ -71,7 +73,8 @@ def import_review_file(
 
     The file is read, checked and written `chunk_rows` rows at a time, so memory follows the chunk,
     not the file; every chunk is written in the one transaction of the file, so a failure stores
-    nothing. Only the ids of the good rows so far are kept, to find duplicates across chunks.
+    nothing. The ids the good rows have taken so far wait in a temporary table of the transaction,
+    where later chunks find their duplicates (db/taken_review_ids.py).
     """
     path = Path(path)
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -120,9 +123,10 @@ def _import(engine: sa.Engine, source: ReviewSource, options: _Options) -> Impor
         partitions.create_month_partitions(engine, _months_to_load(source, options.now))
     digest = _sha256(source.path)
     stored_source = _storable(options.source, _SOURCE_CHARS)
-    tally, taken = _Tally(), TakenReviewIds()
+    tally = _Tally()
     with engine.begin() as conn:
         _lock_file(conn, digest)
+        taken = TakenReviewIds(conn)
         seen_before = conn.execute(
             sa.select(sa.func.count()).select_from(review_log_imports).where(review_log_imports.c.file_sha256 == digest)
         ).scalar()
@@ -132,6 +136,7 @@ def _import(engine: sa.Engine, source: ReviewSource, options: _Options) -> Impor
                 rejects = _load_chunk(conn, chunk.rows, options, taken, tally)
                 if not seen_before:
                     bulk.bulk_insert(conn, review_log_rejects, rejects.assign(source=stored_source, rejected_at=options.now))
+        taken.drop()
         conn.execute(review_log_imports.insert().values(
             source=stored_source, file_sha256=digest, n_rows=tally.n_rows, n_loaded=tally.n_loaded,
             n_already_present=tally.n_already_present, n_rejected=tally.n_rejected,
@@ -162,7 +167,7 @@ def _load_chunk(conn: sa.Connection, rows: pd.DataFrame, options: _Options, take
     # Rows an earlier chunk stored are this file's own: a repeat of one is a duplicate, not a review found stored.
     stored = stored.loc[~taken.fresh(stored["id"].to_numpy("int64"))]
     reasons = validation.join_reasons(reasons, _conflicts(typed, stored))
-    result = validation.split_valid(raw, typed, reasons, taken)
+    result = validation.split_valid(raw, typed, reasons, taken.first_lines)
 
     is_fresh = ~result.good["id"].isin(stored["id"]).to_numpy(bool)
     fresh = result.good.loc[is_fresh].drop(columns=["line_number"])
@@ -247,14 +252,7 @@ _COMPARED = (("user_id", "user_id"), ("concept_id", "card_id"), ("rating", "revi
 
 
 def _stored_reviews(conn: sa.Connection, ids: pd.Series) -> pd.DataFrame:
-    """The stored reviews with any of `ids`, asked in chunks so any file size works."""
-    wanted = sorted(set(ids.dropna().astype("int64").tolist()))
-    columns = [review_logs.c.id, *(review_logs.c[name] for name, _ in _COMPARED)]
-    chunks = [bulk.read_frame(conn, sa.select(*columns).where(review_logs.c.id.in_(wanted[start:start + _ID_CHUNK])))
-              for start in range(0, len(wanted), _ID_CHUNK)]
-    if not chunks:
-        return pd.DataFrame({"id": pd.Series(dtype="int64")})
-    return pd.concat(chunks, ignore_index=True).drop_duplicates("id")
+    return stored_reviews(conn, ids.dropna().astype("int64").to_numpy(), [name for name, _ in _COMPARED])
 
 
 def _conflicts(typed: pd.DataFrame, stored: pd.DataFrame) -> pd.Series:

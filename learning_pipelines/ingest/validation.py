@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import json
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -172,59 +173,19 @@ def review_rule_violations(
     return pd.Series(reasons, index=typed.index, dtype=object)
 
 
-class TakenReviewIds:
-    """The review ids that good rows of a file have taken so far, with the line of each one's first
-    good row and whether that row was new to the warehouse: 17 bytes an id, kept sorted for lookup,
-    so a file read in chunks finds its duplicates across chunks without keeping its rows."""
-
-    def __init__(self) -> None:
-        self._ids = np.empty(0, dtype=np.int64)
-        self._first_lines = np.empty(0, dtype=np.int64)
-        self._fresh = np.empty(0, dtype=bool)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def _find(self, ids) -> tuple[np.ndarray, np.ndarray]:
-        """(whether each id is taken, its position in the sorted ids where it is)."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if not len(self._ids):
-            return np.zeros(len(ids), dtype=bool), np.zeros(len(ids), dtype=np.intp)
-        at = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
-        return self._ids[at] == ids, at
-
-    def first_lines(self, ids) -> np.ndarray:
-        """Line of the first good row with each id; 0 where no good row has taken it."""
-        taken, at = self._find(ids)
-        return np.where(taken, self._first_lines[at], 0) if len(self._ids) else np.zeros(len(taken), np.int64)
-
-    def fresh(self, ids) -> np.ndarray:
-        """Whether each id was taken by a row new to the warehouse (one this import stores)."""
-        taken, at = self._find(ids)
-        return taken & self._fresh[at] if len(self._ids) else taken
-
-    def take(self, ids, first_lines, fresh) -> None:
-        """Record ids that no good row has taken yet, each once."""
-        ids = np.asarray(ids, dtype=np.int64)
-        order = np.argsort(ids, kind="stable")
-        at = np.searchsorted(self._ids, ids[order])
-        self._ids = np.insert(self._ids, at, ids[order])
-        self._first_lines = np.insert(self._first_lines, at, np.asarray(first_lines, dtype=np.int64)[order])
-        self._fresh = np.insert(self._fresh, at, np.asarray(fresh, dtype=bool)[order])
-
-
 def split_valid(raw: pd.DataFrame, typed: pd.DataFrame, reasons: pd.Series,
-                taken: TakenReviewIds | None = None) -> ValidatedReviews:
+                earlier_first_lines: Callable[[np.ndarray], np.ndarray] | None = None) -> ValidatedReviews:
     """Good rows, and rejects carrying their raw text; a repeated review id keeps its first good row,
-    among these rows or, for a file read in chunks, the earlier chunks' (`taken`)."""
+    among these rows or, for a file read in chunks, the earlier chunks' (`earlier_first_lines` gives the
+    line of the earlier chunks' good row with each id, 0 where none has it)."""
     reasons = reasons.to_numpy(dtype=object).copy()
     candidate = reasons == ""
     ids = typed["id"].where(candidate)  # a rejected row's id is not taken
     duplicate = (ids.duplicated(keep="first") & ids.notna()).to_numpy(bool)
     first_line = raw["line_number"].groupby(ids).transform("first").to_numpy()
-    if taken is not None and len(taken) and candidate.any():
+    if earlier_first_lines is not None and candidate.any():
         earlier = np.zeros(len(ids), dtype=np.int64)
-        earlier[candidate] = taken.first_lines(ids[candidate].to_numpy("int64"))
+        earlier[candidate] = earlier_first_lines(ids[candidate].to_numpy("int64"))
         duplicate = duplicate | (earlier > 0)
         first_line = np.where(earlier > 0, earlier, first_line)
     if duplicate.any():
