@@ -38,7 +38,7 @@ pg-client:
 test: install promtool pg-client
 	$(BIN)/dg check defs
 	$(BIN)/bandit -r learning_pipelines -ll -ii -q
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 dev: install
 	$(BIN)/alembic upgrade head

@@ -32,6 +32,7 @@ def dagster_home(tmp_path) -> Path:
     return home
 
 
+@pytest.mark.slow
 def test_demo_loads_learners_materializes_and_prints_where_to_look(warehouse_url, dagster_home):
     env = {"DAGSTER_HOME": str(dagster_home), "LEARNING_PIPELINES_DATABASE_URL": warehouse_url}
     result = _run(["demo", "--learners", "150"], env)  # enough learners for NCF to beat popularity

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from learning_pipelines.definitions import defs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +46,7 @@ def test_graph_snapshot():
     assert _graph() == {kind: sorted(names) for kind, names in EXPECTED_GRAPH.items()}
 
 
+@pytest.mark.slow
 def test_dg_lists_every_definition():
     """`dg list defs` (dagster-dg-cli) sees exactly the graph above."""
     result = subprocess.run([str(Path(sys.executable).parent / "dg"), "list", "defs", "--json"],
@@ -68,6 +71,7 @@ def test_every_job_schedule_and_sensor_says_what_it_does_and_starts_stopped_in_d
     assert running == ["run_failure_reporter"]
 
 
+@pytest.mark.slow
 def test_dagster_definitions_validate():
     result = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],

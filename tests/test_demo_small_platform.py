@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from learning_pipelines.db import bulk, tables
 from learning_pipelines.db.engine import get_engine
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "learning-pipelines")
 

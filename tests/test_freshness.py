@@ -108,6 +108,7 @@ def _pick_cards(engine, platform, day_end: pd.Timestamp, reviewed_at: pd.Timesta
     pytest.fail(f"the simulated platform has no learner with both kinds of card ({len(states)} states, {len(good)} good, {len(again)} again, {states.dtypes.to_dict()})")
 
 
+@pytest.mark.slow
 def test_reviews_imported_after_a_queue_reach_the_next_one(warehouse_url, warehouse_engine, tmp_path, monkeypatch):
     monkeypatch.setenv("LEARNING_PIPELINES_DATABASE_URL", warehouse_url)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))

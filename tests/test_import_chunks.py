@@ -138,6 +138,7 @@ MEMORY_ROWS, MEMORY_CHUNK_ROWS = 100_000, 5_000
 MEMORY_GROWTH_LIMIT_MIB = 50
 
 
+@pytest.mark.slow
 def test_the_memory_an_import_takes_follows_the_chunk_not_the_file(empty_sqlite_url, tmp_path):
     from learning_pipelines.db import migrate
 

@@ -26,6 +26,8 @@ from learning_pipelines.ingest.importer import import_review_file
 from learning_pipelines.ingest.readers import DEFAULT_CHUNK_ROWS
 from learning_pipelines.ingest.validation import ReviewFileError
 
+pytestmark = pytest.mark.slow
+
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
 SEEDED_USERS = (1, 2)
 SEEDED_CONCEPTS = (10, 11, 12, 13, 14)

@@ -53,6 +53,7 @@ def _full_replay(platform, reviews: pd.DataFrame, weights: memory_states.Learner
     return memory_states.replay(history, weights).set_index(["user_id", "concept_id"]).sort_index(), history
 
 
+@pytest.mark.slow
 def test_a_month_of_daily_increments_with_late_reviews_equals_a_full_replay(warehouse_url, warehouse_engine):
     platform = simulate_platform(n_learners=30, n_concepts=80, n_resources=5, days=90, mean_cards_per_learner=25,
                                  as_of=AS_OF, seed=21)

@@ -47,6 +47,7 @@ def _promtool() -> str:
     return path
 
 
+@pytest.mark.slow
 def test_alert_rules_fire_on_failure_and_stay_quiet_when_healthy():
     promtool = _promtool()
     checked = subprocess.run([promtool, "check", "rules", "alerts.yml"], cwd=MONITORING, capture_output=True, text=True)
@@ -216,6 +217,7 @@ def test_failure_sensor_records_the_run_and_posts_to_the_webhook(instance, empty
         result.run_id, "revision_queues_job", "card_memory_states", "OperationalError", "204")
 
 
+@pytest.mark.slow
 def test_run_monitoring_fails_a_run_past_its_max_runtime(tmp_path):
     """A real daemon with run monitoring launches a hung run and fails it once past dagster/max_runtime."""
     home = tmp_path / "home"

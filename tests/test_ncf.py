@@ -27,6 +27,7 @@ def _interactions(platform) -> pd.DataFrame:
     return platform.user_interactions.rename(columns={"user_id": "user", "resource_id": "item", "occurred_at": "time"})
 
 
+@pytest.mark.slow
 def test_ncf_beats_popularity_on_simulated_learners():
     platform = simulate_platform(n_learners=400, n_concepts=60, n_resources=150, days=60, mean_cards_per_learner=5,
                                  seed=3)
@@ -229,6 +230,7 @@ def test_retraining_sensor_fires_once_per_growth_step(warehouse_url, warehouse_e
     assert not tick(grown.cursor).run_requests
 
 
+@pytest.mark.slow
 def test_ncf_evaluate_cli_on_a_csv(tmp_path):
     platform = simulate_platform(n_learners=80, n_concepts=20, n_resources=40, days=30, seed=2)
     path = tmp_path / "interactions.csv"

@@ -74,6 +74,7 @@ def _kill_mid_month(url: str, month: dt.date, dagster_home: Path) -> dict:
     return _progress(url, month)
 
 
+@pytest.mark.slow
 def test_online_partitioning_under_concurrent_writes_with_a_killed_backfill(empty_postgres_url, tmp_path):
     url = empty_postgres_url
     seeded = _legacy_database(url, 200_000)
