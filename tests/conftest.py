@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,18 +43,27 @@ def postgres_available() -> None:
         pytest.skip(message)
 
 
-@pytest.fixture
-def empty_postgres_url(postgres_available) -> str:
-    """A brand-new database on the test server, dropped afterwards."""
+@contextlib.contextmanager
+def scratch_postgres_database() -> Iterator[str]:
+    """The URL of a brand-new database on the test server, dropped afterwards."""
     name = f"lp_test_{uuid.uuid4().hex[:12]}"
     admin = _admin_engine()
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = sa.engine.make_url(TEST_PG_URL).set(database=name).render_as_string(hide_password=False)
-    yield url
-    get_engine(url).dispose()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        yield url
+    finally:
+        get_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def empty_postgres_url(postgres_available) -> str:
+    """A brand-new database on the test server, dropped afterwards."""
+    with scratch_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture
