@@ -112,7 +112,7 @@ def main() -> None:
         "a 2,000,000-row CSV peaked at 2.2 GB.",
         "History: with the good rows' ids kept in memory instead of a temporary table, 446 MiB and 0.77; with "
         "stored reviews looked up by `id IN (...)` on the partitioned table (every partition's index searched for "
-        "every id), the import had not finished after 15 minutes.",
+        "every id), the import had not finished after 10 minutes.",
     ])
     assert ours["peak_mib"] < RSS_GOAL_MIB, f"peak RSS {ours['peak_mib']:.0f} MiB, goal < {RSS_GOAL_MIB} MiB"
 
