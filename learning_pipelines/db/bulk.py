@@ -115,6 +115,20 @@ def read_frame(conn: sa.Connection, statement: sa.Select) -> pd.DataFrame:
     return frame
 
 
+_IDS_PER_IN_LIST = 5000  # SQLite binds each id of an IN list as a parameter; PostgreSQL takes one array
+
+
+def read_frame_with_ids(conn: sa.Connection, statement: sa.Select, column: sa.ColumnElement, ids) -> pd.DataFrame:
+    """`statement`'s rows whose `column` is one of `ids` (integers), as read_frame gives them, in as
+    few queries as the dialect allows whatever the number of ids."""
+    wanted = np.unique(np.asarray(ids, dtype=np.int64))
+    if conn.dialect.name == "postgresql":
+        wheres = [column == sa.any_(sa.literal(wanted.tolist(), sa.ARRAY(sa.BigInteger)))]
+    else:
+        wheres = [column.in_(part.tolist()) for part in np.array_split(wanted, max(1, -(-len(wanted) // _IDS_PER_IN_LIST)))]
+    return pd.concat([read_frame(conn, statement.where(where)) for where in wheres], ignore_index=True)
+
+
 def replace_time_window(
     conn: sa.Connection, table: sa.Table, time_column: str, start: dt.datetime, end: dt.datetime, frame: pd.DataFrame
 ) -> int:

@@ -9,9 +9,6 @@ import sqlalchemy as sa
 from learning_pipelines.db import bulk, partitions
 from learning_pipelines.db.tables import review_logs
 
-_IDS_PER_QUERY = 5000
-
-
 def stored_reviews(conn: sa.Connection, ids, columns: list[str]) -> pd.DataFrame:
     """The stored reviews with any of `ids`: their id and `columns`.
 
@@ -23,20 +20,17 @@ def stored_reviews(conn: sa.Connection, ids, columns: list[str]) -> pd.DataFrame
     """
     wanted = np.unique(np.asarray(ids, dtype=np.int64))
     selected = [review_logs.c.id, *(review_logs.c[name] for name in columns)]
-    if not len(wanted):
-        return _joined([], selected)
     if conn.dialect.name != "postgresql" or partitions.relation_kind(conn, partitions.PARENT_TABLE) != "p":
-        frames = [bulk.read_frame(conn, sa.select(*selected).where(review_logs.c.id.in_(part.tolist())))
-                  for part in np.array_split(wanted, max(1, -(-len(wanted) // _IDS_PER_QUERY)))]
-        return _joined(frames, selected)
+        return bulk.read_frame_with_ids(conn, sa.select(*selected), review_logs.c.id, wanted).drop_duplicates("id")
     frames = []
-    for name, low, high in _id_ranges(conn):
+    for name, low, high in _id_ranges(conn) if len(wanted) else []:
         inside = wanted[(wanted >= low) & (wanted <= high)]
         if len(inside):
             partition = sa.table(name, *(sa.column(column.name, column.type) for column in selected))
-            frames.append(bulk.read_frame(conn, sa.select(*partition.c).where(
-                partition.c.id == sa.any_(sa.literal(inside.tolist(), sa.ARRAY(sa.BigInteger))))))
-    return _joined(frames, selected)
+            frames.append(bulk.read_frame_with_ids(conn, sa.select(*partition.c), partition.c.id, inside))
+    if not frames:  # no partition holds any of the ids: the empty answer, with its columns
+        return bulk.read_frame_with_ids(conn, sa.select(*selected), review_logs.c.id, [])
+    return pd.concat(frames, ignore_index=True).drop_duplicates("id")
 
 
 def _id_ranges(conn: sa.Connection) -> list[tuple[str, int, int]]:
@@ -51,11 +45,3 @@ def _id_ranges(conn: sa.Connection) -> list[tuple[str, int, int]]:
         if low is not None:
             ranges.append((name, low, high))
     return ranges
-
-
-def _joined(frames: list[pd.DataFrame], selected: list[sa.Column]) -> pd.DataFrame:
-    frames = [frame for frame in frames if not frame.empty]
-    if not frames:
-        return pd.DataFrame({column.name: pd.Series(dtype="int64" if column.name == "id" else object)
-                             for column in selected})
-    return pd.concat(frames, ignore_index=True).drop_duplicates("id")

@@ -10,8 +10,6 @@ import sqlalchemy as sa
 
 from learning_pipelines.db import bulk
 
-_IDS_PER_QUERY = 5000  # SQLite's IN lists; PostgreSQL takes a chunk's ids as one array
-
 _taken = sa.Table(
     "import_taken_review_ids", sa.MetaData(),
     sa.Column("id", sa.BigInteger, primary_key=True),
@@ -30,16 +28,11 @@ class TakenReviewIds:
         _taken.drop(conn, checkfirst=True)  # SQLite keeps a temporary table for the connection's life
         _taken.create(conn)
 
-    def first_lines(self, ids) -> np.ndarray:
-        """Line of the first good row with each id; 0 where no good row has taken it."""
-        found = self._read(ids)
-        return np.asarray(pd.Series(found["first_line"].to_numpy(), index=found["id"].to_numpy())
-                          .reindex(np.asarray(ids, dtype=np.int64)).fillna(0), dtype=np.int64)
-
-    def fresh(self, ids) -> np.ndarray:
-        """Whether each id was taken by a row new to the warehouse (one this import stores)."""
-        found = self._read(ids)
-        return np.isin(np.asarray(ids, dtype=np.int64), found.loc[found["fresh"].astype(bool), "id"].to_numpy())
+    def among(self, ids) -> pd.DataFrame:
+        """Those of `ids` that good rows have taken, indexed by id: the line of the first good row with
+        each (`first_line`) and whether that row was new to the warehouse, one this import stores (`fresh`)."""
+        found = bulk.read_frame_with_ids(self._conn, sa.select(_taken), _taken.c.id, ids)
+        return found.astype({"first_line": "int64", "fresh": bool}).set_index("id")
 
     def take(self, ids, first_lines, fresh) -> None:
         """Record ids that no good row has taken yet, each once."""
@@ -49,16 +42,3 @@ class TakenReviewIds:
 
     def drop(self) -> None:
         _taken.drop(self._conn)
-
-    def _read(self, ids) -> pd.DataFrame:
-        wanted = np.unique(np.asarray(ids, dtype=np.int64))
-        if not len(wanted):
-            return pd.DataFrame({"id": pd.Series(dtype="int64"), "first_line": pd.Series(dtype="int64"),
-                                 "fresh": pd.Series(dtype=bool)})
-        if self._conn.dialect.name == "postgresql":
-            parts = [_taken.c.id == sa.any_(sa.literal(wanted.tolist(), sa.ARRAY(sa.BigInteger)))]
-        else:
-            parts = [_taken.c.id.in_(part.tolist())
-                     for part in np.array_split(wanted, -(-len(wanted) // _IDS_PER_QUERY))]
-        return pd.concat([bulk.read_frame(self._conn, sa.select(_taken).where(where)) for where in parts],
-                         ignore_index=True)

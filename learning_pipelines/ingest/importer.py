@@ -23,9 +23,6 @@ from learning_pipelines.ingest import validation
 from learning_pipelines.ingest.readers import DEFAULT_CHUNK_ROWS, ReadLimits, ReviewSource, open_review_file
 from learning_pipelines.ingest.validation import ReviewFileError
 
-_ID_CHUNK = 5000
-
-
 @dataclasses.dataclass(frozen=True)
 class ImportSummary:
     source: str
@@ -163,11 +160,13 @@ def _load_chunk(conn: sa.Connection, rows: pd.DataFrame, options: _Options, take
     reasons = validation.join_reasons(
         reasons, validation.review_rule_violations(typed, options.now, known_users, known_concepts),
         *([_not_registrable(typed, known_users, known_concepts)] if options.register_unknown else []))
-    stored = _stored_reviews(conn, typed.loc[reasons == "", "id"])
+    candidates = typed.loc[reasons == "", "id"].dropna().astype("int64").to_numpy()
+    earlier = taken.among(candidates)
+    stored = _stored_reviews(conn, candidates)
     # Rows an earlier chunk stored are this file's own: a repeat of one is a duplicate, not a review found stored.
-    stored = stored.loc[~taken.fresh(stored["id"].to_numpy("int64"))]
+    stored = stored.loc[~stored["id"].isin(earlier.index[earlier["fresh"].to_numpy(bool)])]
     reasons = validation.join_reasons(reasons, _conflicts(typed, stored))
-    result = validation.split_valid(raw, typed, reasons, taken.first_lines)
+    result = validation.split_valid(raw, typed, reasons, earlier["first_line"])
 
     is_fresh = ~result.good["id"].isin(stored["id"]).to_numpy(bool)
     fresh = result.good.loc[is_fresh].drop(columns=["line_number"])
@@ -222,13 +221,9 @@ def _known_ids(conn: sa.Connection, typed: pd.DataFrame) -> tuple[set[int], set[
 
 
 def _present(conn: sa.Connection, column: sa.Column, values: pd.Series) -> set[int]:
-    """Which of `values` exist in `column`, asked in chunks so any file size works."""
-    wanted = sorted(set(values.dropna().astype("int64").tolist()))
-    found: set[int] = set()
-    for start in range(0, len(wanted), _ID_CHUNK):
-        chunk = wanted[start:start + _ID_CHUNK]
-        found.update(conn.execute(sa.select(column).where(column.in_(chunk))).scalars())
-    return found
+    """Which of `values` exist in `column`."""
+    ids = values.dropna().astype("int64").to_numpy()
+    return set(bulk.read_frame_with_ids(conn, sa.select(column), column, ids)[column.name].astype("int64").tolist())
 
 
 def _known_or_positive(ids: pd.Series, known: set[int]) -> pd.Series:
@@ -251,8 +246,8 @@ _COMPARED = (("user_id", "user_id"), ("concept_id", "card_id"), ("rating", "revi
              ("reviewed_at", "review_time"), ("review_duration_ms", "review_duration"), ("state", "state"))
 
 
-def _stored_reviews(conn: sa.Connection, ids: pd.Series) -> pd.DataFrame:
-    return stored_reviews(conn, ids.dropna().astype("int64").to_numpy(), [name for name, _ in _COMPARED])
+def _stored_reviews(conn: sa.Connection, ids: np.ndarray) -> pd.DataFrame:
+    return stored_reviews(conn, ids, [name for name, _ in _COMPARED])
 
 
 def _conflicts(typed: pd.DataFrame, stored: pd.DataFrame) -> pd.Series:

@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import json
 import re
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -174,18 +173,17 @@ def review_rule_violations(
 
 
 def split_valid(raw: pd.DataFrame, typed: pd.DataFrame, reasons: pd.Series,
-                earlier_first_lines: Callable[[np.ndarray], np.ndarray] | None = None) -> ValidatedReviews:
+                earlier_first_lines: pd.Series | None = None) -> ValidatedReviews:
     """Good rows, and rejects carrying their raw text; a repeated review id keeps its first good row,
-    among these rows or, for a file read in chunks, the earlier chunks' (`earlier_first_lines` gives the
-    line of the earlier chunks' good row with each id, 0 where none has it)."""
+    among these rows or, for a file read in chunks, the earlier chunks' (`earlier_first_lines`: the
+    line of the earlier chunks' good row with each id they took, indexed by id)."""
     reasons = reasons.to_numpy(dtype=object).copy()
     candidate = reasons == ""
     ids = typed["id"].where(candidate)  # a rejected row's id is not taken
     duplicate = (ids.duplicated(keep="first") & ids.notna()).to_numpy(bool)
     first_line = raw["line_number"].groupby(ids).transform("first").to_numpy()
-    if earlier_first_lines is not None and candidate.any():
-        earlier = np.zeros(len(ids), dtype=np.int64)
-        earlier[candidate] = earlier_first_lines(ids[candidate].to_numpy("int64"))
+    if earlier_first_lines is not None and len(earlier_first_lines):
+        earlier = ids.astype("Int64").map(earlier_first_lines).fillna(0).to_numpy("int64")
         duplicate = duplicate | (earlier > 0)
         first_line = np.where(earlier > 0, earlier, first_line)
     if duplicate.any():
