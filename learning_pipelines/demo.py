@@ -71,13 +71,16 @@ def job_order(repository: dg.RepositoryDefinition) -> list[dg.JobDefinition]:
 
 def partitions_to_run(repository: dg.RepositoryDefinition, job: dg.JobDefinition, months: list[str],
                       now: dt.datetime) -> list[str | None]:
-    """Every month with reviews for a monthly job (the backfill that follows a bulk load); for a daily
-    job the day its schedule would request now; None for an unpartitioned job."""
+    """Every month with reviews for a monthly job (the backfill that follows a bulk load); every learner
+    shard for a sharded job; for a daily job the day its schedule would request now; None for an
+    unpartitioned job."""
     partitions = job.partitions_def
     if partitions is None:
         return [None]
     if isinstance(partitions, dg.MonthlyPartitionsDefinition):
         return months
+    if isinstance(partitions, dg.StaticPartitionsDefinition):
+        return partitions.get_partition_keys()
     for schedule in repository.schedule_defs:
         if schedule.job_name == job.name:
             tick = now.astimezone(zoneinfo.ZoneInfo(schedule.execution_timezone or "UTC"))

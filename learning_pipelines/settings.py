@@ -45,3 +45,18 @@ AUTOMATION_ENV = "LEARNING_PIPELINES_AUTOMATION"
 AUTOMATION_ON = os.environ.get(AUTOMATION_ENV, "off").strip().lower() in ("on", "1", "true", "yes")
 DEFAULT_SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if AUTOMATION_ON else dg.DefaultScheduleStatus.STOPPED
 DEFAULT_SENSOR_STATUS = dg.DefaultSensorStatus.RUNNING if AUTOMATION_ON else dg.DefaultSensorStatus.STOPPED
+
+# How many learner shards the per-learner work is split into (each shard is a partition: its own run).
+# Keep a shard's step well under RabbitMQ's consumer_timeout (30 minutes by default) in the Celery stack.
+LEARNER_SHARDS_ENV = "LEARNING_PIPELINES_LEARNER_SHARDS"
+
+
+def checked_shard_count(value: str | None) -> int:
+    if value is None or not value.strip():
+        return 16
+    if not value.strip().isdigit() or not 1 <= int(value) <= 4096:
+        raise ValueError(f"${LEARNER_SHARDS_ENV} must be a whole number from 1 to 4096, not {value!r}")
+    return int(value)
+
+
+LEARNER_SHARDS = checked_shard_count(os.environ.get(LEARNER_SHARDS_ENV))

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from learning_pipelines.db import migrate
-from learning_pipelines.db.engine import get_engine
+# Four learner shards keep the in-process optimizations short; the default (16) is pinned in test_definitions.
+os.environ.setdefault("LEARNING_PIPELINES_LEARNER_SHARDS", "4")
+
+from learning_pipelines.db import migrate  # noqa: E402  (after the shard count is set)
+from learning_pipelines.db.engine import get_engine  # noqa: E402
 
 TEST_PG_URL = os.environ.get("LEARNING_PIPELINES_TEST_DATABASE_URL",
                              "postgresql+psycopg2://postgres@127.0.0.1:5432/test")

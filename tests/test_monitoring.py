@@ -137,8 +137,11 @@ def test_exporter_after_a_successful_and_a_failed_run(instance, empty_sqlite_url
     load_platform(engine, simulate_platform(n_learners=30, n_concepts=60, n_resources=10, days=120, seed=2))
     repository = load_defs().get_repository_def()
     good = {"warehouse": Warehouse(database_url=empty_sqlite_url)}
-    ok = repository.get_job("fsrs_optimization_job").execute_in_process(instance=instance, resources=good)
-    assert ok.success
+    assert repository.get_job("fsrs_global_job").execute_in_process(instance=instance, resources=good).success
+    shards = repository.get_job("fsrs_optimization_job").partitions_def.get_partition_keys()
+    oks = [repository.get_job("fsrs_optimization_job").execute_in_process(instance=instance, resources=good,
+                                                                          partition_key=shard) for shard in shards]
+    assert all(ok.success for ok in oks)
     broken = {"warehouse": Warehouse(database_url=f"sqlite:///{tmp_path / 'never_migrated.db'}")}
     failed = repository.get_job("revision_queues_job").execute_in_process(
         instance=instance, resources=broken, partition_key="2026-03-10", raise_on_error=False)
@@ -147,12 +150,12 @@ def test_exporter_after_a_successful_and_a_failed_run(instance, empty_sqlite_url
     registry = build_registry(instance, engine)
     values = _scrape(registry)
     assert values[("jobs_failed_total", (("job", "revision_queues_job"),))] == 1
-    assert values[("dagster_runs_finished_total", (("job", "fsrs_optimization_job"), ("status", "success")))] == 1
-    assert values[("fsrs_optimization_jobs_processed_total", ())] == 1
-    assert values[("fsrs_optimization_job_duration_seconds_count", ())] == 1
-    duration = ok.dagster_run and instance.get_run_record_by_id(ok.run_id)
+    assert values[("dagster_runs_finished_total", (("job", "fsrs_optimization_job"), ("status", "success")))] == len(shards)
+    assert values[("fsrs_optimization_jobs_processed_total", ())] == len(shards)  # one run per learner shard
+    assert values[("fsrs_optimization_job_duration_seconds_count", ())] == len(shards)
+    records = [instance.get_run_record_by_id(ok.run_id) for ok in oks]
     assert values[("fsrs_optimization_job_duration_seconds_sum", ())] == pytest.approx(
-        duration.end_time - duration.start_time)
+        sum(r.end_time - r.start_time for r in records))
     assert not any(name == "dagster_run_queue_size" for name, _ in values), "nothing queued or running"
     with engine.connect() as conn:
         optimized = conn.execute(sa.text("SELECT count(*) FROM srs_user_params WHERE weights IS NOT NULL")).scalar()
@@ -167,7 +170,7 @@ def test_exporter_after_a_successful_and_a_failed_run(instance, empty_sqlite_url
         instance=instance, resources=broken, partition_key="2026-03-11", raise_on_error=False)
     later = _scrape(registry)
     assert later[("jobs_failed_total", (("job", "revision_queues_job"),))] == 2
-    assert later[("fsrs_optimization_jobs_processed_total", ())] == 1
+    assert later[("fsrs_optimization_jobs_processed_total", ())] == len(shards)
     restarted = _scrape(build_registry(instance, engine))
     assert {k: v for k, v in restarted.items() if k[0].endswith("_total")} == \
         {k: v for k, v in later.items() if k[0].endswith("_total")}

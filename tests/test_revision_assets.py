@@ -11,7 +11,6 @@ from learning_pipelines.db.preferences import write_learning_prefs
 from learning_pipelines.db.memory_states import Progress, write_progress
 from learning_pipelines.definitions import defs
 from learning_pipelines.defs.complexity import concept_complexity, scores_in_unit_interval
-from learning_pipelines.defs.fsrs import fsrs_parameters
 from learning_pipelines.defs.memory_states import card_memory_states
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.revision_queues import (every_due_concept_accounted_for, revision_queues,
@@ -19,6 +18,7 @@ from learning_pipelines.defs.revision_queues import (every_due_concept_accounted
 from learning_pipelines.demo import load_platform
 from learning_pipelines.domain.revision import InvalidPreference
 from learning_pipelines.domain.simulate import simulate_platform
+from tests.fsrs_optimization import optimize_fsrs
 
 # Queues are built for the current day only (a past day's memory states are gone).
 TODAY = dt.datetime.now(dt.timezone.utc).date()
@@ -149,8 +149,8 @@ def test_complexity_tracks_the_simulated_truth(empty_sqlite_url):
     platform = simulate_platform(n_learners=150, n_concepts=120, n_resources=10, days=150, seed=13)
     load_platform(engine, platform)
     resources = {"warehouse": Warehouse(database_url=empty_sqlite_url)}
-    result = dg.materialize([fsrs_parameters, card_memory_states, concept_complexity, scores_in_unit_interval],
-                            resources=resources)
+    optimize_fsrs(empty_sqlite_url)
+    result = dg.materialize([card_memory_states, concept_complexity, scores_in_unit_interval], resources=resources)
     assert all(e.passed for e in result.get_asset_check_evaluations() if e.asset_key.path == ["concept_complexity"])
     scores = _frame(engine, sa.select(tables.concept_complexity)).set_index("concept_id")
     assert len(scores) == 120 and scores["score"].between(0, 1).all()

@@ -1,5 +1,5 @@
-"""FSRS weights in the warehouse: what the optimization reads and writes (srs_user_params and a new
-fsrs_global_params version), the shadow evaluation's reviews and eval_metrics_daily rows, and what the
+"""FSRS weights in the warehouse: what the optimization reads and writes (a new fsrs_global_params
+version from a sample of learners; a shard's srs_user_params rows from its learners' reviews), the shadow evaluation's reviews and eval_metrics_daily rows, and what the
 eligibility sensor reads. The weights in use are read by db.memory_states.current_weights."""
 
 from __future__ import annotations
@@ -8,34 +8,69 @@ import dataclasses
 import datetime as dt
 import json
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, reads, tables
 from learning_pipelines.db.memory_states import current_weights
-from learning_pipelines.domain.fsrs_training import TrainingResult
+from learning_pipelines.domain import learner_shards
+from learning_pipelines.domain.fsrs_policy import HOLDOUT_SHARE
+from learning_pipelines.domain.fsrs_training import GlobalFit
 from learning_pipelines.domain.memory_states import LearnerWeights
+from learning_pipelines.domain.review_ids import derive_review_ids
 
 params, global_params, eval_metrics = tables.srs_user_params, tables.fsrs_global_params, tables.eval_metrics_daily
 
 
+def global_training_sample(conn: sa.Connection, max_reviews: int) -> pd.DataFrame:
+    """Every review (with calendar, in time order) of learners drawn in a fixed pseudo-random order until
+    about `max_reviews` / (1 - HOLDOUT_SHARE) reviews: what the pooled fit needs, never the whole history."""
+    counts = reads.review_counts(conn).sort_values("user_id")
+    order = np.argsort(derive_review_ids(counts["user_id"], np.full(len(counts), _SAMPLE_SALT), np.zeros(len(counts))),
+                      kind="stable")
+    drawn = counts.iloc[order]
+    wanted = max_reviews / (1 - HOLDOUT_SHARE)
+    take = int(np.searchsorted(drawn["n_reviews"].cumsum().to_numpy(), wanted)) + 1
+    return reads.reviews_with_calendar(conn, user_ids=drawn["user_id"].iloc[:take].tolist())
+
+
+_SAMPLE_SALT = 0x61_0BA1  # the order learners are drawn in for the pooled fit
+
+
+def record_global_fit(conn: sa.Connection, fit: GlobalFit) -> int:
+    """A new fsrs_global_params version; returns its number."""
+    return int(conn.execute(global_params.insert().values(
+        weights=json.dumps(fit.weights.tolist()), n_reviews=fit.n_reviews, n_learners=fit.n_learners,
+        logloss=fit.logloss, trained_at=fit.trained_at).returning(global_params.c.version)).scalar_one())
+
+
+def latest_global_weights(conn: sa.Connection) -> np.ndarray | None:
+    """The weights of the latest fsrs_global_params version (None before the first fit)."""
+    latest = conn.execute(sa.select(global_params.c.weights).order_by(global_params.c.version.desc()).limit(1)).first()
+    return np.array(json.loads(latest.weights), dtype=float) if latest else None
+
+
+def shard_learners(conn: sa.Connection, shard: str) -> np.ndarray:
+    """The user_ids of every learner in the shard."""
+    return learner_shards.learners_in(reads.learner_ids(conn), shard)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingInputs:
-    reviews: pd.DataFrame  # every review with its learner's calendar, in time order
-    previous: pd.DataFrame  # srs_user_params as stored
+    reviews: pd.DataFrame  # every review of the learners with their calendar, in time order
+    previous: pd.DataFrame  # their srs_user_params rows as stored
 
 
-def training_inputs(conn: sa.Connection) -> TrainingInputs:
-    return TrainingInputs(reads.reviews_with_calendar(conn), bulk.read_frame(conn, sa.select(params)))
+def training_inputs(conn: sa.Connection, user_ids) -> TrainingInputs:
+    return TrainingInputs(reads.reviews_with_calendar(conn, user_ids=user_ids),
+                          bulk.read_frame_with_ids(conn, sa.select(params), params.c.user_id, user_ids))
 
 
-def record_training(conn: sa.Connection, trained: TrainingResult) -> int:
-    """A new fsrs_global_params version, and srs_user_params replaced by the training's rows."""
-    conn.execute(global_params.insert().values(
-        weights=json.dumps(trained.global_weights.tolist()), n_reviews=trained.global_n_reviews,
-        n_learners=trained.n_training_learners, logloss=trained.global_logloss, trained_at=trained.trained_at))
-    conn.execute(params.delete())
-    return bulk.bulk_insert(conn, params, trained.user_params[[c.name for c in params.columns]])
+def replace_learner_params(conn: sa.Connection, user_ids, rows: pd.DataFrame) -> int:
+    """These learners' srs_user_params rows replaced by `rows` (learners without reviews lose theirs)."""
+    bulk.delete_with_ids(conn, params, params.c.user_id, user_ids)
+    return bulk.bulk_insert(conn, params, rows[[c.name for c in params.columns]])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,6 +48,15 @@ def lock(conn: sa.Connection) -> None:
         conn.execute(progress_table.update().where(sa.false()).values(progress_id=progress_table.c.progress_id))
 
 
+def lock_learners(conn: sa.Connection) -> None:
+    """Taken by a learner shard before it rewrites its learners' states: shards run side by side, but
+    never beside an update (lock), which reads and writes states of any learner."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock_shared(hashtext('card_memory_states'))"))
+    else:
+        lock(conn)
+
+
 def read_progress(conn: sa.Connection) -> Progress | None:
     row = conn.execute(sa.select(progress_table)).mappings().first()
     if row is None:
@@ -171,15 +180,17 @@ class CurrentWeights:
     own_trained_at: dt.datetime | None
 
 
-def current_weights(conn: sa.Connection) -> CurrentWeights:
-    """Latest global weights (FSRS-6 defaults before the first fit) and every learner's own weights."""
+def current_weights(conn: sa.Connection, user_ids=None) -> CurrentWeights:
+    """Latest global weights (FSRS-6 defaults before the first fit) and every learner's own weights
+    (only these learners' when `user_ids` is given; own_trained_at is then theirs)."""
     global_params, params = tables.fsrs_global_params, tables.srs_user_params
     latest = conn.execute(sa.select(global_params.c.version, global_params.c.weights)
                           .order_by(global_params.c.version.desc()).limit(1)).first()
-    own_rows = conn.execute(sa.select(params.c.user_id, params.c.weights, params.c.trained_at)
-                            .where(params.c.weights.is_not(None))).all()
+    own_query = sa.select(params.c.user_id, params.c.weights, params.c.trained_at).where(params.c.weights.is_not(None))
+    own_rows = list((conn.execute(own_query).all() if user_ids is None else
+                     bulk.read_frame_with_ids(conn, own_query, params.c.user_id, user_ids).itertuples(index=False)))
     own = {int(u): np.array(json.loads(w), dtype=float) for u, w, _ in own_rows}
-    own_versions = {int(u): f"own@{trained_at.isoformat()}" for u, _, trained_at in own_rows}
+    own_versions = {int(u): f"own@{pd.Timestamp(trained_at).isoformat()}" for u, _, trained_at in own_rows}
     weights = LearnerWeights(
         global_weights=np.array(json.loads(latest.weights), dtype=float) if latest else fsrs.DEFAULT_WEIGHTS,
         global_version=f"global#{latest.version}" if latest else "default", own=own, own_versions=own_versions)
@@ -187,9 +198,12 @@ def current_weights(conn: sa.Connection) -> CurrentWeights:
                           max((t for _, _, t in own_rows), default=None))
 
 
-def learners_on_other_weights(conn: sa.Connection, weights: LearnerWeights) -> np.ndarray:
-    """Learners whose stored states were computed with weights other than their current ones."""
-    used = bulk.read_frame(conn, sa.select(states.c.user_id, states.c.weights_version).distinct())
+def learners_on_other_weights(conn: sa.Connection, weights: LearnerWeights, user_ids=None) -> np.ndarray:
+    """Learners (of `user_ids`, else all) whose stored states were computed with weights other than their
+    current ones."""
+    query = sa.select(states.c.user_id, states.c.weights_version).distinct()
+    used = bulk.read_frame(conn, query) if user_ids is None else \
+        bulk.read_frame_with_ids(conn, query, states.c.user_id, user_ids)
     stale = used["weights_version"].to_numpy(object) != weights.version_of(used["user_id"])
     return np.unique(used.loc[stale, "user_id"].to_numpy(np.int64))
 
@@ -227,9 +241,7 @@ def refresh_statistics(conn: sa.Connection) -> None:
 
 def replace_learners(conn: sa.Connection, user_ids, frame: pd.DataFrame) -> int:
     """Replace every stored state of these learners (cards they no longer have disappear)."""
-    ids = [int(u) for u in user_ids]
-    for start in range(0, len(ids), _KEY_CHUNK):
-        conn.execute(states.delete().where(states.c.user_id.in_(ids[start:start + _KEY_CHUNK])))
+    bulk.delete_with_ids(conn, states, states.c.user_id, user_ids)
     return bulk.bulk_insert(conn, states, frame)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -23,16 +24,20 @@ def reviews_with_calendar(conn: sa.Connection, start: dt.datetime | None = None,
         query = query.where(logs.c.reviewed_at >= start)
     if end is not None:
         query = query.where(logs.c.reviewed_at < end)
-    if user_ids is not None:
-        query = query.where(logs.c.user_id.in_(user_ids))
     if after_seq is not None:
         query = query.where(logs.c.ingest_seq > after_seq)
     if upto_seq is not None:
         query = query.where(logs.c.ingest_seq <= upto_seq)
-    frame = bulk.read_frame(conn, query)
+    frame = bulk.read_frame(conn, query) if user_ids is None else \
+        bulk.read_frame_with_ids(conn, query, logs.c.user_id, user_ids)
     for column in ("id", "user_id", "concept_id", "rating", "day_start_hour"):
         frame[column] = frame[column].astype("int64")
     return frame.sort_values(["reviewed_at", "id"], kind="stable").reset_index(drop=True)
+
+
+def learner_ids(conn: sa.Connection) -> np.ndarray:
+    """Every learner's user_id (one column of users: what splitting learners into shards starts from)."""
+    return bulk.read_frame(conn, sa.select(tables.users.c.user_id))["user_id"].to_numpy(np.int64)
 
 
 def review_counts(conn: sa.Connection) -> pd.DataFrame:

@@ -1,37 +1,51 @@
-"""FSRS-6 memory model: per-learner and global weights, their checks, the daily shadow evaluation."""
+"""FSRS-6 memory model: global weights fitted once, own weights per learner shard, their checks, the daily
+shadow evaluation."""
 
 import datetime as dt
 import hashlib
+import json
 import time
 
 import dagster as dg
 from pydantic import Field
 
 from learning_pipelines import settings
-from learning_pipelines.db import fsrs_params
-from learning_pipelines.db.memory_states import current_weights
+from learning_pipelines.db import fsrs_params, memory_states as memory_state_store
+from learning_pipelines.defs.learner_shards import learner_shards
+from learning_pipelines.defs.memory_state_replay import REPLAY_LEARNER_CHUNK, replay_learners
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.review_logs import review_logs
 from learning_pipelines.domain import fsrs_policy, fsrs_training
 from learning_pipelines.domain.fsrs_optimizer import FitConfig
+from learning_pipelines.domain.learner_shards import shard_of
+from learning_pipelines.domain.memory_states import LearnerWeights
 
 SHADOW_FIRST_DAY = "2024-01-01"
 
 
-class FsrsFitConfig(dg.Config):
-    """How far one optimization run fits (defaults: domain.fsrs_training's and fsrs_optimizer.FitConfig's)."""
+class GlobalFitConfig(dg.Config):
+    """How far the pooled fit goes (defaults: domain.fsrs_training's and fsrs_optimizer.FitConfig's)."""
 
-    own_fit_iterations: int = Field(FitConfig.max_iterations, description="most Levenberg-Marquardt iterations of "
-                                    "each eligible learner's own fit")
     global_fit_iterations: int = Field(FitConfig.max_iterations, description="most Levenberg-Marquardt iterations "
                                        "of the pooled global fit")
     global_fit_max_reviews: int = Field(fsrs_training.GLOBAL_FIT_MAX_REVIEWS, description="most reviews the "
-                                        "pooled fit sees, sampled by whole cards")
+                                        "pooled fit sees, sampled by whole learners, then whole cards")
 
     def to_training_config(self) -> fsrs_training.TrainingConfig:
         return fsrs_training.TrainingConfig(self.global_fit_max_reviews,
-                                            global_fit=FitConfig(max_iterations=self.global_fit_iterations),
-                                            own_fit=FitConfig(max_iterations=self.own_fit_iterations))
+                                            global_fit=FitConfig(max_iterations=self.global_fit_iterations))
+
+
+class ShardFitConfig(dg.Config):
+    """How far one learner shard's fits go, and how many learners its replay reads at once."""
+
+    own_fit_iterations: int = Field(FitConfig.max_iterations, description="most Levenberg-Marquardt iterations of "
+                                    "each eligible learner's own fit")
+    learner_chunk: int = Field(REPLAY_LEARNER_CHUNK, description="learners whose memory states are replayed per "
+                               "read after their weights changed")
+
+    def to_training_config(self) -> fsrs_training.TrainingConfig:
+        return fsrs_training.TrainingConfig(own_fit=FitConfig(max_iterations=self.own_fit_iterations))
 
 
 @dg.asset(
@@ -40,32 +54,81 @@ class FsrsFitConfig(dg.Config):
     kinds={"python", "sql"},
     pool="fsrs_optimization",
     owners=["team:learning-intelligence"],
-    check_specs=[dg.AssetCheckSpec("tuned_not_worse_than_global", asset="fsrs_parameters",
-                                   description="On each trained learner's held-out latest reviews, own weights "
-                                               "score a logloss no worse than the global weights (aggregated).")],
+    check_specs=[dg.AssetCheckSpec("weights_within_bounds", asset="fsrs_global_parameters", blocking=True,
+                                   description="The new global weights lie inside the FSRS-6 clamping bounds.")],
 )
-def fsrs_parameters(context: dg.AssetExecutionContext, config: FsrsFitConfig,
-                    warehouse: Warehouse) -> dg.MaterializeResult:
-    """Global FSRS-6 weights from everyone's reviews, and own weights for eligible learners of the
-    TUNED_ELIGIBLE group (at least 300 reviews, 7-day cooldown passed). Each learner's latest 10 %
-    of reviews are held out of training and used to compare own against global weights."""
+def fsrs_global_parameters(context: dg.AssetExecutionContext, config: GlobalFitConfig,
+                           warehouse: Warehouse) -> dg.MaterializeResult:
+    """Global FSRS-6 weights, fitted once on a sample of learners' reviews (outside each learner's held-out
+    latest 10 %): a new fsrs_global_params version, the weights of every learner without own ones and the
+    start of every own fit. Each run is followed by every learner shard of fsrs_parameters."""
     started = time.perf_counter()
     with warehouse.begin() as conn:
-        inputs = fsrs_params.training_inputs(conn)
-    trained = fsrs_training.train(inputs.reviews, inputs.previous, dt.datetime.now(dt.timezone.utc),
-                                  config.to_training_config(), log=context.log.info)
+        sample = fsrs_params.global_training_sample(conn, config.global_fit_max_reviews)
+    if sample.empty:
+        raise dg.Failure(description="review_logs holds no review: import reviews first "
+                                     "(learning-pipelines import reviews FILE).", allow_retries=False)
+    fit = fsrs_training.fit_global(sample, dt.datetime.now(dt.timezone.utc), config.to_training_config(),
+                                   log=context.log.info)
+    out_of_bounds = fsrs_training.weight_vectors_out_of_bounds(LearnerWeights(fit.weights, "", {}, {}))
     with warehouse.begin() as conn:
-        fsrs_params.record_training(conn, trained)
+        version = fsrs_params.record_global_fit(conn, fit)
+    return dg.MaterializeResult(metadata={
+        "version": version,
+        "global_logloss": dg.MetadataValue.float(fit.logloss),
+        "n_reviews_fitted": fit.n_reviews,
+        "n_learners_sampled": fit.n_learners,
+        "global_weights": dg.MetadataValue.json([round(float(w), 4) for w in fit.weights]),
+        "seconds": dg.MetadataValue.float(time.perf_counter() - started),
+    }, data_version=dg.DataVersion(str(version)), check_results=[dg.AssetCheckResult(
+        check_name="weights_within_bounds", passed=out_of_bounds == 0,
+        metadata={"weight_vectors_out_of_bounds": out_of_bounds})])
+
+
+@dg.asset(
+    group_name="fsrs",
+    deps=[dg.AssetDep(review_logs, partition_mapping=dg.AllPartitionMapping()), fsrs_global_parameters],
+    partitions_def=learner_shards,
+    kinds={"python", "sql"},
+    owners=["team:learning-intelligence"],
+    check_specs=[dg.AssetCheckSpec("tuned_not_worse_than_global", asset="fsrs_parameters",
+                                   description="On the shard's trained learners' held-out latest reviews, own "
+                                               "weights score a logloss no worse than the global weights.")],
+)
+def fsrs_parameters(context: dg.AssetExecutionContext, config: ShardFitConfig,
+                    warehouse: Warehouse) -> dg.MaterializeResult:
+    """One learner shard's own FSRS-6 weights: eligible TUNED_ELIGIBLE learners (at least 300 reviews,
+    7-day cooldown passed) are fitted from the latest global weights, each scored against them on their
+    held-out latest 10 % of reviews. The shard's srs_user_params rows and the memory states of its
+    learners now on other weights (replayed in full) switch together in one transaction, so a re-run or a
+    redelivered step replaces exactly the shard's rows."""
+    started = time.perf_counter()
+    with warehouse.begin() as conn:
+        learners = fsrs_params.shard_learners(conn, context.partition_key)
+        global_weights = fsrs_params.latest_global_weights(conn)
+        inputs = fsrs_params.training_inputs(conn, learners)
+    if global_weights is None:
+        raise dg.Failure(description="no global FSRS weights yet: materialize fsrs_global_parameters first "
+                                     "(fsrs_global_job).", allow_retries=False)
+    trained = fsrs_training.train_learners(inputs.reviews, inputs.previous, global_weights,
+                                           dt.datetime.now(dt.timezone.utc), config.to_training_config(),
+                                           log=context.log.info)
+    with warehouse.begin() as conn:
+        memory_state_store.lock_learners(conn)
+        fsrs_params.replace_learner_params(conn, learners, trained.user_params)
+        weights = memory_state_store.current_weights(conn, learners).weights
+        stale = memory_state_store.learners_on_other_weights(conn, weights, learners)
+        replay_learners(conn, stale, weights, config.learner_chunk)
     own_ll, global_ll = trained.holdout_logloss_own, trained.holdout_logloss_global
     return dg.MaterializeResult(
         metadata={
-            "n_learners": len(trained.user_params),
+            "n_learners": len(learners),
+            "n_learners_with_reviews": len(trained.user_params),
             "n_learners_trained": trained.n_trained,
             "n_learners_with_own_weights": trained.n_learners_with_own_weights,
-            "global_logloss": dg.MetadataValue.float(trained.global_logloss),
+            "learners_replayed": len(stale),
             "holdout_logloss_own": dg.MetadataValue.float(own_ll),
             "holdout_logloss_global": dg.MetadataValue.float(global_ll),
-            "global_weights": dg.MetadataValue.json([round(float(w), 4) for w in trained.global_weights]),
             "seconds": dg.MetadataValue.float(time.perf_counter() - started),
         },
         check_results=[dg.AssetCheckResult(
@@ -75,11 +138,13 @@ def fsrs_parameters(context: dg.AssetExecutionContext, config: FsrsFitConfig,
     )
 
 
-@dg.asset_check(asset=fsrs_parameters, blocking=True, description="Every stored weight vector (the latest "
-                "global one, every learner's own) lies inside the FSRS-6 clamping bounds.")
-def weights_within_bounds(warehouse: Warehouse) -> dg.AssetCheckResult:
+@dg.asset_check(asset=fsrs_parameters, blocking=True, partitions_def=learner_shards,
+                description="The latest global weights and the shard's learners' own weights lie inside the "
+                            "FSRS-6 clamping bounds.")
+def weights_within_bounds(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.begin() as conn:
-        weights = current_weights(conn).weights
+        weights = memory_state_store.current_weights(
+            conn, fsrs_params.shard_learners(conn, context.partition_key)).weights
     out_of_bounds = fsrs_training.weight_vectors_out_of_bounds(weights)
     return dg.AssetCheckResult(passed=out_of_bounds == 0, metadata={"weight_vectors_out_of_bounds": out_of_bounds})
 
@@ -87,7 +152,8 @@ def weights_within_bounds(warehouse: Warehouse) -> dg.AssetCheckResult:
 shadow_days = dg.DailyPartitionsDefinition(start_date=SHADOW_FIRST_DAY)
 
 
-@dg.asset(group_name="fsrs", deps=[fsrs_parameters], partitions_def=shadow_days, kinds={"python", "sql"},
+@dg.asset(group_name="fsrs", deps=[dg.AssetDep(fsrs_parameters, partition_mapping=dg.AllPartitionMapping())],
+          partitions_def=shadow_days, kinds={"python", "sql"},
           owners=["team:learning-intelligence"])
 def fsrs_shadow_evaluation(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """Predicted against actual recall for one day's reviews, per A/B group: BASELINE_GLOBAL learners
@@ -103,20 +169,38 @@ def fsrs_shadow_evaluation(context: dg.AssetExecutionContext, warehouse: Warehou
     return dg.MaterializeResult(metadata=fsrs_training.shadow_summary(metrics))
 
 
+fsrs_global_job = dg.define_asset_job(
+    "fsrs_global_job", selection=[fsrs_global_parameters], tags={"dagster/max_runtime": str(60 * 60)},
+    description="Fits the global FSRS weights on a sample of learners; every learner shard follows "
+                "(fsrs_shards_after_global).")
+# A shard's step stays well under RabbitMQ's consumer_timeout (30 minutes by default): with late acks,
+# a step still running then is delivered again. Past 25 minutes, use more shards.
 fsrs_optimization_job = dg.define_asset_job(
-    "fsrs_optimization_job", selection=dg.AssetSelection.assets(fsrs_parameters, dg.AssetKey("card_memory_states")),
-    tags={"dagster/max_runtime": str(4 * 60 * 60)},
-    description="Fits global and eligible learners' own FSRS weights, then brings card_memory_states onto them.")
+    "fsrs_optimization_job", selection=[fsrs_parameters],
+    tags={"dagster/max_runtime": str(25 * 60)},
+    description="One learner shard: fits its eligible learners' own FSRS weights from the global ones and "
+                "replays its learners' memory states on their new weights. Launch every shard as a backfill.")
 fsrs_shadow_evaluation_job = dg.define_asset_job(
     "fsrs_shadow_evaluation_job", selection=[fsrs_shadow_evaluation],
     description="Scores one day's recall predictions per A/B group into eval_metrics_daily.")
 
 
-@dg.schedule(cron_schedule="0 3 * * 1", job=fsrs_optimization_job, execution_timezone="UTC",
+@dg.schedule(cron_schedule="0 3 * * 1", job=fsrs_global_job, execution_timezone="UTC",
              default_status=settings.DEFAULT_SCHEDULE_STATUS,
-             description="Weekly optimization, Monday 03:00 UTC; learners still cooling down are left as they are.")
+             description="Weekly global fit, Monday 03:00 UTC; every learner shard follows it (fsrs_shards_after_global), "
+                         "leaving learners still cooling down as they are.")
 def fsrs_weekly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=f"fsrs_weekly:{context.scheduled_execution_time:%Y-%m-%d}")
+
+
+@dg.asset_sensor(asset_key=fsrs_global_parameters.key, job=fsrs_optimization_job, minimum_interval_seconds=30,
+                 default_status=settings.DEFAULT_SENSOR_STATUS,
+                 description="After each new version of the global weights, launches every learner shard of "
+                             "fsrs_parameters (one run each, keyed by the global run, so a shard never runs twice "
+                             "for the same version).")
+def fsrs_shards_after_global(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    return [dg.RunRequest(run_key=f"fsrs_shards:{asset_event.run_id}:{shard}", partition_key=shard)
+            for shard in learner_shards.get_partition_keys()]
 
 
 @dg.schedule(cron_schedule="30 3 * * *", job=fsrs_shadow_evaluation_job, execution_timezone="UTC",
@@ -126,23 +210,33 @@ def fsrs_shadow_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=f"fsrs_shadow:{day}", partition_key=day)
 
 
-@dg.sensor(job=fsrs_optimization_job, minimum_interval_seconds=3600, default_status=settings.DEFAULT_SENSOR_STATUS,
-           description="Launches the optimization when learners become eligible for own weights. The run key is a "
-                       "fingerprint of who is eligible with how many reviews, so the same learners and data never "
-                       "launch twice.")
+@dg.sensor(jobs=[fsrs_optimization_job, fsrs_global_job], minimum_interval_seconds=3600,
+           default_status=settings.DEFAULT_SENSOR_STATUS,
+           description="Launches the learner shards in which learners became eligible for own weights (the global "
+                       "fit first when there is none). Each shard's run key is a fingerprint of who is eligible "
+                       "there with how many reviews, so the same learners and data never launch twice.")
 def fsrs_eligibility_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse) -> dg.SensorResult:
     with warehouse.begin() as conn:
         learners = fsrs_params.eligibility_inputs(conn)
+        has_global = fsrs_params.latest_global_weights(conn) is not None
     eligible = fsrs_policy.eligible_learners(learners, dt.datetime.now(dt.timezone.utc))
     if eligible.empty:
         return dg.SensorResult(skip_reason="no learner is eligible for own FSRS weights", cursor=context.cursor)
-    eligible = eligible[["user_id", "n_reviews"]].sort_values("user_id")
-    fingerprint = hashlib.sha256(eligible.to_csv(index=False).encode()).hexdigest()[:16]
-    if fingerprint == context.cursor:
-        return dg.SensorResult(skip_reason=f"already launched for these {len(eligible)} learner(s)",
+    if not has_global:
+        return dg.SensorResult(run_requests=[dg.RunRequest(job_name=fsrs_global_job.name, run_key="fsrs_global:first")],
                                cursor=context.cursor)
-    return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"fsrs_eligible:{fingerprint}",
-                                    tags={"fsrs/eligible_learners": str(len(eligible))})],
-        cursor=fingerprint,
-    )
+    launched = json.loads(context.cursor) if context.cursor and context.cursor.startswith("{") else {}
+    eligible = eligible[["user_id", "n_reviews"]].sort_values("user_id")
+    n_shards = len(learner_shards.get_partition_keys())
+    requests, fingerprints = [], {}
+    for shard, in_shard in eligible.groupby(shard_of(eligible["user_id"], n_shards)):
+        key = learner_shards.get_partition_keys()[shard]
+        fingerprints[key] = hashlib.sha256(in_shard.to_csv(index=False).encode()).hexdigest()[:16]
+        if launched.get(key) != fingerprints[key]:
+            requests.append(dg.RunRequest(job_name=fsrs_optimization_job.name, partition_key=key,
+                                          run_key=f"fsrs_eligible:{key}:{fingerprints[key]}",
+                                          tags={"fsrs/eligible_learners": str(len(in_shard))}))
+    cursor = json.dumps(fingerprints, sort_keys=True)
+    if not requests:
+        return dg.SensorResult(skip_reason=f"already launched for these {len(eligible)} learner(s)", cursor=cursor)
+    return dg.SensorResult(run_requests=requests, cursor=cursor)

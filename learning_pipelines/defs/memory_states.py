@@ -8,6 +8,7 @@ from pydantic import Field
 
 from learning_pipelines.db import memory_states as store
 from learning_pipelines.defs.fsrs import fsrs_parameters
+from learning_pipelines.defs.memory_state_replay import REPLAY_LEARNER_CHUNK, replay_learners
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.review_logs import review_logs
 from learning_pipelines.domain import memory_states
@@ -26,8 +27,8 @@ MEMORY_STATES_AUTOMATION = (
 
 
 class MemoryStateConfig(dg.Config):
-    learner_chunk: int = Field(default=2000, description="learners replayed per read when their weights or "
-                               "preferences changed: memory stays flat whatever the number of learners")
+    learner_chunk: int = Field(default=REPLAY_LEARNER_CHUNK, description="learners replayed per read when their "
+                               "weights changed: memory stays flat whatever the number of learners")
 
 
 @dg.asset(
@@ -42,8 +43,9 @@ def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateCon
                        warehouse: Warehouse) -> dg.MaterializeResult:
     """Each card's stability, difficulty, last review and due time, carried forward by the reviews that
     reached the warehouse since the last run (O(new reviews)); a card that got a review older than its
-    last one (or lost one to the rejects) is replayed from its history, a learner whose weights changed
-    is replayed in full (the weekly heavy part, in chunks of learners), and one whose preferences
+    last one (or lost one to the rejects) is replayed from its history, a learner still on weights other than
+    their current ones is replayed in full (normally their learner shard of fsrs_parameters has done that
+    already: this covers the first run and a run between the global fit and the shards), and one whose preferences
     changed gets new due times. States and progress commit together."""
     started = time.perf_counter()
     with warehouse.begin() as conn:
@@ -60,10 +62,7 @@ def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateCon
         store.delete_keys(conn, store.states, work.replay_requests)  # a card may have no review left
         store.delete_keys(conn, store.replays_table, work.replay_requests)
         store.upsert_states(conn, memory_states.schedule(changed, *store.learner_settings(conn, changed["user_id"])))
-        for offset in range(0, len(replaying), config.learner_chunk):
-            learners = replaying[offset:offset + config.learner_chunk]
-            replayed = memory_states.replay(store.learner_histories(conn, learners), work.weights)
-            store.replace_learners(conn, learners, memory_states.schedule(replayed, *store.learner_settings(conn, learners)))
+        replay_learners(conn, replaying, work.weights, config.learner_chunk)
         if len(replaying):
             store.refresh_statistics(conn)
         store.write_progress(conn, work.next_progress)

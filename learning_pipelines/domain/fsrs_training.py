@@ -1,9 +1,9 @@
 """The weekly FSRS optimization and the daily shadow evaluation, as computations on frames.
 
 Training: each learner's latest reviews are held out (fsrs_policy.HOLDOUT_SHARE); global weights are
-fitted on everyone's other reviews pooled (sampled by whole cards); eligible learners
-(fsrs_policy.eligible_learners) get own weights fitted from the global ones, and own and global
-weights are scored on their held-out reviews. The result carries the new srs_user_params rows.
+fitted once on a sample of learners' other reviews pooled (sampled by whole cards); then, shard by
+shard, eligible learners (fsrs_policy.eligible_learners) get own weights fitted from the global ones,
+and own and global weights are scored on their held-out reviews, giving the shard's srs_user_params rows.
 
 Shadow evaluation: one day's reviews predicted with the weights each A/B group is served, scored
 per group (domain.metrics).
@@ -42,11 +42,20 @@ class TrainingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingResult:
-    global_weights: np.ndarray  # (21,)
-    global_logloss: float  # the pooled fit's training logloss
-    global_n_reviews: int  # reviews the pooled fit scored
-    n_training_learners: int  # learners with reviews outside the holdout
+class GlobalFit:
+    """The pooled fit: the weights every learner without own weights is scheduled with."""
+
+    weights: np.ndarray  # (21,)
+    logloss: float  # the pooled fit's training logloss
+    n_reviews: int  # reviews the pooled fit scored
+    n_learners: int  # learners whose reviews (outside the holdout) the fit drew from
+    trained_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerTraining:
+    """Own weights for the eligible learners among some learners (a shard, or everyone)."""
+
     user_params: pd.DataFrame  # the new srs_user_params rows, one per learner with reviews (weights as JSON)
     n_trained: int  # learners who got new own weights in this run
     holdout_scores: pd.DataFrame  # per trained learner (index user_id): held-out logloss own, global; n reviews
@@ -79,21 +88,50 @@ class TrainingResult:
         return float(np.average(self.holdout_scores[column], weights=n)) if n.sum() else float("nan")
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingResult:
+    global_fit: GlobalFit
+    learners: LearnerTraining
+
+
 def train(reviews: pd.DataFrame, previous: pd.DataFrame, now: dt.datetime, config: TrainingConfig = TrainingConfig(),
           log: Callable[[str], None] = lambda message: None) -> TrainingResult:
-    """Global weights for everyone and own weights for the learners eligible at `now`.
+    """Global weights, then own weights for the learners eligible at `now`, all in one process: what
+    the sharded optimization (fit_global once, train_learners per shard) computes, in one call.
 
     reviews: every review (id, user_id, concept_id, rating, reviewed_at, timezone, day_start_hour), in time order.
     previous: the stored srs_user_params rows; learners not trained now keep theirs.
     """
+    global_fit = fit_global(reviews, now, config, log)
+    return TrainingResult(global_fit, train_learners(reviews, previous, global_fit.weights, now, config, log))
+
+
+def fit_global(reviews: pd.DataFrame, now: dt.datetime, config: TrainingConfig = TrainingConfig(),
+               log: Callable[[str], None] = lambda message: None) -> GlobalFit:
+    """The pooled fit over `reviews` (whole learners, with their calendar, in time order) outside each
+    learner's holdout, sampled by whole cards down to config.global_fit_max_reviews."""
     started = time.perf_counter()
+    reviews = with_learner_days(reviews)
+    training = reviews.loc[~fsrs_policy.holdout_mask(reviews)]
+    fit = fit_pooled(sample_cards(training, config.global_fit_max_reviews), config.global_fit)
+    log(f"global weights fitted in {time.perf_counter() - started:.1f} s ({fit.iterations} iterations)")
+    return GlobalFit(fit.weights[0], float(fit.logloss_after[0]), int(fit.n_reviews.sum()),
+                     int(training["user_id"].nunique()), now)
+
+
+def train_learners(reviews: pd.DataFrame, previous: pd.DataFrame, global_weights: np.ndarray, now: dt.datetime,
+                   config: TrainingConfig = TrainingConfig(),
+                   log: Callable[[str], None] = lambda message: None) -> LearnerTraining:
+    """Own weights, fitted from `global_weights`, for the learners of `reviews` eligible at `now`, each
+    scored against the global weights on their held-out latest reviews. A learner's result depends on
+    their own reviews only, so any split of the learners gives the same rows.
+
+    reviews: every review of these learners, with their calendar, in time order.
+    previous: their stored srs_user_params rows; learners not trained now keep theirs.
+    """
     reviews = with_learner_days(reviews)
     holdout = fsrs_policy.holdout_mask(reviews)
     training = reviews.loc[~holdout]
-    global_fit = fit_pooled(sample_cards(training, config.global_fit_max_reviews), config.global_fit)
-    global_weights = global_fit.weights[0]
-    log(f"global weights fitted in {time.perf_counter() - started:.1f} s ({global_fit.iterations} iterations)")
-
     learners = _learner_rows(reviews, previous)
     to_train = fsrs_policy.eligible_learners(learners, now)["user_id"].to_numpy()
     log(f"{len(to_train)} learner(s) eligible for own weights, of {len(learners)}")
@@ -108,10 +146,8 @@ def train(reviews: pd.DataFrame, previous: pd.DataFrame, now: dt.datetime, confi
         holdout_scores = _own_against_global(reviews.loc[reviews["user_id"].isin(to_train)], holdout, own,
                                              global_weights)
         learners = _with_own_weights(learners, own, holdout_scores, now)
-    return TrainingResult(
-        global_weights=global_weights, global_logloss=float(global_fit.logloss_after[0]),
-        global_n_reviews=int(global_fit.n_reviews.sum()), n_training_learners=int(training["user_id"].nunique()),
-        user_params=learners, n_trained=len(to_train), holdout_scores=holdout_scores, trained_at=now)
+    return LearnerTraining(user_params=learners, n_trained=len(to_train), holdout_scores=holdout_scores,
+                           trained_at=now)
 
 
 def sample_cards(reviews: pd.DataFrame, max_reviews: int, seed: int = 0) -> pd.DataFrame:

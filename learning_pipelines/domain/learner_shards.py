@@ -1,0 +1,42 @@
+"""Learner shards: every learner belongs to one of a fixed number of shards, by a stable hash of user_id,
+so per-learner work (own FSRS weights and the replay of their memory states) splits into independent
+pieces that any worker can take. Shard keys name the count too ("03-of-16"): changing the count gives
+new keys instead of silently moving learners between old ones."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from learning_pipelines.domain.review_ids import derive_review_ids
+
+# Changing it moves every learner to another shard: harmless (shards hold no state of their own),
+# but it turns the shards' history in the UI meaningless.
+_SHARD_SALT = 0x5_4A2D
+
+
+def shard_keys(n_shards: int) -> list[str]:
+    if n_shards < 1:
+        raise ValueError(f"the number of learner shards must be at least 1, not {n_shards}")
+    return [f"{index:02d}-of-{n_shards:02d}" for index in range(n_shards)]
+
+
+def parse_shard_key(key: str) -> tuple[int, int]:
+    """(index, n_shards) of a key made by shard_keys."""
+    index, _, n_shards = key.partition("-of-")
+    if not (index.isdigit() and n_shards.isdigit()) or not int(index) < int(n_shards):
+        raise ValueError(f"{key!r} is not a learner shard key (like '03-of-16')")
+    return int(index), int(n_shards)
+
+
+def shard_of(user_ids, n_shards: int) -> np.ndarray:
+    """The shard index of each learner (the same learner always lands in the same shard)."""
+    ids = np.asarray(user_ids, dtype=np.int64)
+    hashed = derive_review_ids(ids, np.full(len(ids), _SHARD_SALT), np.zeros(len(ids), dtype=np.int64))
+    return (hashed % n_shards).astype(np.int64)
+
+
+def learners_in(user_ids, key: str) -> np.ndarray:
+    """The learners of `user_ids` that belong to the shard `key`."""
+    index, n_shards = parse_shard_key(key)
+    ids = np.asarray(user_ids, dtype=np.int64)
+    return ids[shard_of(ids, n_shards) == index]
