@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: install demo test dev bench clean-demo promtool pg-client metrics
+.PHONY: install demo test dev bench clean-demo promtool pg-client metrics stack stack-stop stack-restart-workers
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,19 @@ test: install promtool pg-client
 dev: install
 	$(BIN)/alembic upgrade head
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The production topology on this machine: PostgreSQL databases `warehouse` and `dagster` (created and migrated),
+# code server, daemon, webserver on 127.0.0.1:3000, 2 Celery workers on RabbitMQ, metrics exporter; pids and logs
+# under .stack/. LEARNING_PIPELINES_STACK_POSTGRES names another PostgreSQL server (password in PGPASSWORD).
+stack: install
+	$(BIN)/learning-pipelines stack start --run-dir .stack
+
+stack-stop:
+	@test -x $(BIN)/learning-pipelines && $(BIN)/learning-pipelines stack stop --run-dir .stack || true
+
+# Workers keep the code they imported: restart them after a code change (the UI's Reload updates the code server).
+stack-restart-workers:
+	$(BIN)/learning-pipelines stack restart-workers --run-dir .stack
 
 metrics: install
 	$(BIN)/learning-pipelines metrics

@@ -60,3 +60,18 @@ def checked_shard_count(value: str | None) -> int:
 
 
 LEARNER_SHARDS = checked_shard_count(os.environ.get(LEARNER_SHARDS_ENV))
+
+# `celery`: every job's steps go to Celery workers (dagster-celery over RabbitMQ), as in the production stack
+# (`make stack`); unset: Dagster's default executor, in the run's own processes (development, tests).
+EXECUTOR_ENV = "LEARNING_PIPELINES_EXECUTOR"
+EXECUTORS = ("default", "celery")
+EXECUTOR = os.environ.get(EXECUTOR_ENV, "default").strip().lower() or "default"
+if EXECUTOR not in EXECUTORS:
+    raise ValueError(f"${EXECUTOR_ENV} must be one of {', '.join(EXECUTORS)}, not {EXECUTOR!r}")
+# The broker URL (it may hold a password) is read from this variable where it is used, never shown in a run's config.
+CELERY_BROKER_ENV = "LEARNING_PIPELINES_CELERY_BROKER"
+DEFAULT_CELERY_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
+# The queue the steps go to and the workers listen on: its own per deployment (and per test run), since
+# dagster-celery's default queue `dagster` is shared by everyone on a broker.
+CELERY_QUEUE_ENV = "LEARNING_PIPELINES_CELERY_QUEUE"
+CELERY_QUEUE = os.environ.get(CELERY_QUEUE_ENV, "").strip() or "learning_pipelines"

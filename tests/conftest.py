@@ -23,6 +23,9 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ANKI_CSV = SHARED_DATA / "fsrs" / "anki_one_learner_revlog.csv"
 
 
+TEST_BROKER_URL = os.environ.get("LEARNING_PIPELINES_TEST_BROKER", "pyamqp://guest:guest@127.0.0.1:5672//")
+
+
 def _admin_engine() -> sa.Engine:
     return sa.create_engine(TEST_PG_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
 
@@ -36,14 +39,29 @@ def _postgres_reachable() -> str | None:
         return str(error).splitlines()[0]
 
 
+def _skip_or_fail(message: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (under CI a missing service is a failure)")
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def postgres_available() -> None:
     problem = _postgres_reachable()
     if problem:
-        message = f"PostgreSQL at {TEST_PG_URL} unreachable: {problem}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (under CI a missing PostgreSQL is a failure)")
-        pytest.skip(message)
+        _skip_or_fail(f"PostgreSQL at {TEST_PG_URL} unreachable: {problem}")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_available() -> None:
+    import kombu
+
+    try:
+        with kombu.Connection(TEST_BROKER_URL, connect_timeout=5) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as error:  # noqa: BLE001  (kombu raises the transport's own errors)
+        shown = kombu.utils.url.maybe_sanitize_url(TEST_BROKER_URL)
+        _skip_or_fail(f"RabbitMQ at {shown} unreachable: {str(error).splitlines()[0]}")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,68 @@
+"""`learning-pipelines stack start|stop`: the production topology on this machine (`make stack`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_RUN_DIR = Path(".stack")
+
+
+def _start(args: argparse.Namespace) -> int:
+    from learning_pipelines.deploy.stack import DEFAULT_POSTGRES, POSTGRES_ENV, Stack, StackError, start, stop
+    from learning_pipelines.settings import AUTOMATION_ON
+
+    stack = Stack(run_dir=args.run_dir.resolve(), postgres=os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES),
+                  workers=args.workers, automation=AUTOMATION_ON)
+    try:
+        pids = start(stack)
+    except StackError as error:
+        stop(stack.run_dir)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for name, pid in pids.items():
+        print(f"  {name:<12} pid {pid:<8} log {stack.run_dir / 'logs' / f'{name}.log'}")
+    print(f"stack up: Dagster UI {stack.webserver_url}, metrics {stack.metrics_url}, "
+          f"schedules and sensors {'on' if stack.automation else 'off (LEARNING_PIPELINES_AUTOMATION=on starts them)'}")
+    print(f"launch a job: DAGSTER_HOME={stack.dagster_home} .venv/bin/dagster job launch -w {stack.workspace} "
+          "-j fsrs_global_job")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from learning_pipelines.deploy.stack import stop
+
+    stopped = stop(args.run_dir.resolve())
+    print(f"stopped {len(stopped)} process(es) of the stack in {args.run_dir}" if stopped
+          else f"no stack running from {args.run_dir}")
+    return 0
+
+
+def _restart_workers(args: argparse.Namespace) -> int:
+    from learning_pipelines.deploy.stack import StackError, restart_workers
+
+    try:
+        restarted = restart_workers(args.run_dir.resolve())
+    except StackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for name, pid in restarted.items():
+        print(f"  {name:<12} restarted, pid {pid}")
+    return 0
+
+
+def register(commands) -> None:
+    stack = commands.add_parser("stack", help="start or stop the production topology on this machine")
+    actions = stack.add_subparsers(dest="action", required=True)
+    start = actions.add_parser("start", help="create and migrate both databases, start every process in the background")
+    start.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR, help="pids, logs and the instance (default .stack)")
+    start.add_argument("--workers", type=int, default=2, help="Celery worker processes (default 2)")
+    start.set_defaults(handler=_start)
+    stop = actions.add_parser("stop", help="stop every process the stack started, children included")
+    stop.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
+    stop.set_defaults(handler=_stop)
+    restart = actions.add_parser("restart-workers", help="restart the Celery workers so they run the current code")
+    restart.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
+    restart.set_defaults(handler=_restart_workers)

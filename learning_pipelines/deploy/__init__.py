@@ -1,0 +1,1 @@
+"""The production topology: Celery step execution, the local stack's processes, deployment checks."""
