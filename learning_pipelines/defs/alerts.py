@@ -12,6 +12,7 @@ import dagster as dg
 from learning_pipelines import settings
 from learning_pipelines.db import run_failures
 from learning_pipelines.defs.resources import Warehouse
+from learning_pipelines.observability.structured_logs import dagster_logger
 
 WEBHOOK_TIMEOUT_SECONDS = 10
 MESSAGE_CHARS = 300  # enough for the error's first line; alerts are pointers to the run, not its log
@@ -80,6 +81,8 @@ def run_failure_reporter(context: dg.RunFailureSensorContext, warehouse: Warehou
     report = failure_report(context)
     url = settings.ALERT_WEBHOOK_URL
     status = post_alert(url, report) if url else "no webhook configured"
-    context.log.info(f"run {report['run_id']} of {report['job']} failed at {report['step']}: {status}")
+    dagster_logger(context.log, sensor=context.sensor_name).info(
+        "run failure reported", failed_run_id=report["run_id"], failed_job=report["job"], step=report["step"],
+        webhook=status)
     with warehouse.begin() as conn:
         run_failures.record(conn, report, status)

@@ -19,6 +19,7 @@ from learning_pipelines.domain import fsrs_policy, fsrs_training
 from learning_pipelines.domain.fsrs_optimizer import FitConfig
 from learning_pipelines.domain.learner_shards import shard_of
 from learning_pipelines.domain.memory_states import LearnerWeights
+from learning_pipelines.observability.structured_logs import asset_logger
 
 SHADOW_FIRST_DAY = "2024-01-01"
 
@@ -69,7 +70,7 @@ def fsrs_global_parameters(context: dg.AssetExecutionContext, config: GlobalFitC
         raise dg.Failure(description="review_logs holds no review: import reviews first "
                                      "(learning-pipelines import reviews FILE).", allow_retries=False)
     fit = fsrs_training.fit_global(sample, dt.datetime.now(dt.timezone.utc), config.to_training_config(),
-                                   log=context.log.info)
+                                   log=asset_logger(context).info)
     out_of_bounds = fsrs_training.weight_vectors_out_of_bounds(LearnerWeights(fit.weights, "", {}, {}))
     with warehouse.begin() as conn:
         version = fsrs_params.record_global_fit(conn, fit)
@@ -112,7 +113,7 @@ def fsrs_parameters(context: dg.AssetExecutionContext, config: ShardFitConfig,
                                      "(fsrs_global_job).", allow_retries=False)
     trained = fsrs_training.train_learners(inputs.reviews, inputs.previous, global_weights,
                                            dt.datetime.now(dt.timezone.utc), config.to_training_config(),
-                                           log=context.log.info)
+                                           log=asset_logger(context).info)
     with warehouse.begin() as conn:
         memory_state_store.lock_learners(conn)
         fsrs_params.replace_learner_params(conn, learners, trained.user_params)

@@ -13,6 +13,7 @@ from learning_pipelines.defs.resources import ModelStore, Warehouse
 from learning_pipelines.domain import recommend
 from learning_pipelines.domain.chunking import LEARNER_CHUNK
 from learning_pipelines.domain.ncf import MIN_POSITIVES, NcfCheckpoint, NcfConfig, fit_and_evaluate
+from learning_pipelines.observability.structured_logs import asset_logger
 
 RETRAIN_GROWTH = 0.2  # retrain when interactions grew by more than this fraction since the last model
 RECOMMENDATIONS_PER_LEARNER = 10  # what a learner's page shows
@@ -55,13 +56,14 @@ def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, ware
     against popularity); checkpoint in the ModelStore and a row in ncf_models whatever its scores. Only a
     model that beats popularity becomes the serving one: its embeddings replace ncf_user_embeddings and
     ncf_item_embeddings. With fewer than 10 positive interactions it records why and writes nothing."""
+    log = asset_logger(context)
     with warehouse.begin() as conn:
         interactions = ncf_store.interactions(conn)
     n_positives = len(interactions.drop_duplicates(["user", "item"]))
     if n_positives < MIN_POSITIVES:
         reason = (f"only {n_positives} positive interaction(s); NCF needs at least {MIN_POSITIVES}: "
                   "recommendations use the content and graph fallback")
-        context.log.warning(reason)
+        log.warning(reason, n_positives=n_positives)
         return dg.MaterializeResult(
             metadata={"trained": False, "reason": reason, "n_interactions": len(interactions)},
             check_results=[dg.AssetCheckResult(check_name="ncf_beats_popularity", passed=True,
@@ -78,10 +80,9 @@ def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, ware
             ncf_store.replace_embeddings(conn, model_id, trained.checkpoint.embeddings())
         serving = ncf_store.latest_model(conn, beating_popularity=True)
     if not serves:
-        context.log.warning(f"model {model_id} does not beat popularity (HR@10 {scores.hr_at_10:.4f} vs "
-                            f"{scores.popularity_hr_at_10:.4f}): recorded, not serving; "
-                            + (f"model {serving.model_id} keeps serving" if serving
-                               else "recommendations use the content and graph fallback"))
+        log.warning("model does not beat popularity: recorded, not serving", model_id=model_id,
+                    hr_at_10=round(scores.hr_at_10, 4), popularity_hr_at_10=round(scores.popularity_hr_at_10, 4),
+                    serving=f"model {serving.model_id}" if serving else "content and graph fallback")
     return dg.MaterializeResult(
         metadata={"trained": True, "model_id": model_id, "serving": serves,
                   "hr_at_10": dg.MetadataValue.float(scores.hr_at_10),

@@ -9,6 +9,7 @@ from learning_pipelines.db import partitions, review_logs as store
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.domain.review_history import card_intervals, with_learner_days
 from learning_pipelines.ingest.validation import review_rule_violations
+from learning_pipelines.observability.structured_logs import asset_logger
 
 # Reviews before 2000 are rejected on import, so the first month partition is January 2000.
 FIRST_MONTH = "2000-01-01"
@@ -30,6 +31,7 @@ def review_logs(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.M
     `review_log_rejects` with their reason; every other row stays. Re-running a month replaces
     its intervals, so it is idempotent.
     """
+    log = asset_logger(context)
     start, end = _utc_window(context.partition_time_window)
     now = dt.datetime.now(dt.timezone.utc)
     # Before the transaction: created inside it, the partition's locks would be held for the whole run.
@@ -41,7 +43,7 @@ def review_logs(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.M
         if len(bad):
             store.quarantine(conn, bad, reasons[reasons != ""], f"review_logs asset, partition {context.partition_key}",
                              now, start, end)
-            context.log.warning(f"{len(bad)} review(s) of {context.partition_key} moved to review_log_rejects")
+            log.warning("reviews moved to review_log_rejects", n_rejected=len(bad))
         month = month.loc[reasons == ""]
         prior = with_learner_days(store.earlier_card_history(conn, start, end), "last_reviewed_at", "last_learner_day")
         reviews = with_learner_days(month.rename(columns={"id": "review_id"}))

@@ -14,6 +14,7 @@ from pydantic import Field
 from learning_pipelines.db import partition_migration
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.review_logs import review_log_months
+from learning_pipelines.observability.structured_logs import asset_logger
 
 
 class BackfillConfig(dg.Config):
@@ -40,6 +41,7 @@ def review_logs_partitioned(context: dg.AssetExecutionContext, config: BackfillC
     resumes after its last batch; rows are locked FOR SHARE while copied so a concurrent update
     or delete waits and is then mirrored by the trigger.
     """
+    log = asset_logger(context)
     month = context.partition_time_window.start.astimezone(dt.timezone.utc).date()
     with warehouse.begin() as conn:
         state = partition_migration.layout(conn)
@@ -49,7 +51,7 @@ def review_logs_partitioned(context: dg.AssetExecutionContext, config: BackfillC
         before = partition_migration.month_progress(conn, month)
     resumed_from = int(before["rows_copied"]) if before and before["finished_at"] is None else 0
     if resumed_from:
-        context.log.info(f"Resuming {month:%Y-%m} after {resumed_from} rows copied by an earlier run")
+        log.info("resuming after the rows an earlier run copied", rows_copied=resumed_from)
 
     started, batches, rows_read, rows_inserted = time.perf_counter(), 0, 0, 0
     while True:
@@ -61,7 +63,7 @@ def review_logs_partitioned(context: dg.AssetExecutionContext, config: BackfillC
         if batch.finished:
             break
         if batches % 20 == 0:
-            context.log.info(f"{month:%Y-%m}: {resumed_from + rows_read} rows copied")
+            log.info("rows copied", rows_copied=resumed_from + rows_read)
         time.sleep(config.pause_between_batches_s)
     seconds = time.perf_counter() - started
     with warehouse.begin() as conn:

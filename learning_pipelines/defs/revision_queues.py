@@ -13,6 +13,7 @@ from learning_pipelines.defs.memory_states import card_memory_states
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.domain import revision
 from learning_pipelines.domain.chunking import LEARNER_CHUNK
+from learning_pipelines.observability.structured_logs import asset_logger
 
 queue_days = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1, timezone=settings.SCHEDULE_TIMEZONE)
 
@@ -58,8 +59,9 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
             totals.append(revision.theme_totals(queues))
         stats = revision.day_stats(totals)
         store.write_day_stats(conn, day, stats)
+    log = asset_logger(context)
     for row in rejected.itertuples():
-        context.log.warning(f"user {row.user_id}: {row.problem}; using the defaults")
+        log.warning("preferences rejected; using the defaults", user_id=int(row.user_id), problem=row.problem)
     everything = stats.set_index("theme_key").loc[revision.ALL_THEMES]
     return dg.MaterializeResult(metadata={
         "n_learners": len(learners),

@@ -1,0 +1,75 @@
+"""Error tracking with Sentry, only where SENTRY_DSN is set: nothing is initialised or sent without it.
+
+A failed asset step sends one event, from a failure hook on every asset, tagged with the fields of its log
+lines (run id, job, asset, partition, learner shard). Log lines never become events or breadcrumbs: Dagster
+logs each failure at error level more than once, with the SQL parameters (learner rows) in the message.
+The SDK reads SENTRY_ENVIRONMENT and SENTRY_RELEASE itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import dagster as dg
+import sentry_sdk
+from sentry_sdk.integrations.logging import LoggingIntegration
+from sentry_sdk.transport import Transport
+
+from learning_pipelines.observability.structured_logs import step_fields
+
+DSN_ENV = "SENTRY_DSN"
+PARTITION_TAG = "dagster/partition"  # set by Dagster on a run of one partition
+# A driver's DETAIL lines and SQLAlchemy's statement and parameters quote learners' rows.
+_ROW_VALUES = re.compile(r"\s*(?:^DETAIL:|\[SQL: |\[parameters: ).*", re.DOTALL | re.MULTILINE)
+
+
+def _without_row_values(event: dict, hint: dict) -> dict:
+    for exception in event.get("exception", {}).get("values", []):
+        if exception.get("value"):
+            exception["value"] = _ROW_VALUES.sub("", exception["value"])
+    return event
+
+
+def init(transport: Transport | None = None) -> bool:
+    """Starts Sentry when SENTRY_DSN is set; returns whether it is on. `transport` replaces HTTP (tests)."""
+    dsn = os.environ.get(DSN_ENV, "").strip()
+    if not dsn:
+        return False
+    if not sentry_sdk.get_client().is_active():
+        # No user data: send_default_pii stays unset, which is False (setting it is deprecated since 2.7x);
+        # frame variables would hold learners' rows.
+        sentry_sdk.init(dsn=dsn, transport=transport, include_local_variables=False,
+                        integrations=[LoggingIntegration(level=None, event_level=None)],
+                        before_send=_without_row_values)
+    return True
+
+
+def capture_failures(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """The asset with a failure hook that sends its step's exception to Sentry (nothing while Sentry is off)."""
+    asset = ", ".join(sorted(key.to_user_string() for key in assets_def.keys))
+
+    @dg.failure_hook(name=f"sentry_{assets_def.node_def.name}")
+    def send_to_sentry(context: dg.HookContext) -> None:
+        if not sentry_sdk.get_client().is_active():
+            return
+        run = context.instance.get_run_by_id(context.run_id)
+        partition = run.tags.get(PARTITION_TAG) if run else None
+        with sentry_sdk.new_scope() as scope:
+            scope.set_tags(step_fields(context.run_id, context.job_name, asset, assets_def.partitions_def, partition))
+            scope.capture_exception(context.op_exception)
+        sentry_sdk.flush()  # a step's own process (multiprocess executor) may end without running atexit
+
+    return assets_def.with_hooks({send_to_sentry})
+
+
+def with_failure_capture(defs: dg.Definitions) -> dg.Definitions:
+    """`defs` with `capture_failures` on every asset it materializes (whichever job or sensor runs it)."""
+    # A module that imports an asset lists it again; the same object is one asset, its hooked copies would be two.
+    unique = {id(a): a for a in defs.assets or []}.values()
+    assets = [capture_failures(a) if isinstance(a, dg.AssetsDefinition) and a.is_executable
+              and not isinstance(a, dg.AssetChecksDefinition) else a for a in unique]
+    # Dagster's own copy-with-changes (as its map_asset_specs does): every other field, present or future, is kept.
+    from dagster._record import replace
+
+    return replace(defs, assets=assets)
