@@ -12,7 +12,7 @@ from learning_pipelines.db import ncf_store
 from learning_pipelines.defs.resources import ModelStore, Warehouse
 from learning_pipelines.domain import recommend
 from learning_pipelines.domain.chunking import LEARNER_CHUNK
-from learning_pipelines.domain.ncf import MIN_POSITIVES, NcfCheckpoint, NcfConfig, fit_and_evaluate
+from learning_pipelines.domain.ncf_config import MIN_POSITIVES, NcfConfig
 from learning_pipelines.observability.structured_logs import asset_logger
 
 RETRAIN_GROWTH = 0.2  # retrain when interactions grew by more than this fraction since the last model
@@ -68,6 +68,10 @@ def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, ware
             metadata={"trained": False, "reason": reason, "n_interactions": len(interactions)},
             check_results=[dg.AssetCheckResult(check_name="ncf_beats_popularity", passed=True,
                                                metadata={"skipped": reason})])
+    # torch loads only in the steps that train or score: imported with the code location it would add about 2 s
+    # to the start of every run worker and Celery step process.
+    from learning_pipelines.domain.ncf import fit_and_evaluate
+
     trained = fit_and_evaluate(interactions, config.to_ncf_config())
     scores, epochs = trained.scores, trained.checkpoint.config.epochs
     serves = ncf_store.beats_popularity(scores)
@@ -108,6 +112,8 @@ def recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse,
     with warehouse.begin() as conn:
         serving = ncf_store.latest_model(conn, beating_popularity=True)
         inputs = ncf_store.recommendation_inputs(conn)
+    from learning_pipelines.domain.ncf import NcfCheckpoint  # torch: see ncf_model
+
     checkpoint = NcfCheckpoint.from_bytes(model_store.load(serving.checkpoint_uri)) if serving else None
     ranked = recommend.recommend(inputs, checkpoint, now, k=RECOMMENDATIONS_PER_LEARNER,
                                  learners_per_chunk=LEARNER_CHUNK)
