@@ -32,11 +32,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_stack(run_dir: Path, workers: int = 2) -> Iterator[stacks.Stack]:
+def running_stack(run_dir: Path, workers: int = 2, warehouse_db: str | None = None,
+                  learner_shards: int | None = None) -> Iterator[stacks.Stack]:
+    """`warehouse_db`: an existing database on the test server to use (and drop afterwards) as the warehouse."""
     name = f"lp_test_{uuid.uuid4().hex[:10]}"
-    stack = stacks.Stack(run_dir=run_dir, postgres=TEST_PG_URL, warehouse_db=f"{name}_warehouse",
+    stack = stacks.Stack(run_dir=run_dir, postgres=TEST_PG_URL, warehouse_db=warehouse_db or f"{name}_warehouse",
                          dagster_db=f"{name}_dagster", webserver_port=free_port(), code_server_port=free_port(),
-                         metrics_port=free_port(), workers=workers, queue=name)
+                         metrics_port=free_port(), workers=workers, queue=name, learner_shards=learner_shards)
     previous_broker = os.environ.get(CELERY_BROKER_ENV)
     os.environ[CELERY_BROKER_ENV] = TEST_BROKER_URL
     try:

@@ -86,7 +86,7 @@ def test_a_backfill_of_every_shard_runs_steps_on_both_workers_and_writes_the_in_
                 steps = celery_workers_of_steps(stack, run.run_id)
                 assert set(steps) == {"fsrs_parameters", "fsrs_parameters_weights_within_bounds"}
                 workers |= {worker for executions in steps.values() for worker in executions}
-        assert {worker.split("@")[0] for worker in workers} == {"worker1", "worker2"}
+        assert {worker.split("@")[0] for worker in workers} == {stack.worker_name(1), stack.worker_name(2)}
 
         _assert_same_rows(stack.warehouse_url, reference_url)
 

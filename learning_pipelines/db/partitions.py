@@ -50,9 +50,9 @@ def next_month(month: dt.date) -> dt.date:
 def existing_month_partitions(conn: sa.Connection, parent: str = PARENT_TABLE) -> set[dt.date]:
     names = conn.execute(
         sa.text(
-            "SELECT c.relname FROM pg_inherits i "
-            "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
-            "WHERE p.relname = :parent"
+            # The parent as the search path resolves it: a same-named table in another schema is another table.
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = to_regclass(:parent)"
         ),
         {"parent": parent},
     ).scalars()

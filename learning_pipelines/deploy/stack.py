@@ -79,6 +79,11 @@ class Stack:
     def webserver_url(self) -> str:
         return f"http://{self.host}:{self.webserver_port}"
 
+    def worker_name(self, number: int) -> str:
+        """Unique on the broker (dagster-celery appends @host): workers of two stacks sharing a broker and a host
+        would otherwise answer control broadcasts under one name."""
+        return f"{self.queue}-worker{number}"
+
     def environment(self, marker: str) -> dict[str, str]:
         """What every process of the stack sees: secrets only from the caller's environment."""
         bin_dir = str(Path(sys.executable).parent)
@@ -107,7 +112,7 @@ class Stack:
         for number in range(1, self.workers + 1):
             commands[f"worker_{number}"] = [
                 str(bin_dir / "dagster-celery"), "worker", "start", "-A", WORKER_APP, "-y", str(self.worker_config),
-                "-q", self.queue, "-n", f"worker{number}", "--loglevel", "INFO"]
+                "-q", self.queue, "-n", self.worker_name(number), "--loglevel", "INFO"]
         return commands
 
 
