@@ -46,6 +46,7 @@ def running_stack(run_dir: Path, workers: int = 2, warehouse_db: str | None = No
         yield stack
     finally:
         stacks.stop(run_dir)
+        assert stacks.running_pids(run_dir) == [], "the stack left processes behind"
         with _admin_engine().connect() as conn:
             for database in (stack.warehouse_db, stack.dagster_db):
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))

@@ -74,6 +74,9 @@ def test_every_check_fails_with_what_to_do_when_nothing_runs(nothing_running):
     warehouse_url = sa.engine.make_url(url).set(password="pw-warehouse-7731").render_as_string(hide_password=False)
     env = {DATABASE_URL_ENV: warehouse_url,
            CELERY_BROKER_ENV: f"pyamqp://guest:pw-broker-9902@127.0.0.1:{free_port()}//"}
+    description = json.loads((run_dir / "stack.json").read_text())
+    del description["warehouse_url"]  # so the environment names it, with its password
+    (run_dir / "stack.json").write_text(json.dumps(description))
 
     table = _verify(run_dir, env=env)
     assert table.returncode == 1, table.stdout + table.stderr
@@ -86,7 +89,7 @@ def test_every_check_fails_with_what_to_do_when_nothing_runs(nothing_running):
     assert table.stdout.count("what to do: ") == len(CHECK_NAMES)
     assert "8 of 8 check(s) failed" in table.stdout
     assert "learning-pipelines db upgrade" in table.stdout and "dagster instance migrate" in table.stdout
-    assert "($LEARNING_PIPELINES_DATABASE_URL)" in table.stdout  # the environment overrides stack.json
+    assert "($LEARNING_PIPELINES_DATABASE_URL)" in table.stdout  # the environment fills what stack.json lacks
 
     as_json = _verify(run_dir, "--json", env=env)
     assert as_json.returncode == 1 and "Traceback" not in as_json.stderr
@@ -117,7 +120,8 @@ def test_nothing_to_verify_says_what_is_missing(tmp_path):
         assert missing in done.stderr
 
 
-def test_the_environment_overrides_stack_json_and_a_hidden_password_is_left_to_libpq(tmp_path):
+def test_stack_json_wins_over_the_environment_which_fills_what_it_lacks_and_a_hidden_password_is_left_to_libpq(
+        tmp_path):
     (tmp_path / "stack.json").write_text(json.dumps({
         "dagster_home": "/stack/home", "warehouse_url": "postgresql+psycopg2://app:***@db:5432/warehouse",
         "metrics_url": "http://127.0.0.1:9464/metrics", "queue": "stack_queue", "workers": 2,
@@ -125,13 +129,18 @@ def test_the_environment_overrides_stack_json_and_a_hidden_password_is_left_to_l
     from_stack = verify.resolve_target(tmp_path, {})
     assert from_stack.warehouse_url == "postgresql+psycopg2://app@db:5432/warehouse"
     assert (from_stack.queue, from_stack.min_workers, from_stack.code_server) == ("stack_queue", 2, ("127.0.0.1", 4266))
-    overridden = verify.resolve_target(tmp_path, {"DAGSTER_HOME": "/env/home", CELERY_QUEUE_ENV: "env_queue",
-                                                  DATABASE_URL_ENV: "sqlite:///w.db"},
-                                       metrics_url="http://m:1/metrics", code_server=("h", 5))
-    assert (overridden.dagster_home, overridden.queue, overridden.warehouse_url) == (Path("/env/home"), "env_queue",
-                                                                                     "sqlite:///w.db")
-    assert (overridden.metrics_url, overridden.code_server) == ("http://m:1/metrics", ("h", 5))
-    assert overridden.origins["queue"] == f"${CELERY_QUEUE_ENV}" and overridden.origins["workers"] == "stack.json"
+    # A development shell's DAGSTER_HOME (the Makefile exports one) does not redirect the check of the stack.
+    environment = {"DAGSTER_HOME": "/env/home", CELERY_QUEUE_ENV: "env_queue", DATABASE_URL_ENV: "sqlite:///w.db"}
+    with_environment = verify.resolve_target(tmp_path, environment, metrics_url="http://m:1/metrics",
+                                             code_server=("h", 5))
+    assert (with_environment.dagster_home, with_environment.queue) == (Path("/stack/home"), "stack_queue")
+    assert (with_environment.metrics_url, with_environment.code_server) == ("http://m:1/metrics", ("h", 5))
+    assert with_environment.origins["metrics"] == "flag" and with_environment.origins["queue"] == "stack.json"
+    without_stack = verify.resolve_target(tmp_path / "none", environment, metrics_url="http://m:1/metrics",
+                                          code_server=("h", 5))
+    assert (without_stack.dagster_home, without_stack.queue, without_stack.warehouse_url) == (
+        Path("/env/home"), "env_queue", "sqlite:///w.db")
+    assert without_stack.origins["queue"] == f"${CELERY_QUEUE_ENV}"
 
 
 def test_the_smoke_ingest_drops_its_schema_when_it_fails(postgres_available, monkeypatch, tmp_path):

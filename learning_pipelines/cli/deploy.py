@@ -52,9 +52,9 @@ def register(commands) -> None:
                     "code location loads in the gRPC code server; enough Celery workers listen on the queue; the "
                     "metrics endpoint answers; a smoke ingest of 10,000 synthetic reviews into a throw-away schema "
                     "runs at >= 1,000 rows/s and one learner's revision queue reads in <= 100 ms. What to check "
-                    "comes from RUN_DIR/stack.json, each value overridden by DAGSTER_HOME, "
-                    "LEARNING_PIPELINES_DATABASE_URL, LEARNING_PIPELINES_CELERY_BROKER, "
-                    "LEARNING_PIPELINES_CELERY_QUEUE and the flags below. Exit 0 when every check passes, 1 when "
+                    "comes from the flags below, else RUN_DIR/stack.json, else (a deployment without one) DAGSTER_HOME, "
+                    "LEARNING_PIPELINES_DATABASE_URL, LEARNING_PIPELINES_CELERY_BROKER and "
+                    "LEARNING_PIPELINES_CELERY_QUEUE. Exit 0 when every check passes, 1 when "
                     "one fails, 2 when nothing says what to check.")
     verify.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR,
                         help="the stack's run directory, holding stack.json (default .stack)")

@@ -205,7 +205,21 @@ def start(stack: Stack, wait_seconds: float = 180) -> dict[str, int]:
         pids[name] = _spawn(stack, name, commands[name], env)
     for name, port in (("webserver", stack.webserver_port), ("metrics", stack.metrics_port)):
         _wait_for_port(stack.host, port, stack.run_dir, name, wait_seconds)
+    _wait_until_ready(stack, wait_seconds)
     return pids
+
+
+def _wait_until_ready(stack: Stack, seconds: float) -> None:
+    """Until the daemons have sent heartbeats and every worker listens on the queue."""
+    from learning_pipelines.deploy import verify
+
+    target = verify.resolve_target(stack.run_dir, os.environ)
+    deadline = time.monotonic() + seconds
+    while not (report := verify.verify(target, verify.READINESS)).ok:
+        if time.monotonic() > deadline:
+            failed = "; ".join(f"{check.name}: {check.detail}" for check in report.checks if not check.ok)
+            raise StackError(f"not ready after {seconds:.0f} s ({failed}); logs in {stack.run_dir / 'logs'}")
+        time.sleep(1)
 
 
 def _spawn(stack: Stack, name: str, command: list[str], env: dict[str, str]) -> int:

@@ -17,9 +17,9 @@ Eight checks, in this order, each ok or failed with what to do about it:
                     shares the database's advisory locks (partition DDL, card_memory_states) with production:
                     it waits for a card_memory_states update in progress.
 
-What to verify comes from `<run dir>/stack.json` (written by `learning-pipelines stack start`), each value
-overridden by the environment a production deployment sets: DAGSTER_HOME, LEARNING_PIPELINES_DATABASE_URL,
-LEARNING_PIPELINES_CELERY_BROKER, LEARNING_PIPELINES_CELERY_QUEUE (and --metrics-url, --code-server). Passwords
+What to verify comes from the flags (--metrics-url, --code-server), else `<run dir>/stack.json` (written by
+`learning-pipelines stack start`), else the environment a deployment without one sets: DAGSTER_HOME,
+LEARNING_PIPELINES_DATABASE_URL, LEARNING_PIPELINES_CELERY_BROKER, LEARNING_PIPELINES_CELERY_QUEUE. Passwords
 never appear in what is printed: URLs are shown with *** for them, and error texts have them replaced.
 """
 
@@ -93,8 +93,8 @@ class Target:
 
 def resolve_target(run_dir: Path, environ: Mapping[str, str], metrics_url: str | None = None,
                    code_server: tuple[str, int] | None = None) -> Target:
-    """stack.json in `run_dir` when present, each value overridden by `environ` or a flag; TargetMissing names
-    what neither gives."""
+    """A flag, else stack.json in `run_dir` (a shell's DAGSTER_HOME for development must not redirect the check of
+    a stack), else the environment a deployment without stack.json sets; TargetMissing names what none gives."""
     description_path = run_dir / DESCRIPTION
     try:
         description = read_description(run_dir) or {}
@@ -107,12 +107,12 @@ def resolve_target(run_dir: Path, environ: Mapping[str, str], metrics_url: str |
         if flag:
             origins[name] = "flag"
             return flag
-        if env and environ.get(env, "").strip():
-            origins[name] = f"${env}"
-            return environ[env].strip()
         if stack_value not in (None, ""):
             origins[name] = DESCRIPTION
             return stack_value
+        if env and environ.get(env, "").strip():
+            origins[name] = f"${env}"
+            return environ[env].strip()
         origins[name] = "default"
         return default
 
@@ -665,6 +665,11 @@ CHECKS = (
     Check("metrics", _check_metrics, "start the exporter: `learning-pipelines metrics`"),
     Check("smoke_ingest", _check_smoke_ingest, "read the detail, fix, and run `deploy verify` again"),
 )
+
+
+# What a stack that has just started takes a few seconds to have (the daemons need the storage check first):
+# `stack start` waits for these.
+READINESS = tuple(check for check in CHECKS if check.name in ("dagster_storage", "daemons", "celery_workers"))
 
 
 def verify(target: Target, checks: tuple[Check, ...] = CHECKS) -> Report:
