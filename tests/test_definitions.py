@@ -23,9 +23,10 @@ EXPECTED_GRAPH = {
                "review_logs_partitioned:month_matches_unpartitioned_table",
                "revision_queues:every_due_concept_accounted_for", "revision_queues:summary_totals_match_theme_rows"],
     "jobs": ["card_memory_states_job", "concept_complexity_job", "fsrs_global_job", "fsrs_optimization_job", "fsrs_shadow_evaluation_job",
-             "ncf_job", "review_logs_job", "review_logs_partition_backfill", "revision_queues_job"],
+             "ncf_job", "recommendations_job", "review_logs_job", "review_logs_partition_backfill", "revision_queues_job"],
     "schedules": ["fsrs_shadow_daily", "fsrs_weekly", "review_logs_nightly", "revision_queues_nightly"],
     "sensors": ["fsrs_eligibility_sensor", "fsrs_shards_after_global", "learning_pipelines_automation", "ncf_retraining_sensor",
+                "recommendations_after_ncf_model",
                 "review_logs_arrivals_sensor", "review_logs_partition_backfill_sensor", "run_failure_reporter"],
     "resources": ["model_store", "warehouse"],
 }

@@ -1,3 +1,4 @@
+import collections
 import dataclasses
 import io
 import json
@@ -14,10 +15,13 @@ import torch
 
 from learning_pipelines.cli import main as cli_main
 from learning_pipelines.db import bulk, tables
-from learning_pipelines.defs.ncf import NcfTrainingConfig, ncf_model, ncf_retraining_sensor, recommendations
+from learning_pipelines.defs.learner_shards import learner_shards
+from learning_pipelines.defs.ncf import (NcfTrainingConfig, ncf_model, ncf_retraining_sensor, recommendations,
+                                         recommendations_after_ncf_model)
 from learning_pipelines.defs.resources import LocalModelStore, Warehouse
 from learning_pipelines.demo import load_platform
 from learning_pipelines.domain.ncf import NcfCheckpoint, NcfConfig, evaluate_neumf, fit_and_evaluate, leave_one_out
+from learning_pipelines.domain.learner_shards import learners_in
 from learning_pipelines.domain.simulate import simulate_platform
 
 FAST = dataclasses.replace(NcfConfig(), epochs=8)
@@ -92,8 +96,7 @@ def test_too_few_positives_skip_training_with_a_reason(warehouse_engine, ncf_res
     assert metadata["trained"].value is False
     assert "only 6 positive interaction(s); NCF needs at least 10" in metadata["reason"].value
     assert _count(warehouse_engine, tables.ncf_models) == 0 and _count(warehouse_engine, tables.ncf_user_embeddings) == 0
-    recs = dg.materialize([recommendations], resources=ncf_resources)
-    assert recs.success
+    _recommend_every_shard(ncf_resources)
     with warehouse_engine.connect() as conn:
         strategies = set(conn.execute(sa.select(tables.user_recommendations.c.strategy)).scalars())
     assert strategies <= {"content_graph"}
@@ -112,10 +115,11 @@ def test_warm_learners_get_hybrid_and_cold_ones_the_fallback(warehouse_url, ware
             "last_review_at": [pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=20)],
             "due_at": [pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=19)], "weights_source": ["global"],
             "decay": [0.1542]}))
-    result = dg.materialize([ncf_model, recommendations], resources=ncf_resources)
+    result = dg.materialize([ncf_model], resources=ncf_resources)
     assert result.success
     check = result.get_asset_check_evaluations()[0]
     assert check.check_name == "ncf_beats_popularity" and "hr_at_10" in check.metadata
+    served = _recommend_every_shard(ncf_resources)
     with warehouse_engine.connect() as conn:
         recs = bulk.read_frame(conn, sa.select(tables.user_recommendations))
         n_embeddings = conn.execute(sa.select(sa.func.count()).select_from(tables.ncf_item_embeddings)).scalar_one()
@@ -125,9 +129,8 @@ def test_warm_learners_get_hybrid_and_cold_ones_the_fallback(warehouse_url, ware
     assert n_user_embeddings == platform.user_interactions["user_id"].nunique() == model.n_users
     assert model.epochs == NcfConfig().epochs and model.hr_at_10 > model.popularity_hr_at_10
     assert (recs["model_id"] == model.model_id).all()
-    served = result.asset_materializations_for_node("recommendations")[0].metadata
-    assert served["model_id"].value == model.model_id and served["dagster/row_count"].value == len(recs)
-    assert served["learners_by_strategy"].value == {"hybrid": recs["user_id"].nunique() - 1, "content_graph": 1}
+    assert served["model_id"] == model.model_id and served["row_count"] == len(recs)
+    assert served["learners_by_strategy"] == {"hybrid": recs["user_id"].nunique() - 1, "content_graph": 1}
     # The checkpoint the asset wrote holds tensors, lists and numbers only: no pickled code runs on load.
     saved = torch.load(model.checkpoint_uri.removeprefix("file://"), weights_only=True)
     assert saved["user_ids"] == sorted(platform.user_interactions["user_id"].unique().tolist())
@@ -148,6 +151,38 @@ def test_warm_learners_get_hybrid_and_cold_ones_the_fallback(warehouse_url, ware
     assert (warm.groupby("user_id")["rank"].apply(list) == [list(range(1, 11))] * warm["user_id"].nunique()).all()
 
 
+def _recommend_every_shard(resources) -> dict:
+    """recommendations for every learner shard, as recommendations_after_ncf_model launches them; the shards'
+    metadata summed (the model every shard served, rows written, learners by strategy)."""
+    row_count, strategies, model_ids = 0, collections.Counter(), set()
+    for shard in learner_shards.get_partition_keys():
+        result = dg.materialize([recommendations], resources=resources, partition_key=shard)
+        metadata = result.asset_materializations_for_node("recommendations")[0].metadata
+        row_count += metadata["dagster/row_count"].value
+        strategies.update(metadata["learners_by_strategy"].value)
+        model_ids.add(metadata["model_id"].value)
+    [model_id] = model_ids
+    return {"model_id": model_id, "row_count": row_count, "learners_by_strategy": dict(strategies)}
+
+
+def test_a_shard_replaces_its_own_learners_recommendations_and_no_one_elses(warehouse_engine, ncf_resources):
+    platform = simulate_platform(n_learners=40, n_concepts=40, n_resources=60, days=60, mean_cards_per_learner=5,
+                                 seed=5)
+    load_platform(warehouse_engine, platform)
+    _recommend_every_shard(ncf_resources)
+    with warehouse_engine.connect() as conn:
+        before = bulk.read_frame(conn, sa.select(tables.user_recommendations))
+    shard = learner_shards.get_partition_keys()[1]
+    dg.materialize([recommendations], resources=ncf_resources, partition_key=shard)
+    with warehouse_engine.connect() as conn:
+        after = bulk.read_frame(conn, sa.select(tables.user_recommendations))
+    in_shard = learners_in(platform.users["user_id"], shard)
+    assert len(in_shard) and len(after) == len(before) == 40 * 10
+    moved = after.loc[after["generated_at"] > before["generated_at"].max(), "user_id"]
+    assert set(moved) == set(in_shard.tolist())
+    assert (after.groupby("user_id").size() == 10).all()
+
+
 def _every_learner_has_recommendations(engine, recs: pd.DataFrame) -> None:
     with engine.connect() as conn:
         learners = set(conn.execute(sa.select(tables.users.c.user_id)).scalars())
@@ -160,8 +195,9 @@ def test_a_model_that_loses_to_popularity_is_recorded_but_recommendations_fall_b
     platform = simulate_platform(n_learners=60, n_concepts=40, n_resources=60, days=60, mean_cards_per_learner=5,
                                  seed=5)
     load_platform(warehouse_engine, platform)
-    result = dg.materialize([ncf_model, recommendations], resources=ncf_resources, raise_on_error=False)
+    result = dg.materialize([ncf_model], resources=ncf_resources, raise_on_error=False)
     assert result.success, "a failed ncf_beats_popularity does not stop the run"
+    served = _recommend_every_shard(ncf_resources)
     check = result.get_asset_check_evaluations()[0]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR, "still red in the UI"
     assert check.metadata["hr_at_10"].value <= check.metadata["popularity_hr_at_10"].value
@@ -171,8 +207,7 @@ def test_a_model_that_loses_to_popularity_is_recorded_but_recommendations_fall_b
         recs = bulk.read_frame(conn, sa.select(tables.user_recommendations))
     assert loser.hr_at_10 <= loser.popularity_hr_at_10, "recorded with the scores that refuse it"
     assert _count(warehouse_engine, tables.ncf_user_embeddings) == 0, "its embeddings are not the serving ones"
-    served = result.asset_materializations_for_node("recommendations")[0].metadata
-    assert served["model_id"].value == -1 and served["learners_by_strategy"].value == {"content_graph": 60}
+    assert served["model_id"] == -1 and served["learners_by_strategy"] == {"content_graph": 60}
     _every_learner_has_recommendations(warehouse_engine, recs)
     assert (recs["strategy"] == "content_graph").all() and recs["model_id"].isna().all()
 
@@ -184,9 +219,9 @@ def test_a_model_that_loses_to_popularity_leaves_the_previous_one_serving(wareho
     assert dg.materialize([ncf_model], resources=ncf_resources).get_asset_check_evaluations()[0].passed
     # The same data, barely trained: it loses to popularity.
     untrained = dg.RunConfig({"ncf_model": NcfTrainingConfig(epochs=1, learning_rate=1e-7)})
-    result = dg.materialize([ncf_model, recommendations], resources=ncf_resources, run_config=untrained,
-                            raise_on_error=False)
+    result = dg.materialize([ncf_model], resources=ncf_resources, run_config=untrained, raise_on_error=False)
     assert result.success
+    served = _recommend_every_shard(ncf_resources)
     check = result.get_asset_check_evaluations()[0]
     with warehouse_engine.connect() as conn:
         passing, losing = conn.execute(sa.select(tables.ncf_models).order_by(tables.ncf_models.c.model_id)).all()
@@ -195,7 +230,7 @@ def test_a_model_that_loses_to_popularity_leaves_the_previous_one_serving(wareho
     assert not check.passed and losing.hr_at_10 <= losing.popularity_hr_at_10 < passing.hr_at_10
     assert check.metadata["serving_model_id"].value == passing.model_id
     assert embedded_by == {passing.model_id}
-    assert result.asset_materializations_for_node("recommendations")[0].metadata["model_id"].value == passing.model_id
+    assert served["model_id"] == passing.model_id
     _every_learner_has_recommendations(warehouse_engine, recs)
     assert (recs["model_id"] == passing.model_id).all() and (recs["strategy"] == "hybrid").all()
 
@@ -228,6 +263,17 @@ def test_retraining_sensor_fires_once_per_growth_step(warehouse_url, warehouse_e
     grown = tick(first.cursor)
     assert [r.run_key for r in grown.run_requests] == ["ncf_retrain:after_model_1"]
     assert not tick(grown.cursor).run_requests
+
+
+def test_every_learner_shard_is_scored_once_after_each_training(warehouse_engine, ncf_resources):
+    platform = simulate_platform(n_learners=30, n_concepts=20, n_resources=30, days=30, seed=8)
+    load_platform(warehouse_engine, platform)
+    with dg.instance_for_test() as instance:
+        dg.materialize([ncf_model], resources=ncf_resources, instance=instance, raise_on_error=False,
+                       run_config=dg.RunConfig({"ncf_model": NcfTrainingConfig(epochs=1)}))
+        requests = list(recommendations_after_ncf_model(dg.build_sensor_context(instance=instance)) or [])
+    assert sorted(r.partition_key for r in requests) == learner_shards.get_partition_keys()
+    assert len({r.run_key for r in requests}) == len(requests)
 
 
 @pytest.mark.slow

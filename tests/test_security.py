@@ -21,6 +21,7 @@ from learning_pipelines import settings
 from learning_pipelines.db import tables
 from learning_pipelines.db.engine import get_engine
 from learning_pipelines.defs.alerts import post_alert, run_failure_reporter, short_message
+from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.ncf import recommendations
 from learning_pipelines.defs.resources import LocalModelStore, ModelKeyRefused, Warehouse
 
@@ -65,7 +66,8 @@ def _register_model(url: str, checkpoint_uri: str) -> None:
 
 def _recommendations_error(url: str, store: LocalModelStore) -> str:
     result = dg.materialize([recommendations], resources={"warehouse": Warehouse(database_url=url),
-                                                          "model_store": store}, raise_on_error=False)
+                                                          "model_store": store},
+                            partition_key=learner_shards.get_partition_keys()[0], raise_on_error=False)
     assert not result.success
     return result.failure_data_for_node("recommendations").error.to_string()
 

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, reads, tables
 from learning_pipelines.db.memory_states import current_weights
-from learning_pipelines.domain import learner_shards
 from learning_pipelines.domain.fsrs_policy import HOLDOUT_SHARE
 from learning_pipelines.domain.fsrs_training import GlobalFit
 from learning_pipelines.domain.memory_states import LearnerWeights
@@ -49,11 +48,6 @@ def latest_global_weights(conn: sa.Connection) -> np.ndarray | None:
     """The weights of the latest fsrs_global_params version (None before the first fit)."""
     latest = conn.execute(sa.select(global_params.c.weights).order_by(global_params.c.version.desc()).limit(1)).first()
     return np.array(json.loads(latest.weights), dtype=float) if latest else None
-
-
-def shard_learners(conn: sa.Connection, shard: str) -> np.ndarray:
-    """The user_ids of every learner in the shard."""
-    return learner_shards.learners_in(reads.learner_ids(conn), shard)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -82,28 +82,31 @@ def replace_embeddings(conn: sa.Connection, model_id: int, embeddings: NcfEmbedd
     return written
 
 
-def recommendation_inputs(conn: sa.Connection) -> RecommendationInputs:
+def recommendation_inputs(conn: sa.Connection, user_ids) -> RecommendationInputs:
+    """What recommending to the learners `user_ids` (a learner shard) reads: their memory states and used
+    resources, and the catalogue every learner shares."""
     states, resources, complexity = tables.card_memory_states, tables.resources, tables.concept_complexity
     edges, used = tables.concept_edges, tables.user_interactions
     return RecommendationInputs(
-        memory_states=bulk.read_frame(conn, sa.select(states.c.user_id, states.c.concept_id, states.c.stability_days,
-                                                      states.c.decay, states.c.last_review_at)),
+        memory_states=bulk.read_frame_with_ids(
+            conn, sa.select(states.c.user_id, states.c.concept_id, states.c.stability_days, states.c.decay,
+                            states.c.last_review_at), states.c.user_id, user_ids),
         resources=bulk.read_frame(conn, sa.select(resources.c.resource_id, resources.c.difficulty)),
         resource_concepts=bulk.read_frame(conn, sa.select(tables.resource_concepts)),
         complexity=bulk.read_frame(conn, sa.select(complexity.c.concept_id, complexity.c.score))
         .set_index("concept_id")["score"],
         edges=bulk.read_frame(conn, sa.select(edges.c.prerequisite_id, edges.c.concept_id)),
-        used=bulk.read_frame(conn, sa.select(used.c.user_id, used.c.resource_id).distinct()),
-        learner_ids=bulk.read_frame(conn, sa.select(tables.users.c.user_id).order_by(tables.users.c.user_id))
-        ["user_id"].to_numpy(),
+        used=bulk.read_frame_with_ids(conn, sa.select(used.c.user_id, used.c.resource_id).distinct(), used.c.user_id,
+                                      user_ids),
+        learner_ids=np.sort(np.asarray(user_ids, dtype=np.int64)),
     )
 
 
 def replace_recommendations(conn: sa.Connection, ranked: pd.DataFrame, model_id: int | None,
-                            generated_at: dt.datetime) -> int:
-    """user_recommendations holds `ranked` only (recommend.rank_resources rows), stamped with the model
-    that served them (None: no model) and when; rows written."""
-    conn.execute(tables.user_recommendations.delete())
+                            generated_at: dt.datetime, user_ids) -> int:
+    """The learners `user_ids` (a learner shard) have exactly the `ranked` rows (recommend.rank_resources rows),
+    stamped with the model that served them (None: no model) and when; other learners' rows stay. Rows written."""
+    bulk.delete_with_ids(conn, tables.user_recommendations, tables.user_recommendations.c.user_id, user_ids)
     return bulk.bulk_insert(conn, tables.user_recommendations,
                             ranked.assign(model_id=model_id, generated_at=generated_at))
 

@@ -9,6 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, tables
+from learning_pipelines.domain import learner_shards
 
 
 def reviews_with_calendar(conn: sa.Connection, start: dt.datetime | None = None, end: dt.datetime | None = None,
@@ -38,6 +39,11 @@ def reviews_with_calendar(conn: sa.Connection, start: dt.datetime | None = None,
 def learner_ids(conn: sa.Connection) -> np.ndarray:
     """Every learner's user_id (one column of users: what splitting learners into shards starts from)."""
     return bulk.read_frame(conn, sa.select(tables.users.c.user_id))["user_id"].to_numpy(np.int64)
+
+
+def shard_learners(conn: sa.Connection, shard: str) -> np.ndarray:
+    """The user_ids of every learner in the learner shard `shard` (a key of domain.learner_shards)."""
+    return learner_shards.learners_in(learner_ids(conn), shard)
 
 
 def review_counts(conn: sa.Connection) -> pd.DataFrame:

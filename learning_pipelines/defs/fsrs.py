@@ -10,7 +10,7 @@ import dagster as dg
 from pydantic import Field
 
 from learning_pipelines import settings
-from learning_pipelines.db import fsrs_params, memory_states as memory_state_store
+from learning_pipelines.db import fsrs_params, memory_states as memory_state_store, reads
 from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.memory_state_replay import REPLAY_LEARNER_CHUNK, replay_learners
 from learning_pipelines.defs.resources import Warehouse
@@ -105,7 +105,7 @@ def fsrs_parameters(context: dg.AssetExecutionContext, config: ShardFitConfig,
     redelivered step replaces exactly the shard's rows."""
     started = time.perf_counter()
     with warehouse.begin() as conn:
-        learners = fsrs_params.shard_learners(conn, context.partition_key)
+        learners = reads.shard_learners(conn, context.partition_key)
         global_weights = fsrs_params.latest_global_weights(conn)
         inputs = fsrs_params.training_inputs(conn, learners)
     if global_weights is None:
@@ -145,7 +145,7 @@ def fsrs_parameters(context: dg.AssetExecutionContext, config: ShardFitConfig,
 def weights_within_bounds(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.begin() as conn:
         weights = memory_state_store.current_weights(
-            conn, fsrs_params.shard_learners(conn, context.partition_key)).weights
+            conn, reads.shard_learners(conn, context.partition_key)).weights
     out_of_bounds = fsrs_training.weight_vectors_out_of_bounds(weights)
     return dg.AssetCheckResult(passed=out_of_bounds == 0, metadata={"weight_vectors_out_of_bounds": out_of_bounds})
 

@@ -8,7 +8,8 @@ import pandas as pd
 from pydantic import Field
 
 from learning_pipelines import settings
-from learning_pipelines.db import ncf_store
+from learning_pipelines.db import ncf_store, reads
+from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.resources import ModelStore, Warehouse
 from learning_pipelines.domain import recommend
 from learning_pipelines.domain.chunking import LEARNER_CHUNK
@@ -101,24 +102,27 @@ def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, ware
 
 
 @dg.asset(group_name="recommendations", kinds={"torch", "sql"}, owners=["team:learning-intelligence"],
+          partitions_def=learner_shards,
           deps=[ncf_model, dg.AssetKey("concept_complexity"), dg.AssetKey("card_memory_states")])
 def recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse,
                     model_store: ModelStore) -> dg.MaterializeResult:
-    """Top 10 resources per learner: NCF + content (resources on weak concepts at a fitting complexity) +
-    graph (prerequisites of weak concepts) for learners the serving model (the latest that beat popularity)
-    knows; content + graph for cold learners or when no model beat popularity. Each row says which strategy
-    served it (user_recommendations)."""
+    """For the learners of one learner shard, top 10 resources each: NCF + content (resources on weak concepts
+    at a fitting complexity) + graph (prerequisites of weak concepts) for learners the serving model (the latest
+    that beat popularity) knows; content + graph for cold learners or when no model beat popularity. Each row
+    says which strategy served it (user_recommendations); the shard's rows are replaced in one transaction."""
     now = pd.Timestamp.now(tz="UTC")
     with warehouse.begin() as conn:
         serving = ncf_store.latest_model(conn, beating_popularity=True)
-        inputs = ncf_store.recommendation_inputs(conn)
+        user_ids = reads.shard_learners(conn, context.partition_key)
+        inputs = ncf_store.recommendation_inputs(conn, user_ids)
     from learning_pipelines.domain.ncf import NcfCheckpoint  # torch: see ncf_model
 
     checkpoint = NcfCheckpoint.from_bytes(model_store.load(serving.checkpoint_uri)) if serving else None
     ranked = recommend.recommend(inputs, checkpoint, now, k=RECOMMENDATIONS_PER_LEARNER,
                                  learners_per_chunk=LEARNER_CHUNK)
     with warehouse.begin() as conn:
-        written = ncf_store.replace_recommendations(conn, ranked, serving.model_id if serving else None, now)
+        written = ncf_store.replace_recommendations(conn, ranked, serving.model_id if serving else None, now,
+                                                    user_ids)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": written, "n_learners": int(ranked["user_id"].nunique()) if len(ranked) else 0,
         "learners_by_strategy": dg.MetadataValue.json(recommend.learners_by_strategy(ranked)),
@@ -127,9 +131,24 @@ def recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse,
 
 
 ncf_job = dg.define_asset_job(
-    "ncf_job", selection=[ncf_model, recommendations],
+    "ncf_job", selection=[ncf_model],
     tags={"dagster/max_runtime": str(2 * 3600)},
-    description="Retrains NeuMF on every interaction, then scores every learner's recommendations with it.")
+    description="Retrains NeuMF on every interaction; every learner shard's recommendations follow "
+                "(recommendations_after_ncf_model).")
+# A shard's step stays well under RabbitMQ's consumer_timeout (30 minutes by default), as fsrs_optimization_job's.
+recommendations_job = dg.define_asset_job(
+    "recommendations_job", selection=[recommendations], tags={"dagster/max_runtime": str(25 * 60)},
+    description="One learner shard's recommendations from the serving NCF model, content and graph. Launch every "
+                "shard as a backfill.")
+
+
+@dg.asset_sensor(asset_key=ncf_model.key, job=recommendations_job, minimum_interval_seconds=30,
+                 default_status=settings.DEFAULT_SENSOR_STATUS,
+                 description="After each NCF training, launches every learner shard of recommendations (one run "
+                             "each, keyed by the training run, so a shard never scores twice for the same model).")
+def recommendations_after_ncf_model(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    return [dg.RunRequest(run_key=f"recommendations:{asset_event.run_id}:{shard}", partition_key=shard)
+            for shard in learner_shards.get_partition_keys()]
 
 
 @dg.sensor(job=ncf_job, minimum_interval_seconds=3600, default_status=settings.DEFAULT_SENSOR_STATUS,

@@ -54,6 +54,9 @@ class Stack:
     queue: str = "learning_pipelines"
     learner_shards: int | None = None
     automation: bool = False
+    # A run here only hands its steps to the queue; the Celery workers bound the work. Starting every shard run of
+    # a backfill at once keeps the queue full, so a worker never waits for a run process to start.
+    max_concurrent_runs: int = 16
 
     @property
     def dagster_home(self) -> Path:
@@ -140,6 +143,7 @@ def _instance_yaml(stack: Stack) -> dict:
     postgres_db.update(hostname=url.host or "127.0.0.1", port=url.port or 5432, username=url.username or "postgres",
                        db_name=stack.dagster_db)
     postgres_db.pop("password")  # libpq reads PGPASSWORD (or ~/.pgpass) itself
+    instance["concurrency"]["runs"]["max_concurrent_runs"] = stack.max_concurrent_runs
     return instance
 
 
