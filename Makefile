@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# How torch is installed, before the project: the CPU build. Elsewhere than this project's machines, e.g.
+# make TORCH_INSTALL="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" test
+TORCH_INSTALL ?= torch==2.13.0
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
 .PHONY: install demo test dev bench clean-demo promtool pg-client metrics stack stack-stop stack-restart-workers
@@ -10,8 +13,8 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# The local CPU wheel; any other torch request would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
+	# The CPU build first; any other torch request would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q $(TORCH_INSTALL)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
