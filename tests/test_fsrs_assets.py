@@ -13,7 +13,7 @@ from learning_pipelines.db.memory_states import learner_settings
 from learning_pipelines.defs.fsrs import (GlobalFitConfig, ShardFitConfig, fsrs_eligibility_sensor, fsrs_global_job,
                                           fsrs_global_parameters, fsrs_optimization_job, fsrs_parameters,
                                           fsrs_shadow_daily, fsrs_shadow_evaluation, fsrs_shards_after_global,
-                                          fsrs_weekly, weights_within_bounds)
+                                          fsrs_weekly)
 from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.memory_states import card_memory_states
 from learning_pipelines.defs.resources import Warehouse
@@ -205,7 +205,7 @@ def test_stored_weights_out_of_bounds_fail_the_blocking_check_and_hold_back_memo
                      .values(weights=json.dumps((fsrs.WEIGHT_BOUNDS[:, 1] + 1.0).tolist()), trained_at=AS_OF))
     keys = learner_shards.get_partition_keys()
     shard = keys[int(shard_of([baseline], len(keys))[0])]
-    result = _materialize(platform_url, [fsrs_parameters, weights_within_bounds, card_memory_states],
+    result = _materialize(platform_url, [fsrs_parameters, card_memory_states],
                           partition_key=shard, raise_on_error=False)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert not checks["weights_within_bounds"].passed
@@ -215,7 +215,7 @@ def test_stored_weights_out_of_bounds_fail_the_blocking_check_and_hold_back_memo
 
 def test_optimization_job_is_one_run_per_learner_shard_and_the_global_fit_runs_in_the_fsrs_pool():
     job = definitions().resolve_job_def(fsrs_optimization_job.name)
-    assert {"fsrs_parameters", "fsrs_parameters_weights_within_bounds"} <= set(job.graph.node_names())
+    assert set(job.graph.node_names()) == {"fsrs_parameters"}, "one step per shard: its checks run inside it"
     assert job.partitions_def == learner_shards and len(learner_shards.get_partition_keys()) == 4
     assert job.tags["dagster/max_runtime"] == str(25 * 60), "well under RabbitMQ's 30-minute consumer_timeout"
     assert fsrs_parameters.op.pool is None, "shards run side by side"

@@ -94,7 +94,11 @@ def fsrs_global_parameters(context: dg.AssetExecutionContext, config: GlobalFitC
     owners=["team:learning-intelligence"],
     check_specs=[dg.AssetCheckSpec("tuned_not_worse_than_global", asset="fsrs_parameters",
                                    description="On the shard's trained learners' held-out latest reviews, own "
-                                               "weights score a logloss no worse than the global weights.")],
+                                               "weights score a logloss no worse than the global weights."),
+                 # In the asset's own step, on what it has just stored: one Celery task per shard, not two.
+                 dg.AssetCheckSpec("weights_within_bounds", asset="fsrs_parameters", blocking=True,
+                                   description="The latest global weights and the shard's learners' own weights, as "
+                                               "stored, lie inside the FSRS-6 clamping bounds.")],
 )
 def fsrs_parameters(context: dg.AssetExecutionContext, config: ShardFitConfig,
                     warehouse: Warehouse) -> dg.MaterializeResult:
@@ -120,6 +124,7 @@ def fsrs_parameters(context: dg.AssetExecutionContext, config: ShardFitConfig,
         weights = memory_state_store.current_weights(conn, learners).weights
         stale = memory_state_store.learners_on_other_weights(conn, weights, learners)
         replay_learners(conn, stale, weights, config.learner_chunk)
+    out_of_bounds = fsrs_training.weight_vectors_out_of_bounds(weights)
     own_ll, global_ll = trained.holdout_logloss_own, trained.holdout_logloss_global
     return dg.MaterializeResult(
         metadata={
@@ -135,19 +140,10 @@ def fsrs_parameters(context: dg.AssetExecutionContext, config: ShardFitConfig,
         check_results=[dg.AssetCheckResult(
             check_name="tuned_not_worse_than_global", passed=trained.tuned_not_worse_than_global,
             metadata={"holdout_logloss_own": own_ll, "holdout_logloss_global": global_ll,
-                      "n_holdout_reviews": trained.n_holdout_reviews, "n_learners": len(trained.holdout_scores)})],
+                      "n_holdout_reviews": trained.n_holdout_reviews, "n_learners": len(trained.holdout_scores)}),
+            dg.AssetCheckResult(check_name="weights_within_bounds", passed=out_of_bounds == 0,
+                                metadata={"weight_vectors_out_of_bounds": out_of_bounds})],
     )
-
-
-@dg.asset_check(asset=fsrs_parameters, blocking=True, partitions_def=learner_shards,
-                description="The latest global weights and the shard's learners' own weights lie inside the "
-                            "FSRS-6 clamping bounds.")
-def weights_within_bounds(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
-    with warehouse.begin() as conn:
-        weights = memory_state_store.current_weights(
-            conn, reads.shard_learners(conn, context.partition_key)).weights
-    out_of_bounds = fsrs_training.weight_vectors_out_of_bounds(weights)
-    return dg.AssetCheckResult(passed=out_of_bounds == 0, metadata={"weight_vectors_out_of_bounds": out_of_bounds})
 
 
 shadow_days = dg.DailyPartitionsDefinition(start_date=SHADOW_FIRST_DAY)
