@@ -24,10 +24,10 @@ demo: install
 	$(BIN)/alembic upgrade head
 	$(BIN)/learning-pipelines demo --learners 1000
 
-# promtool (Debian package `prometheus`) tests the alert rules.
+# promtool and prometheus (Debian package `prometheus`): the alert rules' unit tests and the real-server test.
 promtool:
-	@command -v promtool >/dev/null 2>&1 || { \
-	  echo "installing promtool (Debian package prometheus)"; \
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+	  echo "installing promtool and prometheus (Debian package prometheus)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; }
 

@@ -13,14 +13,17 @@ def _metrics(args: argparse.Namespace) -> int:
     from prometheus_client import generate_latest, start_http_server
 
     from learning_pipelines.db.engine import dagster_home, get_engine
-    from learning_pipelines.observability.exporter import build_registry
+    from learning_pipelines.definitions import defs
+    from learning_pipelines.observability.exporter import build_registry, code_location_jobs
 
     home = dagster_home()
     if not home.is_dir():
         print(f"error: no Dagster instance at {home}; set DAGSTER_HOME to the instance's directory", file=sys.stderr)
         return 2
     with dg.DagsterInstance.from_config(str(home.resolve())) as instance:
-        registry = build_registry(instance, get_engine(args.database_url))
+        # Every job of the code location is exported from the first scrape, at 0 until it runs.
+        jobs = code_location_jobs(defs().get_repository_def())
+        registry = build_registry(instance, get_engine(args.database_url), jobs)
         if args.once:
             sys.stdout.write(generate_latest(registry).decode())
             return 0

@@ -4,6 +4,11 @@ Counters and histograms are derived from Dagster's run storage and event log. Fi
 counted once and kept in memory; later scrapes read only the runs updated since, and a restarted
 exporter counts the whole run history again, so the counters never go backwards. Nothing inside
 the assets has to report anything.
+
+Every run counter and the run queue are exported for every job of the code location from the first
+scrape, at 0 until something happens: Prometheus's increase() only counts what happened after a series'
+first sample, so a counter born at its first failure would hide that failure, and an idle queue would be
+a missing series rather than 0.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ IN_QUEUE = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dags
             dg.DagsterRunStatus.STARTED)
 FINISHED = {dg.DagsterRunStatus.SUCCESS: "success", dg.DagsterRunStatus.FAILURE: "failure",
             dg.DagsterRunStatus.CANCELED: "canceled"}
+# Prometheus owns `job` (the scrape job) and would store ours as `exported_job`.
+JOB_LABEL = "dagster_job"
 # Exposed metric families; the dashboard and alert rules may only use these (a test checks).
 METRIC_NAMES = (
     "dagster_run_queue_size", "dagster_runs_finished", "jobs_failed", "learning_pipelines_last_success_timestamp_seconds",
@@ -49,9 +56,10 @@ def _histogram(name: str, documentation: str, values: Iterable[float]) -> Histog
 
 
 class LearningPipelinesCollector(Collector):
-    def __init__(self, instance: dg.DagsterInstance, engine: sa.Engine | None):
+    def __init__(self, instance: dg.DagsterInstance, engine: sa.Engine | None, job_names: Iterable[str] = ()):
         self.instance = instance
         self.engine = engine
+        self.job_names = frozenset(job_names)  # exported from the first scrape, at 0 until they run
         # Finished runs never change outcome: each is counted once, and later scrapes read only the
         # runs updated since (with an overlap, deduplicated by run id), not the whole run history.
         self._finished: Counter = Counter()
@@ -101,20 +109,23 @@ class LearningPipelinesCollector(Collector):
         queued = Counter(record.dagster_run.job_name for record in self.instance.get_run_records(
             filters=dg.RunsFilter(statuses=list(IN_QUEUE))))
         finished, last_success, fsrs_durations = self._finished, self._last_success, self._fsrs_durations
-        queue = GaugeMetricFamily("dagster_run_queue_size", "Queued, starting and running runs per job", labels=["job"])
-        for job, count in sorted(queued.items()):
-            queue.add_metric([job], count)
+        jobs = sorted(self.job_names | set(queued) | {job for job, _ in finished})
+        queue = GaugeMetricFamily("dagster_run_queue_size", "Queued, starting and running runs per job",
+                                  labels=[JOB_LABEL])
+        for job in jobs:
+            queue.add_metric([job], queued[job])
         yield queue
-        runs = CounterMetricFamily("dagster_runs_finished", "Finished runs per job and outcome", labels=["job", "status"])
-        failed = CounterMetricFamily("jobs_failed", "Failed runs per job", labels=["job"])
-        for (job, status), count in sorted(finished.items()):
-            runs.add_metric([job, status], count)
-            if status == "failure":
-                failed.add_metric([job], count)
+        runs = CounterMetricFamily("dagster_runs_finished", "Finished runs per job and outcome",
+                                   labels=[JOB_LABEL, "status"])
+        failed = CounterMetricFamily("jobs_failed", "Failed runs per job", labels=[JOB_LABEL])
+        for job in jobs:
+            for outcome in FINISHED.values():
+                runs.add_metric([job, outcome], finished[(job, outcome)])
+            failed.add_metric([job], finished[(job, "failure")])
         yield runs
         yield failed
         success = GaugeMetricFamily("learning_pipelines_last_success_timestamp_seconds",
-                                    "End time of each job's latest successful run", labels=["job"])
+                                    "End time of each job's latest successful run", labels=[JOB_LABEL])
         for job, when in sorted(last_success.items()):
             success.add_metric([job], when)
         yield success
@@ -210,7 +221,14 @@ def _migration_progress(report: dict) -> Iterator:
     yield copied
 
 
-def build_registry(instance: dg.DagsterInstance, engine: sa.Engine | None) -> CollectorRegistry:
+def code_location_jobs(repository: dg.RepositoryDefinition) -> list[str]:
+    """The jobs a person launches (Dagster's hidden `__` jobs left out): those build_registry exports from the start."""
+    return sorted(job.name for job in repository.get_all_jobs() if not job.name.startswith("__"))
+
+
+def build_registry(instance: dg.DagsterInstance, engine: sa.Engine | None,
+                   job_names: Iterable[str] = ()) -> CollectorRegistry:
+    """`job_names`: the jobs whose run counters and queue are exported at 0 before their first run."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LearningPipelinesCollector(instance, engine))
+    registry.register(LearningPipelinesCollector(instance, engine, job_names))
     return registry
