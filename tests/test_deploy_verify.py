@@ -242,3 +242,12 @@ def test_a_code_location_that_fails_to_load_is_reported_with_its_error(tmp_path)
     assert result.detail.startswith("the code location failed to load: ")
     assert "ValueError: LEARNING_PIPELINES_SOMETHING is not set" in result.detail
     assert "dagster definitions validate" in result.remedy
+
+
+def test_the_metrics_check_reads_only_http_urls(tmp_path):
+    (tmp_path / "stack.json").write_text(json.dumps({
+        "dagster_home": str(tmp_path), "warehouse_url": "sqlite:///w.db", "metrics_url": "file:///etc/passwd",
+        "queue": "q", "workers": 1, "code_server": {"host": "127.0.0.1", "port": 1}}))
+    target = verify.resolve_target(tmp_path, {})
+    [metrics] = verify.verify(target, tuple(c for c in verify.CHECKS if c.name == "metrics")).checks
+    assert not metrics.ok and "is not an http:// or https:// URL" in metrics.detail

@@ -477,8 +477,10 @@ def _check_metrics(session: _Session) -> Outcome:
     shown = _shown_url(url)
     remedy = ("start the exporter (`learning-pipelines stack start`, or `learning-pipelines metrics --port <port>` "
               "with DAGSTER_HOME set)" + session.logs("metrics.log"))
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        return Outcome(False, f"{shown} is not an http:// or https:// URL", "pass --metrics-url http://HOST:PORT/metrics")
     try:
-        with urllib.request.urlopen(url, timeout=CONNECT_TIMEOUT_S) as response:
+        with urllib.request.urlopen(url, timeout=CONNECT_TIMEOUT_S) as response:  # nosec B310: http(s) checked above
             status, body = response.status, response.read().decode("utf-8", errors="replace")
     except urllib.error.HTTPError as error:
         return Outcome(False, f"{shown} answered HTTP {error.code}", remedy)
