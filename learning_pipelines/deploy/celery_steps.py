@@ -25,6 +25,9 @@ def executor_config(queue: str) -> dict[str, Any]:
             "task_acks_late": True,
             "task_reject_on_worker_lost": True,
             "task_default_queue": queue,
+            # Each run worker's reply queue (rpc:// results) expires an hour after its last use, not Celery's default
+            # day: runs leave no queues behind on the broker for long. A shard step stays under 25 minutes.
+            "result_expires": 3600,
             # One step at a time per worker process, taking no second one ahead: scale by adding workers.
             "worker_prefetch_multiplier": 1,
             "worker_concurrency": 1,
