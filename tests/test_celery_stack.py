@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import signal
+import subprocess
 import time
 
 import dagster as dg
@@ -20,11 +21,12 @@ from learning_pipelines.db.engine import get_engine
 from learning_pipelines.defs.fsrs import fsrs_global_parameters
 from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.resources import Warehouse
+from learning_pipelines.deploy import stack as stacks
 from learning_pipelines.demo import load_platform
 from learning_pipelines.domain.learner_shards import learners_in
 from learning_pipelines.domain.simulate import simulate_platform
 from tests.fsrs_optimization import optimize_fsrs
-from tests.running_stack import celery_workers_of_steps, dagster, instance, running_stack, wait_for_runs
+from tests.running_stack import BIN, celery_workers_of_steps, dagster, instance, running_stack, wait_for_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("postgres_available", "rabbitmq_available")]
 
@@ -67,6 +69,12 @@ def test_a_backfill_of_every_shard_runs_steps_on_both_workers_and_writes_the_in_
     platform = _platform(n_learners=40, mean_cards=50)
     reference_url = _in_process_reference(tmp_path, platform)
     with running_stack(tmp_path / "stack") as stack:
+        running = stacks.running_pids(stack.run_dir)
+        again = subprocess.run([str(BIN / "learning-pipelines"), "stack", "start", "--run-dir", str(stack.run_dir)],
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 2 and "already running" in again.stderr  # refused, the running stack left alone
+        assert stacks.running_pids(stack.run_dir) == running
+        assert not (stack.dagster_home / "dagster_celery").exists(), "no broker URL left on disk"
         load_platform(get_engine(stack.warehouse_url), platform)
         dagster(stack, "job", "launch", "-j", "fsrs_global_job")
         [global_fit] = wait_for_runs(stack, "fsrs_global_job", 1)

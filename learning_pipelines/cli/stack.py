@@ -11,15 +11,14 @@ DEFAULT_RUN_DIR = Path(".stack")
 
 
 def _start(args: argparse.Namespace) -> int:
-    from learning_pipelines.deploy.stack import DEFAULT_POSTGRES, POSTGRES_ENV, Stack, StackError, start, stop
+    from learning_pipelines.deploy.stack import DEFAULT_POSTGRES, POSTGRES_ENV, Stack, StackError, start
     from learning_pipelines.settings import AUTOMATION_ON
 
     stack = Stack(run_dir=args.run_dir.resolve(), postgres=os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES),
                   workers=args.workers, automation=AUTOMATION_ON)
     try:
         pids = start(stack)
-    except StackError as error:
-        stop(stack.run_dir)
+    except StackError as error:  # start has stopped whatever it had spawned
         print(f"error: {error}", file=sys.stderr)
         return 2
     for name, pid in pids.items():
@@ -32,9 +31,13 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from learning_pipelines.deploy.stack import stop
+    from learning_pipelines.deploy.stack import StackError, stop
 
-    stopped = stop(args.run_dir.resolve())
+    try:
+        stopped = stop(args.run_dir.resolve())
+    except StackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"stopped {len(stopped)} process(es) of the stack in {args.run_dir}" if stopped
           else f"no stack running from {args.run_dir}")
     return 0

@@ -144,8 +144,8 @@ recommendations_job = dg.define_asset_job(
 
 @dg.asset_sensor(asset_key=ncf_model.key, job=recommendations_job, minimum_interval_seconds=30,
                  default_status=settings.DEFAULT_SENSOR_STATUS,
-                 description="After each NCF training, launches every learner shard of recommendations (one run "
-                             "each, keyed by the training run, so a shard never scores twice for the same model).")
+                 description="After each ncf_model run (a new serving model or not), launches every learner shard of "
+                             "recommendations: one run each, keyed by that run, so a shard scores once per training.")
 def recommendations_after_ncf_model(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
     return [dg.RunRequest(run_key=f"recommendations:{asset_event.run_id}:{shard}", partition_key=shard)
             for shard in learner_shards.get_partition_keys()]

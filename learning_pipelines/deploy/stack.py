@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -199,18 +200,31 @@ def start(stack: Stack, wait_seconds: float = 180) -> dict[str, int]:
     stack.run_dir.mkdir(parents=True, exist_ok=True)
     marker = uuid.uuid4().hex
     env = stack.environment(marker)
-    prepare(stack, env)
-    (stack.run_dir / DESCRIPTION).write_text(json.dumps(_description(stack, marker), indent=2))
     pids: dict[str, int] = {}
-    commands = stack.commands()
-    for name in commands:
-        if name == "daemon":
-            _wait_for_port(stack.host, stack.code_server_port, stack.run_dir, "code_server", wait_seconds)
-        pids[name] = _spawn(stack, name, commands[name], env)
-    for name, port in (("webserver", stack.webserver_port), ("metrics", stack.metrics_port)):
-        _wait_for_port(stack.host, port, stack.run_dir, name, wait_seconds)
-    _wait_until_ready(stack, wait_seconds)
+    try:
+        prepare(stack, env)
+        (stack.run_dir / DESCRIPTION).write_text(json.dumps(_description(stack, marker), indent=2))
+        commands = stack.commands()
+        for name in commands:
+            if name == "daemon":
+                _wait_for_port(stack.host, stack.code_server_port, stack.run_dir, "code_server", wait_seconds)
+            pids[name] = _spawn(stack, name, commands[name], env)
+        for name, port in (("webserver", stack.webserver_port), ("metrics", stack.metrics_port)):
+            _wait_for_port(stack.host, port, stack.run_dir, name, wait_seconds)
+        _wait_until_ready(stack, wait_seconds)
+    except Exception as error:
+        stop(stack.run_dir)  # only what this start spawned: the marker is new
+        if isinstance(error, StackError):
+            raise
+        raise StackError(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
+    _forget_worker_config(stack)
     return pids
+
+
+def _forget_worker_config(stack: Stack) -> None:
+    """`dagster-celery worker start` writes the resolved broker URL (its password included) into a config module
+    under DAGSTER_HOME for the worker to import at start; once the workers run, it is not needed on disk."""
+    shutil.rmtree(stack.dagster_home / "dagster_celery", ignore_errors=True)
 
 
 def _wait_until_ready(stack: Stack, seconds: float) -> None:
@@ -252,6 +266,8 @@ def restart_workers(run_dir: Path, grace_seconds: float = 20) -> dict[str, int]:
         if pid_file.is_file():
             _stop_group(int(pid_file.read_text()), grace_seconds)
         restarted[name] = _spawn(stack, name, command, env)
+    _wait_until_ready(stack, 180)
+    _forget_worker_config(stack)
     return restarted
 
 
@@ -282,7 +298,13 @@ def _description(stack: Stack, marker: str) -> dict:
 
 def read_description(run_dir: Path) -> dict | None:
     path = run_dir / DESCRIPTION
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise StackError(f"{path} cannot be read ({error}): stop the stack's processes by hand, delete the file, "
+                         "and start again") from None
 
 
 def _wait_for_port(host: str, port: int, run_dir: Path, name: str, seconds: float) -> None:
