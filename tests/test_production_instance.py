@@ -19,16 +19,11 @@ import yaml
 from learning_pipelines.db import migrate
 from learning_pipelines.db.engine import DATABASE_URL_ENV
 from tests.conftest import scratch_postgres_database
+from tests.running_stack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 JOB = "card_memory_states_job"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -61,7 +56,7 @@ def test_a_run_goes_through_the_queue_of_the_postgresql_instance(empty_postgres_
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
-    port = _free_port()
+    port = free_port()
     workspace = yaml.safe_load((ROOT / "deploy" / "workspace.yaml").read_text())
     workspace["load_from"][0]["grpc_server"]["port"] = port
     (tmp_path / "workspace.yaml").write_text(yaml.safe_dump(workspace))

@@ -1,26 +1,39 @@
-"""`learning-pipelines stack start|stop`: the production topology on this machine (`make stack`)."""
+"""`learning-pipelines stack start|stop|restart-workers`: the production topology on this machine (`make stack`)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_RUN_DIR = Path(".stack")
 
 
+def _stack_errors_exit_2(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A StackError (what could not be done, and why) becomes one line on stderr and exit 2."""
+    @functools.wraps(handler)
+    def handle(args: argparse.Namespace) -> int:
+        from learning_pipelines.deploy.stack import StackError
+
+        try:
+            return handler(args)
+        except StackError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    return handle
+
+
+@_stack_errors_exit_2
 def _start(args: argparse.Namespace) -> int:
-    from learning_pipelines.deploy.stack import DEFAULT_POSTGRES, POSTGRES_ENV, Stack, StackError, start
+    from learning_pipelines.deploy.stack import DEFAULT_POSTGRES, POSTGRES_ENV, Stack, start
     from learning_pipelines.settings import AUTOMATION_ON
 
     stack = Stack(run_dir=args.run_dir.resolve(), postgres=os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES),
                   workers=args.workers, automation=AUTOMATION_ON)
-    try:
-        pids = start(stack)
-    except StackError as error:  # start has stopped whatever it had spawned
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    pids = start(stack)  # on failure it has stopped whatever it had spawned
     for name, pid in pids.items():
         print(f"  {name:<12} pid {pid:<8} log {stack.run_dir / 'logs' / f'{name}.log'}")
     print(f"stack up: Dagster UI {stack.webserver_url}, metrics {stack.metrics_url}, "
@@ -30,27 +43,21 @@ def _start(args: argparse.Namespace) -> int:
     return 0
 
 
+@_stack_errors_exit_2
 def _stop(args: argparse.Namespace) -> int:
-    from learning_pipelines.deploy.stack import StackError, stop
+    from learning_pipelines.deploy.stack import stop
 
-    try:
-        stopped = stop(args.run_dir.resolve())
-    except StackError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    stopped = stop(args.run_dir.resolve())
     print(f"stopped {len(stopped)} process(es) of the stack in {args.run_dir}" if stopped
           else f"no stack running from {args.run_dir}")
     return 0
 
 
+@_stack_errors_exit_2
 def _restart_workers(args: argparse.Namespace) -> int:
-    from learning_pipelines.deploy.stack import StackError, restart_workers
+    from learning_pipelines.deploy.stack import restart_workers
 
-    try:
-        restarted = restart_workers(args.run_dir.resolve())
-    except StackError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    restarted = restart_workers(args.run_dir.resolve())
     for name, pid in restarted.items():
         print(f"  {name:<12} restarted, pid {pid}")
     return 0

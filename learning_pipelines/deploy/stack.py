@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -264,26 +265,20 @@ def restart_workers(run_dir: Path, grace_seconds: float = 20) -> dict[str, int]:
             continue
         pid_file = run_dir / "pids" / f"{name}.pid"
         if pid_file.is_file():
-            _stop_group(int(pid_file.read_text()), grace_seconds)
+            group = int(pid_file.read_text())
+            _terminate(lambda: [pid for pid in _marked(description["marker"]) if _group_of(pid) == group],
+                       grace_seconds)
         restarted[name] = _spawn(stack, name, command, env)
     _wait_until_ready(stack, 180)
     _forget_worker_config(stack)
     return restarted
 
 
-def _stop_group(pgid: int, grace_seconds: float) -> None:
-    for signum, seconds in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(pgid, signum)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def _description(stack: Stack, marker: str) -> dict:
@@ -354,21 +349,27 @@ def stop(run_dir: Path, grace_seconds: float = 20) -> list[int]:
     description = read_description(run_dir)
     if description is None:
         return []
-    marker = description["marker"]
-    stopped = _marked(marker)
-    for pid in stopped:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_seconds
-    while (left := _marked(marker)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for pid in left:
-        _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while _marked(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    stopped = _terminate(lambda: _marked(description["marker"]), grace_seconds)
     for pid_file in (run_dir / "pids").glob("*.pid"):
         pid_file.unlink()
     return stopped
+
+
+def _terminate(find: Callable[[], list[int]], grace_seconds: float) -> list[int]:
+    """SIGTERM to the processes `find` lists; after `grace_seconds`, SIGKILL to whatever it lists then, again until
+    it lists none (a process that appeared meanwhile included) or 10 s have passed. Returns the first list."""
+    first = find()
+    for pid in first:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while find() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while (left := find()) and time.monotonic() < deadline:
+        for pid in left:
+            _signal(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    return first
 
 
 def _signal(pid: int, signum: int) -> None:
