@@ -12,6 +12,7 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
+from learning_pipelines import settings
 from learning_pipelines.db import bulk, tables
 from learning_pipelines.db.maintenance import shown_url
 from learning_pipelines.db.engine import dagster_home, get_engine, resolve_database_url
@@ -72,8 +73,8 @@ def job_order(repository: dg.RepositoryDefinition) -> list[dg.JobDefinition]:
 def partitions_to_run(repository: dg.RepositoryDefinition, job: dg.JobDefinition, months: list[str],
                       now: dt.datetime) -> list[str | None]:
     """Every month with reviews for a monthly job (the backfill that follows a bulk load); every learner
-    shard for a sharded job; for a daily job the day its schedule would request now; None for an
-    unpartitioned job."""
+    shard for a sharded job; for a daily job the day its schedule would request now (every shard of today,
+    in the schedules' timezone, for a day x shard job); None for an unpartitioned job."""
     partitions = job.partitions_def
     if partitions is None:
         return [None]
@@ -81,6 +82,9 @@ def partitions_to_run(repository: dg.RepositoryDefinition, job: dg.JobDefinition
         return months
     if isinstance(partitions, dg.StaticPartitionsDefinition):
         return partitions.get_partition_keys()
+    if isinstance(partitions, dg.MultiPartitionsDefinition):
+        today = now.astimezone(zoneinfo.ZoneInfo(settings.SCHEDULE_TIMEZONE)).date().isoformat()
+        return [key for key in partitions.get_partition_keys() if key.keys_by_dimension["day"] == today]
     for schedule in repository.schedule_defs:
         if schedule.job_name == job.name:
             tick = now.astimezone(zoneinfo.ZoneInfo(schedule.execution_timezone or "UTC"))

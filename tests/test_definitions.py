@@ -27,7 +27,8 @@ EXPECTED_GRAPH = {
     "schedules": ["fsrs_shadow_daily", "fsrs_weekly", "review_logs_nightly", "revision_queues_nightly"],
     "sensors": ["fsrs_eligibility_sensor", "fsrs_shards_after_global", "learning_pipelines_automation", "ncf_retraining_sensor",
                 "recommendations_after_ncf_model",
-                "review_logs_arrivals_sensor", "review_logs_partition_backfill_sensor", "run_failure_reporter"],
+                "review_logs_arrivals_sensor", "review_logs_partition_backfill_sensor", "revision_queue_shards_after_states",
+                "run_failure_reporter"],
     "resources": ["model_store", "warehouse"],
 }
 

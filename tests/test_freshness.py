@@ -21,7 +21,8 @@ from learning_pipelines.definitions import defs as load_defs
 from learning_pipelines.defs.automation import review_logs_arrivals_sensor
 from learning_pipelines.defs.memory_states import card_memory_states
 from learning_pipelines.defs.resources import Warehouse
-from learning_pipelines.defs.revision_queues import revision_queues_nightly
+from learning_pipelines.defs.revision_queues import (QUEUE_DAY_TAG, revision_queue_shards_after_states,
+                                                     revision_queues_job, revision_queues_nightly)
 from learning_pipelines.demo import load_platform
 from learning_pipelines.domain import fsrs
 from learning_pipelines.domain.simulate import simulate_platform
@@ -64,12 +65,21 @@ class Deployment:
             self.instance.report_runless_asset_event(event)
 
     def nightly_queues(self, at: dt.datetime) -> str:
-        """What the 02:00 schedule launches: its request, run through its job."""
+        """What the 02:00 schedule launches (the refresh of the states), then the shard runs the run status
+        sensor launches after it, each through its job; returns the day."""
         request = revision_queues_nightly(dg.build_schedule_context(instance=self.instance, scheduled_execution_time=at))
-        job = self.defs.resolve_job_def(revision_queues_nightly.job_name)
-        assert job.execute_in_process(instance=self.instance, partition_key=request.partition_key,
-                                      tags=request.tags).success
-        return request.partition_key
+        refresh = self.defs.resolve_job_def(revision_queues_nightly.job_name).execute_in_process(
+            instance=self.instance, tags=request.tags)
+        assert refresh.success
+        success = self.instance.all_logs(refresh.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)[0].dagster_event
+        shard_requests = revision_queue_shards_after_states(dg.build_run_status_sensor_context(
+            sensor_name=revision_queue_shards_after_states.name, dagster_instance=self.instance,
+            dagster_run=self.instance.get_run_by_id(refresh.run_id), dagster_event=success))
+        shard_job = self.defs.resolve_job_def(revision_queues_job.name)
+        for shard_request in shard_requests:
+            assert shard_job.execute_in_process(instance=self.instance, partition_key=shard_request.partition_key,
+                                                tags=shard_request.tags).success
+        return request.tags[QUEUE_DAY_TAG]
 
 
 def _theme_due(engine, day: str) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 exporter scraped over HTTP after real runs, the failure sensor, and run monitoring. Prometheus itself (promtool's
 rule tests and a real server) is in test_prometheus_server.py."""
 
+import datetime as dt
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from learning_pipelines.db import migrate, tables
 from learning_pipelines.db.engine import get_engine
 from learning_pipelines.definitions import defs as load_defs
 from learning_pipelines.defs.alerts import run_failure_reporter
+from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.demo import load_platform
 from learning_pipelines.domain.simulate import simulate_platform
@@ -185,6 +187,11 @@ def _scrape(registry) -> dict:
             for family in text_string_to_metric_families(body) for s in family.samples}
 
 
+def _queue_shard(day: str) -> dg.MultiPartitionKey:
+    """The first learner shard of revision_queues on `day`."""
+    return dg.MultiPartitionKey({"day": day, "shard": learner_shards.get_partition_keys()[0]})
+
+
 def test_exporter_after_a_successful_and_a_failed_run(instance, empty_sqlite_url, tmp_path):
     migrate.upgrade(empty_sqlite_url)
     engine = get_engine(empty_sqlite_url)
@@ -198,7 +205,7 @@ def test_exporter_after_a_successful_and_a_failed_run(instance, empty_sqlite_url
     assert all(ok.success for ok in oks)
     broken = {"warehouse": Warehouse(database_url=f"sqlite:///{tmp_path / 'never_migrated.db'}")}
     failed = repository.get_job("revision_queues_job").execute_in_process(
-        instance=instance, resources=broken, partition_key="2026-03-10", raise_on_error=False)
+        instance=instance, resources=broken, partition_key=_queue_shard("2026-03-10"), raise_on_error=False)
     assert not failed.success
 
     jobs = code_location_jobs(repository)
@@ -226,7 +233,7 @@ def test_exporter_after_a_successful_and_a_failed_run(instance, empty_sqlite_url
     assert abs(stamp - time.time()) < 600
     # A later scrape counts only the runs finished since; a restarted exporter reads the same totals back.
     repository.get_job("revision_queues_job").execute_in_process(
-        instance=instance, resources=broken, partition_key="2026-03-11", raise_on_error=False)
+        instance=instance, resources=broken, partition_key=_queue_shard("2026-03-11"), raise_on_error=False)
     later = _scrape(registry)
     assert later[("jobs_failed_total", (("dagster_job", "revision_queues_job"),))] == 2
     assert later[("fsrs_optimization_jobs_processed_total", ())] == len(shards)
@@ -257,8 +264,9 @@ def test_failure_sensor_records_the_run_and_posts_to_the_webhook(instance, empty
     _Webhook.received = []
     repository = load_defs().get_repository_def()
     broken = {"warehouse": Warehouse(database_url=f"sqlite:///{tmp_path / 'never_migrated.db'}")}
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()  # a day it may build: it reaches the warehouse
     result = repository.get_job("revision_queues_job").execute_in_process(
-        instance=instance, resources=broken, partition_key="2026-03-10", raise_on_error=False)
+        instance=instance, resources=broken, partition_key=_queue_shard(today), raise_on_error=False)
     assert not result.success
     context = dg.build_run_status_sensor_context(
         sensor_name="run_failure_reporter", dagster_instance=instance, dagster_run=result.dagster_run,
@@ -271,12 +279,11 @@ def test_failure_sensor_records_the_run_and_posts_to_the_webhook(instance, empty
     assert len(_Webhook.received) == 1
     posted = _Webhook.received[0]
     assert posted["job"] == "revision_queues_job" and posted["run_id"] == result.run_id
-    # The job brings the memory states up to date first: that step meets the unmigrated warehouse.
-    assert posted["step"] == "card_memory_states" and posted["error_class"] == "OperationalError"
+    assert posted["step"] == "revision_queues" and posted["error_class"] == "OperationalError"
     with get_engine(empty_sqlite_url).connect() as conn:
         row = conn.execute(sa.select(tables.pipeline_run_failures)).one()
     assert (row.run_id, row.job_name, row.step_key, row.error_class, row.webhook_status) == (
-        result.run_id, "revision_queues_job", "card_memory_states", "OperationalError", "204")
+        result.run_id, "revision_queues_job", "revision_queues", "OperationalError", "204")
 
 
 @pytest.mark.slow

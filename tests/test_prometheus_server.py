@@ -245,7 +245,8 @@ def test_a_real_prometheus_scrapes_the_exporter_and_evaluates_the_alerts(tmp_pat
             assert _run(fsrs, instance, warehouse, fsrs.partitions_def.get_partition_keys()[0]).success
             assert _run(repository.get_job("concept_complexity_job"), instance, warehouse).success
             for day in ("2026-03-10", "2026-03-11", "2026-03-12"):
-                assert not _run(repository.get_job("revision_queues_job"), instance, broken, day).success
+                key = dg.MultiPartitionKey({"day": day, "shard": fsrs.partitions_def.get_partition_keys()[0]})
+                assert not _run(repository.get_job("revision_queues_job"), instance, broken, key).success
             _wait_for(lambda: _alerts(base), "an alert after 3 failed runs")
             alerts = _alerts(base)
             assert [(a["labels"]["alertname"], a["state"]) for a in alerts] == [("PipelineFailureRateHigh", "pending")]

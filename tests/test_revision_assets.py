@@ -6,16 +6,24 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from learning_pipelines.db import bulk, tables
+from learning_pipelines.db import bulk, revision_queues as queue_store, tables
+from learning_pipelines.db.engine import get_engine
 from learning_pipelines.db.preferences import write_learning_prefs
+from learning_pipelines.db.reads import learner_ids
 from learning_pipelines.db.memory_states import Progress, write_progress
+from learning_pipelines.db.reads import concept_graph
 from learning_pipelines.definitions import defs
 from learning_pipelines.defs.complexity import concept_complexity, scores_in_unit_interval
-from learning_pipelines.defs.memory_states import card_memory_states
+from learning_pipelines.defs.learner_shards import learner_shards
+from learning_pipelines.defs.memory_states import card_memory_states, card_memory_states_job
 from learning_pipelines.defs.resources import Warehouse
-from learning_pipelines.defs.revision_queues import (every_due_concept_accounted_for, revision_queues,
-                                                     revision_queues_nightly, summary_totals_match_theme_rows)
+from learning_pipelines.defs.revision_queues import (QUEUE_DAY_TAG, STATES_CUTOFF_TAG, every_due_concept_accounted_for,
+                                                     revision_queue_shards_after_states, revision_queues,
+                                                     revision_queues_job, revision_queues_nightly,
+                                                     summary_totals_match_theme_rows)
 from learning_pipelines.demo import load_platform
+from learning_pipelines.domain import revision
+from learning_pipelines.domain.learner_shards import shard_of
 from learning_pipelines.domain.revision import InvalidPreference
 from learning_pipelines.domain.simulate import simulate_platform
 from tests.fsrs_optimization import optimize_fsrs
@@ -63,21 +71,39 @@ def queue_warehouse(warehouse_url, warehouse_engine):
 QUEUE_ASSETS = [revision_queues, every_due_concept_accounted_for, summary_totals_match_theme_rows]
 
 
+SHARDS = learner_shards.get_partition_keys()
+
+
+def _shard_of(user_id: int) -> str:
+    return SHARDS[int(shard_of([user_id], len(SHARDS))[0])]
+
+
+def _queue_shard(url, shard, day=DAY, **kwargs):
+    return dg.materialize(QUEUE_ASSETS, resources={"warehouse": Warehouse(database_url=url)},
+                          partition_key=dg.MultiPartitionKey({"day": day, "shard": shard}), **kwargs)
+
+
 def _queue(url, day=DAY, **kwargs):
-    return dg.materialize(QUEUE_ASSETS, resources={"warehouse": Warehouse(database_url=url)}, partition_key=day,
-                          **kwargs)
+    """Every learner shard of `day`, one run each: {shard: result}."""
+    return {shard: _queue_shard(url, shard, day, **kwargs) for shard in SHARDS}
+
+
+def _day_rows(engine, day=DAY):
+    snapshot = lambda table: _frame(engine, sa.select(table).where(table.c.queue_date == day)  # noqa: E731
+                                    .order_by(*table.primary_key.columns))
+    return {table.name: snapshot(table) for table in (tables.revision_queue_theme, tables.revision_queue_user_summary,
+                                                      tables.queue_stats_daily, tables.tag_quality_debt_log)}
 
 
 def test_queues_for_a_day_are_written_checked_and_idempotent(queue_warehouse, warehouse_engine):
     first = _queue(queue_warehouse)
-    checks = first.get_asset_check_evaluations()
-    assert len(checks) == 2 and all(e.passed for e in checks)
-    snapshot = lambda table: _frame(warehouse_engine, sa.select(table).order_by(*table.primary_key.columns))  # noqa: E731
-    before = {table.name: snapshot(table) for table in (tables.revision_queue_theme, tables.revision_queue_user_summary,
-                                                        tables.queue_stats_daily, tables.tag_quality_debt_log)}
+    checks = [e for result in first.values() for e in result.get_asset_check_evaluations()]
+    assert len(checks) == 2 * len(SHARDS) and all(e.passed for e in checks)
+    before = _day_rows(warehouse_engine)
     _queue(queue_warehouse)
+    after_rerun = _day_rows(warehouse_engine)
     for name, frame in before.items():
-        after = snapshot(tables.metadata.tables[name])
+        after = after_rerun[name]
         pd.testing.assert_frame_equal(frame.drop(columns=["generated_at", "cutoff_at"], errors="ignore"),
                                       after.drop(columns=["generated_at", "cutoff_at"], errors="ignore"))
 
@@ -89,16 +115,20 @@ def test_queues_for_a_day_are_written_checked_and_idempotent(queue_warehouse, wa
     assert set(themes.loc[themes["user_id"] == 1, "theme_key"]) == {"1", "2", "UNMAPPED"}
     debt = before["tag_quality_debt_log"]
     assert debt[["user_id", "concept_id", "fallback_key"]].values.tolist() == [[1, 13, "UNMAPPED"]]
-    stats = before["queue_stats_daily"].set_index("theme_key")
+    with warehouse_engine.connect() as conn:
+        stats = queue_store.day_totals(conn, TODAY).set_index("theme_key")
     assert stats.loc["*", "due_today"] == 4 and stats.loc["*", "n_learners"] == 2
     assert stats.loc["1", "due_today"] == 3
-    cutoff = first.asset_materializations_for_node("revision_queues")[0].metadata["cutoff"].value
-    assert ((summary["cutoff_at"] - pd.Timestamp(cutoff, unit="s", tz="UTC")).abs() < pd.Timedelta(milliseconds=1)).all()
+    assert set(before["queue_stats_daily"]["learner_shard"]) == set(SHARDS), "every shard writes its own totals"
+    for user_id, row in summary.iterrows():
+        run = first[_shard_of(user_id)]
+        cutoff = run.asset_materializations_for_node("revision_queues")[0].metadata["cutoff"].value
+        assert abs(row["cutoff_at"] - pd.Timestamp(cutoff, unit="s", tz="UTC")) < pd.Timedelta(milliseconds=1)
 
 
 def test_a_past_day_is_refused_rather_than_built_from_todays_states(queue_warehouse, warehouse_engine):
     yesterday = (TODAY - dt.timedelta(days=1)).isoformat()
-    result = _queue(queue_warehouse, yesterday, raise_on_error=False)
+    result = _queue_shard(queue_warehouse, _shard_of(1), yesterday, raise_on_error=False)
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
     assert f"revision_queues for {yesterday} would be built from today's memory states" in failure.description
@@ -112,10 +142,10 @@ def test_queues_refuse_memory_states_that_miss_reviews_stored_before_the_cutoff(
                                       None, None, None))
         bulk.insert_review_logs(conn, pd.DataFrame({"id": [1], "reviewed_at": [t("01:00")], "user_id": [1],
                                                     "concept_id": [10], "rating": [3], "review_duration_ms": [900]}))
-    result = _queue(queue_warehouse, raise_on_error=False)
+    result = _queue_shard(queue_warehouse, _shard_of(1), raise_on_error=False)
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
-    assert "Run revision_queues_job" in failure.description
+    assert "Run card_memory_states_job first" in failure.description
     assert _frame(warehouse_engine, sa.select(tables.revision_queue_user_summary)).empty
 
 
@@ -130,14 +160,14 @@ def test_preferences_out_of_range_are_refused_at_write(queue_warehouse, warehous
             conn.execute(tables.user_learning_prefs.insert().values(user_id=1, spacing_multiplier=3.0))
 
 
-def test_schedule_runs_at_two_and_requests_that_day():
+def test_schedule_refreshes_the_states_at_two_for_that_day():
     context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.timezone.utc))
     request = revision_queues_nightly(context)
     assert revision_queues_nightly.cron_schedule == "0 2 * * *"
     assert revision_queues_nightly.execution_timezone == "UTC"
-    assert (request.partition_key, request.run_key) == ("2026-03-10", "revision_queues:2026-03-10")
-    job = defs().resolve_job_def(revision_queues_nightly.job_name)
-    assert job.asset_layer.executable_asset_keys == {card_memory_states.key, revision_queues.key}
+    assert (request.run_key, request.tags[QUEUE_DAY_TAG]) == ("revision_queues:2026-03-10", "2026-03-10")
+    assert revision_queues_nightly.job_name == card_memory_states_job.name
+    assert defs().resolve_job_def(revision_queues_job.name).asset_layer.executable_asset_keys == {revision_queues.key}
 
 
 def test_complexity_tracks_the_simulated_truth(empty_sqlite_url):
@@ -158,3 +188,104 @@ def test_complexity_tracks_the_simulated_truth(empty_sqlite_url):
     truth = platform.true_concept_complexity.reindex(scores.index)
     agreement = scores["score"].rank().corr(truth.rank())  # Spearman
     assert agreement > 0.4
+
+
+@pytest.fixture
+def platform_states_url(empty_sqlite_url):
+    """A simulated platform whose memory states are up to date (on the default weights)."""
+    from learning_pipelines.db import migrate
+
+    migrate.upgrade(empty_sqlite_url)
+    load_platform(get_engine(empty_sqlite_url),
+                  simulate_platform(n_learners=40, n_concepts=60, n_resources=10, days=60, seed=5))
+    dg.materialize([card_memory_states], resources={"warehouse": Warehouse(database_url=empty_sqlite_url)})
+    return empty_sqlite_url
+
+
+def _sorted(frame, key):
+    return frame.sort_values(key).reset_index(drop=True)
+
+
+def test_all_shards_give_exactly_the_rows_of_the_same_computation_unsharded(platform_states_url):
+    engine = get_engine(platform_states_url)
+    assert all(result.success for result in _queue(platform_states_url).values())
+    with engine.connect() as conn:
+        calendars, preferences = queue_store.learners_with_cards(conn, learner_ids(conn))
+        learners, _ = revision.effective_preferences(calendars, preferences)
+        concept_ids, theme_map, edges = concept_graph(conn)
+        themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
+        unsharded = revision.build_queues(queue_store.card_states(conn, learners["user_id"].tolist()), learners,
+                                          themes, TODAY)
+        stored_totals = queue_store.day_totals(conn, TODAY)
+    stored = _day_rows(engine)
+    assert len({_shard_of(u) for u in learners["user_id"]}) == len(SHARDS) > 1, "every shard has learners"
+    key = ["user_id", "theme_key"]
+    theme_columns = ["user_id", "theme_key", "due_today", "overdue", "mastery", "rank"]
+    pd.testing.assert_frame_equal(_sorted(stored["revision_queue_theme"][theme_columns], key),
+                                  _sorted(unsharded.themes[theme_columns], key), check_dtype=False)
+    summary_columns = ["user_id", "due_today_total", "overdue_total", "recommended_theme_ids"]
+    pd.testing.assert_frame_equal(_sorted(stored["revision_queue_user_summary"][summary_columns], "user_id"),
+                                  _sorted(unsharded.summaries[summary_columns], "user_id"), check_dtype=False)
+    debt_columns = ["user_id", "concept_id", "fallback_key", "reason"]
+    pd.testing.assert_frame_equal(_sorted(stored["tag_quality_debt_log"][debt_columns], ["user_id", "concept_id"]),
+                                  _sorted(unsharded.debt[debt_columns], ["user_id", "concept_id"]), check_dtype=False)
+    expected_totals = revision.day_stats([revision.theme_totals(unsharded)])
+    pd.testing.assert_frame_equal(_sorted(stored_totals, "theme_key"), _sorted(expected_totals, "theme_key"),
+                                  check_dtype=False)
+
+
+def test_a_shard_rerun_replaces_exactly_its_learners_rows(platform_states_url):
+    engine = get_engine(platform_states_url)
+    _queue(platform_states_url)
+    before = _day_rows(engine)
+    rerun, untouched = SHARDS[0], SHARDS[1]
+    with engine.begin() as conn:  # every card of every learner due long ago: the queues must change
+        conn.execute(tables.card_memory_states.update().values(last_review_at=t("00:00", days=-400)))
+    _queue_shard(platform_states_url, rerun)
+    after = _day_rows(engine)
+
+    for name in ("revision_queue_theme", "revision_queue_user_summary", "tag_quality_debt_log"):
+        shards = {table: frame["user_id"].map(_shard_of) for table, frame in (("before", before[name]),
+                                                                              ("after", after[name]))}
+        kept = before[name][shards["before"] != rerun].reset_index(drop=True)
+        pd.testing.assert_frame_equal(after[name][shards["after"] != rerun].reset_index(drop=True), kept)
+    stats_before, stats_after = (frame.set_index(["learner_shard", "theme_key"]) for frame in
+                                 (before["queue_stats_daily"], after["queue_stats_daily"]))
+    pd.testing.assert_frame_equal(stats_after.loc[untouched], stats_before.loc[untouched])
+    assert (stats_after.loc[(rerun, "*"), "overdue"] > stats_before.loc[(rerun, "*"), "overdue"]), \
+        "the rerun shard's learners now have overdue cards"
+
+
+def test_the_nightly_refresh_launches_every_shard_with_its_cutoff(platform_states_url):
+    warehouse = {"warehouse": Warehouse(database_url=platform_states_url)}
+    repository = defs().get_repository_def()
+    with dg.instance_for_test() as instance:
+        refresh = repository.get_job(card_memory_states_job.name).execute_in_process(
+            instance=instance, resources=warehouse, tags={QUEUE_DAY_TAG: DAY})
+        as_of = refresh.asset_materializations_for_node("card_memory_states")[0].metadata["as_of"].value
+        success = instance.all_logs(refresh.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)[0].dagster_event
+        requests = revision_queue_shards_after_states(dg.build_run_status_sensor_context(
+            sensor_name=revision_queue_shards_after_states.name, dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(refresh.run_id), dagster_event=success))
+        assert sorted(r.partition_key for r in requests) == sorted(
+            dg.MultiPartitionKey({"day": DAY, "shard": shard}) for shard in SHARDS)
+        assert len({r.run_key for r in requests}) == len(requests)
+        cutoff = dt.datetime.fromisoformat(requests[0].tags[STATES_CUTOFF_TAG])
+        assert abs(cutoff.timestamp() - as_of) < 1e-3
+
+        # A review that reaches the warehouse after the refresh does not hold the night's shards back...
+        with get_engine(platform_states_url).begin() as conn:
+            bulk.insert_review_logs(conn, pd.DataFrame({"id": [10**9], "reviewed_at": [pd.Timestamp.now(tz="UTC")],
+                                                        "user_id": [1], "concept_id": [1], "rating": [3],
+                                                        "review_duration_ms": [900]}))
+        shard_job = repository.get_job(revision_queues_job.name)
+        night = shard_job.execute_in_process(instance=instance, resources=warehouse, tags=requests[0].tags,
+                                             partition_key=requests[0].partition_key)
+        assert night.success
+        with get_engine(platform_states_url).connect() as conn:
+            cutoffs = bulk.read_frame(conn, sa.select(tables.revision_queue_user_summary.c.cutoff_at))["cutoff_at"]
+        assert len(cutoffs) and (abs(cutoffs - pd.Timestamp(cutoff)) < pd.Timedelta(milliseconds=1)).all()
+        # ...while a shard launched later without the refresh's cutoff refuses the states that miss it.
+        later = shard_job.execute_in_process(instance=instance, resources=warehouse, raise_on_error=False,
+                                             partition_key=requests[1].partition_key)
+        assert not later.success

@@ -121,17 +121,19 @@ _IDS_PER_IN_LIST = 5000  # SQLite binds each id of an IN list as a parameter; Po
 def read_frame_with_ids(conn: sa.Connection, statement: sa.Select, column: sa.ColumnElement, ids) -> pd.DataFrame:
     """`statement`'s rows whose `column` is one of `ids` (integers), as read_frame gives them, in as
     few queries as the dialect allows whatever the number of ids."""
-    return pd.concat([read_frame(conn, statement.where(where)) for where in _id_conditions(conn, column, ids)],
+    return pd.concat([read_frame(conn, statement.where(where)) for where in id_conditions(conn, column, ids)],
                      ignore_index=True)
 
 
-def delete_with_ids(conn: sa.Connection, table: sa.Table, column: sa.ColumnElement, ids) -> None:
-    """Delete the rows of `table` whose `column` is one of `ids` (integers), inside the caller's transaction."""
-    for where in _id_conditions(conn, column, ids):
-        conn.execute(table.delete().where(where))
+def delete_with_ids(conn: sa.Connection, table: sa.Table, column: sa.ColumnElement, ids,
+                    *conditions: sa.ColumnElement[bool]) -> None:
+    """Delete the rows of `table` whose `column` is one of `ids` (integers) and that meet `conditions`,
+    inside the caller's transaction."""
+    for where in id_conditions(conn, column, ids):
+        conn.execute(table.delete().where(where, *conditions))
 
 
-def _id_conditions(conn: sa.Connection, column: sa.ColumnElement, ids) -> list[sa.ColumnElement[bool]]:
+def id_conditions(conn: sa.Connection, column: sa.ColumnElement, ids) -> list[sa.ColumnElement[bool]]:
     """Conditions that together select `column` in `ids`: one array on PostgreSQL, IN lists on SQLite."""
     wanted = np.unique(np.asarray(ids, dtype=np.int64))
     if conn.dialect.name == "postgresql":

@@ -313,6 +313,8 @@ queue_stats_daily = sa.Table(
     "queue_stats_daily",
     metadata,
     sa.Column("queue_date", sa.Date, primary_key=True),
+    sa.Column("learner_shard", sa.String(16), primary_key=True, server_default="00-of-01",
+              comment="the learner shard these learners belong to, like 03-of-16"),
     sa.Column("theme_key", sa.String(64), primary_key=True, comment="'*' for the global totals"),
     sa.Column("n_learners", sa.Integer, nullable=False),
     sa.Column("due_today", sa.Integer, nullable=False),

@@ -8,35 +8,46 @@ import dagster as dg
 
 from learning_pipelines import settings
 from learning_pipelines.db import memory_states, revision_queues as store
-from learning_pipelines.db.reads import concept_graph
-from learning_pipelines.defs.memory_states import card_memory_states
+from learning_pipelines.db.reads import concept_graph, shard_learners
+from learning_pipelines.defs.learner_shards import learner_shards
+from learning_pipelines.defs.memory_states import card_memory_states, card_memory_states_job
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.domain import revision
 from learning_pipelines.domain.chunking import LEARNER_CHUNK
 from learning_pipelines.observability.structured_logs import asset_logger
 
 queue_days = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1, timezone=settings.SCHEDULE_TIMEZONE)
+# Each day's queues are built shard by shard: the shards of a night are separate runs any worker takes.
+queue_days_by_shard = dg.MultiPartitionsDefinition({"day": queue_days, "shard": learner_shards})
+# Set on the shard runs that follow the nightly refresh of the memory states: every review committed
+# before this moment (ISO 8601) is in the states the queues are built from.
+STATES_CUTOFF_TAG = "learning_pipelines/states_cutoff"
+# Set on the nightly refresh of the memory states: the day whose queues follow it.
+QUEUE_DAY_TAG = "learning_pipelines/queue_day"
 
 
 @dg.asset(
     group_name="revision",
     deps=[card_memory_states],
-    partitions_def=queue_days,
+    partitions_def=queue_days_by_shard,
     kinds={"python", "sql"},
     owners=["team:learning-intelligence"],
 )
 def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    """For the partition's day: per learner and theme, concepts due by the end of the learner's own day
-    (overdue ones counted apart), themes ranked by due count then weaker mastery; a summary per learner
-    with the recommended themes; the day's totals; fallbacks logged as tag-quality debt.
+    """For the partition's day and learner shard: per learner and theme, concepts due by the end of the
+    learner's own day (overdue ones counted apart), themes ranked by due count then weaker mastery; a
+    summary per learner with the recommended themes; the shard's day totals; fallbacks logged as
+    tag-quality debt.
 
-    Built only from memory states that include every review stored before the run started (its
-    cutoff, recorded in each summary row); a past day is refused, since its states are gone.
-    Re-running a day replaces that day's rows in one transaction."""
+    Built only from memory states that include every review stored before the cutoff (recorded in each
+    summary row): the nightly refresh's, for the shards it launches (revision_queue_shards_after_states),
+    else the run's start. A past day is refused, since its states are gone. Re-running a shard's day
+    replaces exactly that shard's rows of the day in one transaction."""
     started = time.perf_counter()
-    day = dt.date.fromisoformat(context.partition_key)
-    cutoff = run_started_at(context)
-    today = cutoff.astimezone(zoneinfo.ZoneInfo(settings.SCHEDULE_TIMEZONE)).date()
+    keys = context.partition_key.keys_by_dimension
+    day, shard = dt.date.fromisoformat(keys["day"]), keys["shard"]
+    cutoff = states_cutoff(context)
+    today = run_started_at(context).astimezone(zoneinfo.ZoneInfo(settings.SCHEDULE_TIMEZONE)).date()
     if day < today:
         raise dg.Failure(description=f"revision_queues for {day} would be built from today's memory states; "
                                      f"queues are built for the current day ({today}) or later only.",
@@ -44,13 +55,14 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
     with warehouse.begin() as conn:
         stale = None if states_refreshed_in(context) else memory_states.why_not_covering(conn, cutoff)
         if stale:
-            raise dg.Failure(description=f"{stale}. Run revision_queues_job: it brings card_memory_states up to "
-                                         "date first.", allow_retries=False)
-        calendars, preferences = store.learners_with_cards(conn)
+            raise dg.Failure(description=f"{stale}. Run card_memory_states_job first (the nightly schedule does, "
+                                         "then launches every shard).", allow_retries=False)
+        in_shard = shard_learners(conn, shard)
+        calendars, preferences = store.learners_with_cards(conn, in_shard)
         learners, rejected = revision.effective_preferences(calendars, preferences)
         concept_ids, theme_map, edges = concept_graph(conn)
         concept_themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
-        store.clear_day(conn, day)
+        store.clear_shard_day(conn, day, shard, in_shard)
         totals = []
         for offset in range(0, len(learners), LEARNER_CHUNK):
             chunk = learners.iloc[offset:offset + LEARNER_CHUNK]
@@ -58,7 +70,7 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
             store.write_chunk(conn, day, queues, chunk, dt.datetime.now(dt.timezone.utc), cutoff)
             totals.append(revision.theme_totals(queues))
         stats = revision.day_stats(totals)
-        store.write_day_stats(conn, day, stats)
+        store.write_shard_stats(conn, day, shard, stats)
     log = asset_logger(context)
     for row in rejected.itertuples():
         log.warning("preferences rejected; using the defaults", user_id=int(row.user_id), problem=row.problem)
@@ -74,9 +86,16 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
     })
 
 
+def states_cutoff(context: dg.AssetExecutionContext) -> dt.datetime:
+    """Every review committed before this must be in the memory states: the nightly refresh's own cutoff
+    for the shards it launched, else the run's start."""
+    tagged = context.run.tags.get(STATES_CUTOFF_TAG)
+    return dt.datetime.fromisoformat(tagged) if tagged else run_started_at(context)
+
+
 def states_refreshed_in(context: dg.AssetExecutionContext) -> bool:
-    """Whether this run brought card_memory_states up to date before this step (revision_queues_job does):
-    then every review stored before the run started is in them, whatever the clocks say."""
+    """Whether this run brought card_memory_states up to date before this step (a run of both assets
+    does): then every review stored before the run started is in them, whatever the clocks say."""
     latest = context.instance.get_latest_materialization_event(card_memory_states.key)
     return latest is not None and latest.run_id == context.run.run_id
 
@@ -87,36 +106,67 @@ def run_started_at(context: dg.AssetExecutionContext) -> dt.datetime:
     return dt.datetime.fromtimestamp(started, dt.timezone.utc) if started else dt.datetime.now(dt.timezone.utc)
 
 
-@dg.asset_check(asset=revision_queues, blocking=True, partitions_def=queue_days,
-                description="Every due card is in a mapped theme or logged in tag_quality_debt_log.")
-def every_due_concept_accounted_for(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
+def stored_consistency(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dict[str, int]:
+    keys = context.partition_key.keys_by_dimension
     with warehouse.begin() as conn:
-        stored = store.stored_consistency(conn, dt.date.fromisoformat(context.partition_key))
+        return store.stored_consistency(conn, dt.date.fromisoformat(keys["day"]), shard_learners(conn, keys["shard"]))
+
+
+@dg.asset_check(asset=revision_queues, blocking=True, partitions_def=queue_days_by_shard,
+                description="Every due card of the shard's learners is in a mapped theme or logged in tag_quality_debt_log.")
+def every_due_concept_accounted_for(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
+    stored = stored_consistency(context, warehouse)
     accounted = stored["due_in_mapped_themes"] + stored["logged_as_debt"] == stored["due_today_total"]
     return dg.AssetCheckResult(passed=accounted, metadata={k: stored[k] for k in (
         "due_in_mapped_themes", "logged_as_debt", "due_today_total")})
 
 
-@dg.asset_check(asset=revision_queues, blocking=True, partitions_def=queue_days,
+@dg.asset_check(asset=revision_queues, blocking=True, partitions_def=queue_days_by_shard,
                 description="Each learner's due/overdue totals equal the sum of their theme rows.")
 def summary_totals_match_theme_rows(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
-    with warehouse.begin() as conn:
-        stored = store.stored_consistency(conn, dt.date.fromisoformat(context.partition_key))
+    stored = stored_consistency(context, warehouse)
     return dg.AssetCheckResult(passed=stored["learners_mismatched"] == 0,
                                metadata={"learners_mismatched": stored["learners_mismatched"]})
 
 
+# A shard's step stays well under RabbitMQ's consumer_timeout (30 minutes by default): with late acks,
+# a step still running then is delivered again.
 revision_queues_job = dg.define_asset_job(
-    "revision_queues_job", selection=[card_memory_states, revision_queues],
-    # A retried run starts over from the memory states, so its queues are covered by its own start.
-    tags={"dagster/max_runtime": str(2 * 60 * 60), "dagster/retry_strategy": "ALL_STEPS"},
-    description="Brings card_memory_states up to every stored review, then builds the day's revision queues from them.")
+    "revision_queues_job", selection=[revision_queues],
+    tags={"dagster/max_runtime": str(25 * 60)},
+    description="One learner shard's revision queues for one day, from memory states that include every review "
+                "committed before the cutoff. Nightly, revision_queues_nightly refreshes the states and "
+                "revision_queue_shards_after_states launches every shard of the day.")
 
 
-@dg.schedule(cron_schedule="0 2 * * *", job=revision_queues_job, execution_timezone=settings.SCHEDULE_TIMEZONE,
+@dg.schedule(cron_schedule="0 2 * * *", job=card_memory_states_job, execution_timezone=settings.SCHEDULE_TIMEZONE,
              default_status=settings.DEFAULT_SCHEDULE_STATUS,
-             description=("Today's queues at 02:00 (LEARNING_PIPELINES_SCHEDULE_TIMEZONE, default UTC), from memory states "
-                          "brought up to the run's start in the same run."))
+             description=("Today's queues at 02:00 (LEARNING_PIPELINES_SCHEDULE_TIMEZONE, default UTC): brings "
+                          "card_memory_states up to every stored review, after which revision_queue_shards_after_states "
+                          "launches every learner shard of the day's revision_queues from those states."))
 def revision_queues_nightly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    return dg.RunRequest(run_key=f"revision_queues:{day}", partition_key=day)
+    return dg.RunRequest(run_key=f"revision_queues:{day}", tags={QUEUE_DAY_TAG: day})
+
+
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[card_memory_states_job],
+                      request_job=revision_queues_job, minimum_interval_seconds=30,
+                      default_status=settings.DEFAULT_SENSOR_STATUS,
+                      description="After the nightly refresh of card_memory_states (revision_queues_nightly), launches "
+                                  "every learner shard of the day's revision_queues, each told the refresh's cutoff so "
+                                  "reviews arriving meanwhile do not hold it back.")
+def revision_queue_shards_after_states(context: dg.RunStatusSensorContext):
+    run = context.dagster_run
+    day = run.tags.get(QUEUE_DAY_TAG)
+    if day is None:
+        return dg.SkipReason(f"run {run.run_id} was not the nightly refresh")
+    refreshed = [event.asset_materialization for event in
+                 context.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+                 if event.asset_materialization.asset_key == card_memory_states.key]
+    if not refreshed:
+        return dg.SkipReason(f"run {run.run_id} left card_memory_states as they were")
+    cutoff = refreshed[-1].metadata["as_of"].value
+    return [dg.RunRequest(run_key=f"revision_queues:{day}:{shard}:{run.run_id}",
+                          partition_key=dg.MultiPartitionKey({"day": day, "shard": shard}),
+                          tags={STATES_CUTOFF_TAG: dt.datetime.fromtimestamp(cutoff, dt.timezone.utc).isoformat()})
+            for shard in learner_shards.get_partition_keys()]

@@ -566,6 +566,7 @@ def _smoke(url: str, where: str) -> Outcome:
     from learning_pipelines.db.engine import get_engine
     from learning_pipelines.db.learner_queue import learner_queue, learner_with_most_themes
     from learning_pipelines.defs.memory_states import card_memory_states
+    from learning_pipelines.defs.learner_shards import learner_shards
     from learning_pipelines.defs.resources import Warehouse
     from learning_pipelines.defs.revision_queues import (every_due_concept_accounted_for, revision_queues,
                                                          summary_totals_match_theme_rows)
@@ -588,24 +589,26 @@ def _smoke(url: str, where: str) -> Outcome:
     rate = summary.n_loaded / import_seconds
 
     day = dt.datetime.now(zoneinfo.ZoneInfo(settings.SCHEDULE_TIMEZONE)).date()
+    shard = learner_shards.get_partition_keys()[0]
     # In an ephemeral instance: the smoke's run stays out of the deployment's run history and its sensors.
     result = dg.materialize(
         [card_memory_states, revision_queues, every_due_concept_accounted_for, summary_totals_match_theme_rows],
-        resources={"warehouse": Warehouse(database_url=url)}, partition_key=day.isoformat(), raise_on_error=False,
+        resources={"warehouse": Warehouse(database_url=url)}, raise_on_error=False,
+        partition_key=dg.MultiPartitionKey({"day": day.isoformat(), "shard": shard}),
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
     failed_checks = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     if not result.success or failed_checks:
         failures = [_one_line(str(event.step_failure_data.error.message if event.step_failure_data.error else
                                   event.step_failure_data.user_failure_data.description))[:300]
                     for event in result.get_step_failure_events()]
-        return Outcome(False, f"materializing card_memory_states and revision_queues for {day} in {where} failed: "
+        return Outcome(False, f"materializing card_memory_states and revision_queues for {day}, shard {shard} in {where} failed: "
                               + "; ".join(failures + [f"check {name} failed" for name in failed_checks]),
                        "the pipeline fails on fresh data: run `make test` on this build and read the run's error")
 
     with engine.connect() as conn:
         learner = learner_with_most_themes(conn, day)
         if learner is None:
-            return Outcome(False, f"revision_queues wrote no queue for {day} in {where}",
+            return Outcome(False, f"revision_queues wrote no queue for {day}, shard {shard} in {where}",
                            "the pipeline built no queue from fresh data: run `make test` on this build")
         learner_queue(conn, learner, day)  # the first read plans the statements; an app's reads are warm
         seconds = []

@@ -24,7 +24,8 @@ import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from learning_pipelines.db import partition_migration, reads, tables
+from learning_pipelines.db import partition_migration, reads, revision_queues, tables
+from learning_pipelines.domain.revision import ALL_THEMES
 
 FSRS_JOB = "fsrs_optimization_job"
 CDC_ASSET = "concept_complexity"
@@ -155,10 +156,8 @@ class LearningPipelinesCollector(Collector):
                                      .where(tables.srs_user_params.c.weights.is_not(None))).scalar_one()
             reviews = reads.row_count(conn, tables.review_logs)
             rejects = reads.row_count(conn, tables.review_log_rejects)
-            stats = tables.queue_stats_daily
-            latest_day = conn.execute(sa.select(sa.func.max(stats.c.queue_date))).scalar()
-            totals = conn.execute(sa.select(stats.c.due_today, stats.c.overdue).where(
-                stats.c.queue_date == latest_day, stats.c.theme_key == "*")).first() if latest_day else None
+            everything = revision_queues.day_totals(conn).set_index("theme_key")
+            totals = everything.loc[ALL_THEMES] if ALL_THEMES in everything.index else None
             generated = conn.execute(sa.select(sa.func.max(tables.revision_queue_user_summary.c.generated_at))).scalar()
             shadow = tables.eval_metrics_daily
             shadow_day = conn.execute(sa.select(sa.func.max(shadow.c.day))).scalar()
@@ -178,8 +177,8 @@ class LearningPipelinesCollector(Collector):
             yield family
         due = GaugeMetricFamily("revision_queue_due", "Concepts due on the latest queue day", labels=["kind"])
         if totals is not None:
-            due.add_metric(["due_today"], totals.due_today)
-            due.add_metric(["overdue"], totals.overdue)
+            due.add_metric(["due_today"], int(totals["due_today"]))
+            due.add_metric(["overdue"], int(totals["overdue"]))
         yield due
         when = GaugeMetricFamily("revision_queue_generated_timestamp_seconds", "When revision queues were last built")
         if generated is not None:
