@@ -76,7 +76,7 @@ def on_workers(stack) -> dict:
     dagster(stack, "job", "backfill", "-j", JOB, "--partitions", ",".join(shards), "--noprompt")
     runs = wait_for_runs(stack, JOB, len(shards), seconds=3600)
     assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs), [run.status for run in runs]
-    queue_wait, tasks = [], []
+    queue_wait, tasks, enqueued = [], [], []
     with instance(stack) as dagster_instance:
         ended = max(record.end_time for record in dagster_instance.get_run_records(
             filters=dg.RunsFilter(run_ids=[run.run_id for run in runs])))
@@ -91,12 +91,14 @@ def on_workers(stack) -> dict:
                     key = ("task", record.step_key, event.engine_event_data.metadata["Celery worker"].value)
                 at.setdefault(key, record.timestamp)
             queue_wait.append(at[(dg.DagsterEventType.RUN_START, None)] - at[(dg.DagsterEventType.RUN_ENQUEUED, None)])
+            enqueued.append(at[(dg.DagsterEventType.RUN_ENQUEUED, None)])
             for (kind, step_key, *worker), began in at.items():
                 if kind == "task":
                     tasks.append({"worker": worker[0], "step": step_key, "began": began,
                                   "started": at[(dg.DagsterEventType.STEP_START, step_key)],
                                   "ended": at[(dg.DagsterEventType.STEP_SUCCESS, step_key)]})
-    return {"wall": ended - submitted, "queue_wait": queue_wait, **step_overheads(tasks)}
+    return {"wall": ended - submitted, "queue_wait": queue_wait, "cli": min(enqueued) - submitted,
+            **step_overheads(tasks)}
 
 
 def step_overheads(tasks: list[dict]) -> dict:
@@ -171,7 +173,7 @@ def report(process_wall: float, measured: dict, same: bool, n_reviews: int, fitt
     figures = {"learners": ARGS.learners, "fitted_learners": fitted, "shards": ARGS.shards, "workers": ARGS.workers, "reviews": n_reviews,
                "in_process_seconds": round(process_wall, 2), "celery_seconds": round(measured["wall"], 2),
                "ratio": round(ratio, 3), "per_step_overhead_seconds": round(per_step, 3),
-               "run_start_seconds": round(queue_wait, 2),
+               "run_start_seconds": round(queue_wait, 2), "backfill_cli_seconds": round(measured["cli"], 2),
                "rows_equal": same, "machine": machine()}
     publish("Learner shards: 2 Celery workers against one process", [
         f"`bench/shard_fit.py`: {ARGS.learners:,} simulated learners ({n_reviews:,} reviews), the global fit done "
@@ -179,7 +181,7 @@ def report(process_wall: float, measured: dict, same: bool, n_reviews: int, fitt
         f"{fitted:,} eligible learners: tuned A/B group, at least 300 reviews; replay of their memory states; one "
         "transaction per shard): one process running the "
         f"shards one after another, against the production stack (`learning_pipelines/deploy/stack.py`: "
-        f"PostgreSQL instance, queued run coordinator starting up to 16 runs at once, {ARGS.workers} dagster-celery "
+        f"PostgreSQL instance, queued run coordinator with up to 16 runs at once, {ARGS.workers} dagster-celery "
         f"workers on RabbitMQ) "
         "given the same shards as one backfill, on a copy of the same warehouse, in the same run.",
         "",
@@ -190,14 +192,19 @@ def report(process_wall: float, measured: dict, same: bool, n_reviews: int, fitt
         f"{ratio:.2f} |",
         "",
         f"Stored weights identical on both sides: {same}. Steps ran on: {', '.join(measured['workers'])}.",
-        f"Where the extra time goes (event log): each shard run waits {queue_wait:.1f} s on average from being "
-        f"enqueued to starting (the daemon dequeues it, the code server starts a run worker process that imports "
-        f"the code location; all {ARGS.shards} at once, on the same 2 cores as the workers). Per Celery task "
+        f"Where the extra time goes (event log): the `dagster job backfill` command takes {measured['cli']:.1f} s "
+        f"to queue the first run (counted: the clock starts before it); each shard run waits {queue_wait:.1f} s on "
+        f"average from being enqueued to starting (the daemon dequeues up to 4 at a time, the code server starts a "
+        f"run worker process for each that imports the code location; on the same 2 cores as the workers). Per Celery task "
         f"({measured['tasks']} in all: one per shard run, its checks inside the step) a worker spends "
         f"{measured['task_setup']:.2f} s from taking the task to the step starting (job, plan, instance, "
         f"resources) and {measured['task_gap']:.2f} s idle between one step's end and taking the next: "
         f"**{per_step:.2f} s per step**. A shard step itself took {measured['step']:.1f} s on a worker "
         f"({process_wall / ARGS.shards:.1f} s in one process, where nothing else competes for the cores).",
+        "",
+        "History: 1.25-1.33x earlier the same day, while every run worker and step process imported numba with "
+        "the code location (0.6 s each; now only a fit does) and the run queue launched one run at a time every "
+        "5 s (now 4 at a time, every second: `dequeue_use_threads` in deploy/dagster.yaml).",
         "",
         "Projection for 10,000,000 learners on 100 workers (arithmetic from the figures above):",
         f"- CPU per learner in one process: {process_wall:.1f} s / {ARGS.learners:,} = {per_learner * 1000:.2f} ms; "

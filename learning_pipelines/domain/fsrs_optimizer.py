@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from learning_pipelines.domain import fsrs, fsrs_kernel
+from learning_pipelines.domain import fsrs
 from learning_pipelines.domain.review_sequences import ReviewSequences, build_sequences
 
 _EPS = 1e-6
@@ -167,6 +167,10 @@ class _Objective:
 
     def _data_terms(self, weights: np.ndarray, learners: np.ndarray):
         """Weighted loss sum, gradient and Fisher matrix of the data, for `learners` only."""
+        # Imported here: numba costs 0.3 s at import, and every run worker and step process imports this
+        # module with the code location, most of them to run something other than a fit.
+        from learning_pipelines.domain import fsrs_kernel
+
         return fsrs_kernel.loss_grad_fisher(
             self.seqs.elapsed_days, self.seqs.ratings, self.lengths, self.sample_weight, self.learner_start,
             self.learner_cards,
