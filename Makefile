@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_INSTALL ?= torch==2.13.0
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: install demo test dev bench clean-demo promtool pg-client metrics stack stack-stop stack-restart-workers
+.PHONY: install demo test dev bench clean-demo promtool pg-client chromium screenshots metrics stack stack-stop stack-restart-workers
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,17 @@ pg-client:
 	  echo "installing pg_dump, pg_restore, psql (Debian package postgresql-client)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql-client >/dev/null; }
+
+# chromium (Debian package chromium): headless screenshots of the UI for the README.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (Debian package chromium)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# The README's pictures of the UI (docs/*.png), over the demo's instance: run `make demo` first.
+screenshots: install chromium
+	$(BIN)/python docs/take_screenshots.py
 
 test: install promtool pg-client
 	$(BIN)/dg check defs

@@ -3,14 +3,21 @@ run once, upstream first (the schedules' partitions), so every asset is material
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import time
 import zoneinfo
+from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
+from dagster._core.execution.api import execute_run
+from dagster._core.execution.execute_in_process import merge_run_tags
+from dagster._core.remote_representation.external import RemoteRepository
+from dagster._utils.hosted_user_process import recon_job_from_origin
 
 from learning_pipelines import settings
 from learning_pipelines.db import bulk, tables
@@ -101,28 +108,66 @@ class DemoRun:
     failed_checks: tuple[str, ...] = ()
 
 
+WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
+REPOSITORY = "__repository__"  # the one repository of a code location that Definitions make
+
+
+@contextlib.contextmanager
+def workspace_repository(instance: dg.DagsterInstance) -> Iterator[RemoteRepository]:
+    """The code location of workspace.yaml, loaded as `make dev` loads it (its own code server)."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+    with WorkspaceProcessContext(instance, WorkspaceFileTarget([str(WORKSPACE)])) as workspace:
+        request = workspace.create_request_context()
+        errors = request.code_location_errors()
+        if errors:
+            raise RuntimeError(f"the code location of {WORKSPACE.name} does not load: {errors[0].message}")
+        (location,) = request.code_locations
+        yield location.get_repository(REPOSITORY)
+
+
+def launch_in_process(instance: dg.DagsterInstance, repository: RemoteRepository, job: dg.JobDefinition,
+                      partition_key: str | None, run_config: dict) -> str:
+    """Runs `job` here, in this process, as a run of the workspace's code location (what the UI launches
+    carries the same origin, so the Overview timeline, job and asset pages list the run); its run id."""
+    remote_job = repository.get_full_job(job.name)
+    run = instance.create_run_for_job(
+        job_def=job, run_config=run_config, status=dg.DagsterRunStatus.NOT_STARTED,
+        tags=merge_run_tags(job_def=job, partition_key=partition_key, tags=None, asset_selection=None,
+                            instance=instance, run_config=run_config),
+        remote_job_origin=remote_job.get_remote_origin(), job_code_origin=remote_job.get_python_origin())
+    execute_run(recon_job_from_origin(remote_job.get_python_origin()), run, instance)
+    return run.run_id
+
+
 def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: list[str]) -> list[DemoRun]:
-    """Every job of the code location, upstream first, into `instance` (the UI shows the runs)."""
+    """Every job of the code location, upstream first, into `instance`, each run launched as from the
+    workspace's code location (the UI shows the runs everywhere, as if launched there)."""
     runs = []
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    repository = defs.get_repository_def()
+    # Steps in this process: a step process per step would import the code location each time.
+    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                  "execution": {"config": {"in_process": {}}}}
+    repository_def = defs.get_repository_def()
     now = dt.datetime.now(dt.timezone.utc)
     done: set = set()
-    for job in job_order(repository):
-        keys = job.asset_layer.executable_asset_keys
-        if keys <= done:
-            continue
-        for partition_key in partitions_to_run(repository, job, months, now):
-            label = ", ".join(sorted(k.to_user_string() for k in keys)) + (f" [{partition_key}]" if partition_key else "")
-            started = time.perf_counter()
-            result = job.execute_in_process(instance=instance, partition_key=partition_key, run_config=quiet,
-                                            raise_on_error=False)
-            if not result.success:
-                raise RuntimeError(f"materializing {label} failed; see run {result.run_id} in the UI")
-            failed = tuple(f"{check.asset_key.to_user_string()}:{check.check_name}"
-                           for check in result.get_asset_check_evaluations() if not check.passed)
-            runs.append(DemoRun(label, time.perf_counter() - started, failed))
-        done |= keys
+    with workspace_repository(instance) as repository:
+        for job in job_order(repository_def):
+            keys = job.asset_layer.executable_asset_keys
+            if keys <= done:
+                continue
+            for partition_key in partitions_to_run(repository_def, job, months, now):
+                label = ", ".join(sorted(k.to_user_string() for k in keys)) + (f" [{partition_key}]" if partition_key else "")
+                started = time.perf_counter()
+                run_id = launch_in_process(instance, repository, job, partition_key, run_config)
+                if instance.get_run_by_id(run_id).status != dg.DagsterRunStatus.SUCCESS:
+                    raise RuntimeError(f"materializing {label} failed; see run {run_id} in the UI")
+                checks = [record.dagster_event.asset_check_evaluation_data for record in instance.all_logs(
+                    run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
+                failed = tuple(f"{check.asset_key.to_user_string()}:{check.check_name}"
+                               for check in checks if not check.passed)
+                runs.append(DemoRun(label, time.perf_counter() - started, failed))
+            done |= keys
     data_assets = {spec.key for spec in defs.resolve_all_asset_specs() if spec.group_name != MAINTENANCE_GROUP}
     if data_assets - done:
         raise RuntimeError(f"no job materializes {sorted(k.to_user_string() for k in data_assets - done)}")

@@ -43,6 +43,11 @@ def beats_popularity(scores: NcfScores) -> bool:
     return scores.hr_at_10 > scores.popularity_hr_at_10
 
 
+def n_models(conn: sa.Connection) -> int:
+    """Models recorded in ncf_models, serving or not."""
+    return conn.execute(sa.select(sa.func.count()).select_from(tables.ncf_models)).scalar_one()
+
+
 def latest_model(conn: sa.Connection, beating_popularity: bool = False) -> ModelRecord | None:
     """The latest model recorded, or with `beating_popularity` the serving one: the latest whose HR@10 beat
     popularity's. None when there is none."""

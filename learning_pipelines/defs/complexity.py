@@ -10,6 +10,7 @@ from learning_pipelines.db import complexity as store
 from learning_pipelines.db.reads import concept_graph
 from learning_pipelines.defs.memory_states import card_memory_states
 from learning_pipelines.defs.resources import Warehouse
+from learning_pipelines.defs.table_metadata import written_table
 from learning_pipelines.domain.complexity import score_concepts
 from learning_pipelines.domain.revision import concept_theme_keys
 
@@ -19,7 +20,8 @@ COMPLEXITY_AUTOMATION = dg.AutomationCondition.on_cron("0 2 * * *", settings.SCH
 
 
 @dg.asset(group_name="concepts", deps=[card_memory_states], kinds={"python", "sql"},
-          automation_condition=COMPLEXITY_AUTOMATION, owners=["team:learning-intelligence"])
+          automation_condition=COMPLEXITY_AUTOMATION, owners=["team:learning-intelligence"],
+          metadata=written_table("concept_complexity"))
 def concept_complexity(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """A complexity score in [0, 1] per concept: first-review Again rate, mean FSRS difficulty and slow
     stability growth (percentiles), shrunk toward the theme's mean when few learners saw the concept,

@@ -15,6 +15,7 @@ from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.memory_state_replay import REPLAY_LEARNER_CHUNK, replay_learners
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.review_logs import review_logs
+from learning_pipelines.defs.table_metadata import written_table
 from learning_pipelines.domain import fsrs_policy, fsrs_training
 from learning_pipelines.domain.fsrs_optimizer import FitConfig
 from learning_pipelines.domain.learner_shards import shard_of
@@ -55,6 +56,7 @@ class ShardFitConfig(dg.Config):
     kinds={"python", "sql"},
     pool="fsrs_optimization",
     owners=["team:learning-intelligence"],
+    metadata=written_table("fsrs_global_params"),
     check_specs=[dg.AssetCheckSpec("weights_within_bounds", asset="fsrs_global_parameters", blocking=True,
                                    description="The new global weights lie inside the FSRS-6 clamping bounds.")],
 )
@@ -75,6 +77,7 @@ def fsrs_global_parameters(context: dg.AssetExecutionContext, config: GlobalFitC
     with warehouse.begin() as conn:
         version = fsrs_params.record_global_fit(conn, fit)
     return dg.MaterializeResult(metadata={
+        "dagster/row_count": 1,
         "version": version,
         "global_logloss": dg.MetadataValue.float(fit.logloss),
         "n_reviews_fitted": fit.n_reviews,
@@ -92,6 +95,7 @@ def fsrs_global_parameters(context: dg.AssetExecutionContext, config: GlobalFitC
     partitions_def=learner_shards,
     kinds={"python", "sql"},
     owners=["team:learning-intelligence"],
+    metadata=written_table("srs_user_params", "card_memory_states"),
     check_specs=[dg.AssetCheckSpec("tuned_not_worse_than_global", asset="fsrs_parameters",
                                    description="On the shard's trained learners' held-out latest reviews, own "
                                                "weights score a logloss no worse than the global weights."),
@@ -128,6 +132,7 @@ def fsrs_parameters(context: dg.AssetExecutionContext, config: ShardFitConfig,
     own_ll, global_ll = trained.holdout_logloss_own, trained.holdout_logloss_global
     return dg.MaterializeResult(
         metadata={
+            "dagster/row_count": len(trained.user_params),
             "n_learners": len(learners),
             "n_learners_with_reviews": len(trained.user_params),
             "n_learners_trained": trained.n_trained,
@@ -151,7 +156,7 @@ shadow_days = dg.DailyPartitionsDefinition(start_date=SHADOW_FIRST_DAY)
 
 @dg.asset(group_name="fsrs", deps=[dg.AssetDep(fsrs_parameters, partition_mapping=dg.AllPartitionMapping())],
           partitions_def=shadow_days, kinds={"python", "sql"},
-          owners=["team:learning-intelligence"])
+          owners=["team:learning-intelligence"], metadata=written_table("eval_metrics_daily"))
 def fsrs_shadow_evaluation(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """Predicted against actual recall for one day's reviews, per A/B group: BASELINE_GLOBAL learners
     are scored with the global weights, TUNED_ELIGIBLE with their own (global until they have them).
@@ -160,10 +165,16 @@ def fsrs_shadow_evaluation(context: dg.AssetExecutionContext, warehouse: Warehou
     day_start, day_end = window.start.astimezone(dt.timezone.utc), window.end.astimezone(dt.timezone.utc)
     with warehouse.begin() as conn:
         inputs = fsrs_params.shadow_inputs(conn, day_start, day_end)
-    metrics = fsrs_training.shadow_metrics(inputs.history, inputs.weights, day_start)
+    scores = fsrs_training.shadow_metrics(inputs.history, inputs.weights, day_start)
     with warehouse.begin() as conn:
-        fsrs_params.replace_shadow_day(conn, window.start.date(), metrics, dt.datetime.now(dt.timezone.utc))
-    return dg.MaterializeResult(metadata=fsrs_training.shadow_summary(metrics))
+        fsrs_params.replace_shadow_day(conn, window.start.date(), scores.metrics, dt.datetime.now(dt.timezone.utc))
+    return dg.MaterializeResult(metadata={
+        **fsrs_training.shadow_summary(scores.metrics),
+        "dagster/row_count": len(scores.metrics),
+        "calibration": dg.MetadataValue.md(
+            "Predicted against observed recall of the day's reviews, in 10 bins of the prediction, per A/B group\n\n"
+            + scores.calibration.to_markdown(index=False, floatfmt=".3f")),
+    })
 
 
 fsrs_global_job = dg.define_asset_job(

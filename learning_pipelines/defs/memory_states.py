@@ -11,6 +11,7 @@ from learning_pipelines.defs.fsrs import fsrs_parameters
 from learning_pipelines.defs.memory_state_replay import REPLAY_LEARNER_CHUNK, replay_learners
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.review_logs import review_logs
+from learning_pipelines.defs.table_metadata import written_table
 from learning_pipelines.domain import memory_states
 
 # New reviews (reported by imports and the arrivals sensor) and new weights make the states stale: bring
@@ -38,6 +39,7 @@ class MemoryStateConfig(dg.Config):
     automation_condition=MEMORY_STATES_AUTOMATION,
     pool="card_memory_states",
     owners=["team:learning-intelligence"],
+    metadata=written_table("card_memory_states", "card_memory_state_progress"),
 )
 def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateConfig,
                        warehouse: Warehouse) -> dg.MaterializeResult:

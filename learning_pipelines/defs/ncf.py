@@ -11,6 +11,7 @@ from learning_pipelines import settings
 from learning_pipelines.db import ncf_store, reads
 from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.resources import ModelStore, Warehouse
+from learning_pipelines.defs.table_metadata import written_table
 from learning_pipelines.domain import recommend
 from learning_pipelines.domain.chunking import LEARNER_CHUNK
 from learning_pipelines.domain.ncf_config import MIN_POSITIVES, NcfConfig
@@ -45,6 +46,7 @@ class NcfTrainingConfig(dg.Config):
     kinds={"torch", "sql"},
     pool="ncf_training",
     owners=["team:learning-intelligence"],
+    metadata=written_table("ncf_models", "ncf_user_embeddings", "ncf_item_embeddings"),
     check_specs=[dg.AssetCheckSpec("ncf_beats_popularity", asset="ncf_model",
                                    description="On the held-out latest interaction per learner, NCF's HR@10 "
                                                "beats the popularity baseline's. A model that fails is recorded "
@@ -60,13 +62,15 @@ def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, ware
     log = asset_logger(context)
     with warehouse.begin() as conn:
         interactions = ncf_store.interactions(conn)
+        n_models = ncf_store.n_models(conn)
     n_positives = len(interactions.drop_duplicates(["user", "item"]))
     if n_positives < MIN_POSITIVES:
         reason = (f"only {n_positives} positive interaction(s); NCF needs at least {MIN_POSITIVES}: "
                   "recommendations use the content and graph fallback")
         log.warning(reason, n_positives=n_positives)
         return dg.MaterializeResult(
-            metadata={"trained": False, "reason": reason, "n_interactions": len(interactions)},
+            metadata={"dagster/row_count": n_models, "trained": False, "reason": reason,
+                      "n_interactions": len(interactions)},
             check_results=[dg.AssetCheckResult(check_name="ncf_beats_popularity", passed=True,
                                                metadata={"skipped": reason})])
     # torch loads only in the steps that train or score: imported with the code location it would add about 2 s
@@ -89,10 +93,16 @@ def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, ware
                     hr_at_10=round(scores.hr_at_10, 4), popularity_hr_at_10=round(scores.popularity_hr_at_10, 4),
                     serving=f"model {serving.model_id}" if serving else "content and graph fallback")
     return dg.MaterializeResult(
-        metadata={"trained": True, "model_id": model_id, "serving": serves,
+        metadata={"dagster/row_count": n_models + 1, "trained": True, "model_id": model_id, "serving": serves,
                   "hr_at_10": dg.MetadataValue.float(scores.hr_at_10),
                   "ndcg_at_10": dg.MetadataValue.float(scores.ndcg_at_10),
-                  "popularity_hr_at_10": dg.MetadataValue.float(scores.popularity_hr_at_10), "epochs": epochs,
+                  "popularity_hr_at_10": dg.MetadataValue.float(scores.popularity_hr_at_10),
+                  "popularity_ndcg_at_10": dg.MetadataValue.float(scores.popularity_ndcg_at_10),
+                  "scores": dg.MetadataValue.md(
+                      "Leave-one-out on each learner's latest interaction\n\n| ranking | HR@10 | NDCG@10 |\n|---|---:|---:|\n"
+                      f"| NeuMF (model {model_id}) | {scores.hr_at_10:.4f} | {scores.ndcg_at_10:.4f} |\n"
+                      f"| popularity | {scores.popularity_hr_at_10:.4f} | {scores.popularity_ndcg_at_10:.4f} |"),
+                  "epochs": epochs,
                   "seconds": dg.MetadataValue.float(scores.train_seconds), "n_users": scores.n_users,
                   "n_items": scores.n_items, "checkpoint": uri},
         check_results=[dg.AssetCheckResult(
@@ -102,6 +112,7 @@ def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, ware
 
 
 @dg.asset(group_name="recommendations", kinds={"torch", "sql"}, owners=["team:learning-intelligence"],
+          metadata=written_table("user_recommendations"),
           partitions_def=learner_shards,
           deps=[ncf_model, dg.AssetKey("concept_complexity"), dg.AssetKey("card_memory_states")])
 def recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse,
@@ -127,6 +138,9 @@ def recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse,
         "dagster/row_count": written, "n_learners": int(ranked["user_id"].nunique()) if len(ranked) else 0,
         "learners_by_strategy": dg.MetadataValue.json(recommend.learners_by_strategy(ranked)),
         "model_id": serving.model_id if serving else -1,
+        "preview": dg.MetadataValue.md(ranked.loc[ranked["user_id"] == ranked["user_id"].min()].head(5)[
+            ["user_id", "rank", "resource_id", "score", "strategy"]].to_markdown(index=False, floatfmt=".3f")
+            if len(ranked) else "no learner in this shard"),
     })
 
 

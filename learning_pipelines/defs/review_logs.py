@@ -7,6 +7,7 @@ import dagster as dg
 from learning_pipelines import settings
 from learning_pipelines.db import partitions, review_logs as store
 from learning_pipelines.defs.resources import Warehouse
+from learning_pipelines.defs.table_metadata import written_table
 from learning_pipelines.domain.review_history import card_intervals, with_learner_days
 from learning_pipelines.ingest.validation import review_rule_violations
 from learning_pipelines.observability.structured_logs import asset_logger
@@ -23,7 +24,9 @@ def _utc_window(window: dg.TimeWindow) -> tuple[dt.datetime, dt.datetime]:
     return window.start.astimezone(dt.timezone.utc), window.end.astimezone(dt.timezone.utc)
 
 
-@dg.asset(partitions_def=review_log_months, group_name="reviews", kinds={"sql", "pandas"})
+@dg.asset(partitions_def=review_log_months, group_name="reviews", kinds={"sql", "pandas"},
+          owners=["team:learning-intelligence"],
+          metadata=written_table("review_logs", "review_log_rejects", "review_log_intervals"))
 def review_logs(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """Validates one month of `review_logs` in the warehouse and writes `review_log_intervals`.
 

@@ -27,6 +27,7 @@ class BackfillConfig(dg.Config):
     partitions_def=review_log_months,
     group_name="maintenance",
     kinds={"postgres"},
+    owners=["team:learning-intelligence"],
     check_specs=[dg.AssetCheckSpec(
         "month_matches_unpartitioned_table", asset="review_logs_partitioned", blocking=True,
         description="Row count and checksum of the month are equal in review_logs and review_logs_partitioned, "

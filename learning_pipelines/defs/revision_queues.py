@@ -12,6 +12,7 @@ from learning_pipelines.db.reads import concept_graph, shard_learners
 from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.memory_states import card_memory_states, card_memory_states_job
 from learning_pipelines.defs.resources import Warehouse
+from learning_pipelines.defs.table_metadata import written_table
 from learning_pipelines.domain import revision
 from learning_pipelines.domain.chunking import LEARNER_CHUNK
 from learning_pipelines.observability.structured_logs import asset_logger
@@ -32,6 +33,8 @@ QUEUE_DAY_TAG = "learning_pipelines/queue_day"
     partitions_def=queue_days_by_shard,
     kinds={"python", "sql"},
     owners=["team:learning-intelligence"],
+    metadata=written_table("revision_queue_theme", "revision_queue_user_summary", "queue_stats_daily",
+                           "tag_quality_debt_log"),
 )
 def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """For the partition's day and learner shard: per learner and theme, concepts due by the end of the
@@ -63,12 +66,13 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
         concept_ids, theme_map, edges = concept_graph(conn)
         concept_themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
         store.clear_shard_day(conn, day, shard, in_shard)
-        totals = []
+        totals, n_theme_rows = [], 0
         for offset in range(0, len(learners), LEARNER_CHUNK):
             chunk = learners.iloc[offset:offset + LEARNER_CHUNK]
             queues = revision.build_queues(store.card_states(conn, chunk["user_id"].tolist()), chunk, concept_themes, day)
             store.write_chunk(conn, day, queues, chunk, dt.datetime.now(dt.timezone.utc), cutoff)
             totals.append(revision.theme_totals(queues))
+            n_theme_rows += len(queues.themes)
         stats = revision.day_stats(totals)
         store.write_shard_stats(conn, day, shard, stats)
     log = asset_logger(context)
@@ -76,13 +80,16 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
         log.warning("preferences rejected; using the defaults", user_id=int(row.user_id), problem=row.problem)
     everything = stats.set_index("theme_key").loc[revision.ALL_THEMES]
     return dg.MaterializeResult(metadata={
+        "dagster/row_count": int(n_theme_rows),
         "n_learners": len(learners),
         "due_today_total": int(everything["due_today"]),
         "overdue_total": int(everything["overdue"]),
         "n_rejected_preferences": len(rejected),
         "cutoff": dg.MetadataValue.timestamp(cutoff),
         "seconds": dg.MetadataValue.float(time.perf_counter() - started),
-        "themes": dg.MetadataValue.md(stats.sort_values("due_today", ascending=False).head(10).to_markdown(index=False)),
+        "themes": dg.MetadataValue.md("The shard's top themes by cards due today\n\n" + stats.loc[
+            stats["theme_key"] != revision.ALL_THEMES].sort_values("due_today", ascending=False).head(10)
+            .to_markdown(index=False)),
     })
 
 

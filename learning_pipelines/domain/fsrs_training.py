@@ -24,7 +24,7 @@ from learning_pipelines.domain import fsrs, fsrs_policy
 from learning_pipelines.domain.fsrs_optimizer import FitConfig, fit_pooled, fit_reviews
 from learning_pipelines.domain.fsrs_replay import predict_reviews
 from learning_pipelines.domain.memory_states import LearnerWeights
-from learning_pipelines.domain.metrics import log_loss, recall_metrics
+from learning_pipelines.domain.metrics import calibration_table, log_loss, recall_metrics
 from learning_pipelines.domain.review_history import with_learner_days
 
 # The pooled (global) fit sees at most this many reviews, sampled by whole cards: beyond it
@@ -210,10 +210,16 @@ def weight_vectors_out_of_bounds(weights: LearnerWeights) -> int:
     return int(outside.any(axis=1).sum())
 
 
-def shadow_metrics(history: pd.DataFrame, weights: LearnerWeights, day_start: dt.datetime) -> pd.DataFrame:
-    """Predicted against actual recall of the reviews from `day_start` on, one row per A/B group:
+@dataclasses.dataclass(frozen=True)
+class ShadowScores:
+    metrics: pd.DataFrame  # one row per A/B group: eval_metrics_daily's columns but day and evaluated_at
+    calibration: pd.DataFrame  # ab_group, then metrics.calibration_table's columns: 10 bins per group
+
+
+def shadow_metrics(history: pd.DataFrame, weights: LearnerWeights, day_start: dt.datetime) -> ShadowScores:
+    """Predicted against actual recall of the reviews from `day_start` on, per A/B group:
     BASELINE_GLOBAL learners scored with the global weights, TUNED_ELIGIBLE with their own (global
-    until they have them). Columns: eval_metrics_daily's but day and evaluated_at.
+    until they have them).
 
     history: every review of the day's learners up to the day's end, with their calendar, in time order.
     """
@@ -226,7 +232,7 @@ def shadow_metrics(history: pd.DataFrame, weights: LearnerWeights, day_start: dt
     on_day = predictions.loc[history.loc[predictions["row"], "reviewed_at"].to_numpy() >= day_start] \
         if len(predictions) else predictions
     on_day = on_day.assign(ab_group=on_day["user_id"].map(groups))
-    rows = []
+    rows, calibration = [], []
     for group in (fsrs_policy.BASELINE_GLOBAL, fsrs_policy.TUNED_ELIGIBLE):
         scored = on_day.loc[(on_day["ab_group"] == group) & (on_day["elapsed_days"] > 0)]
         metrics = recall_metrics(scored) if len(scored) else {"n_reviews": 0}
@@ -235,7 +241,9 @@ def shadow_metrics(history: pd.DataFrame, weights: LearnerWeights, day_start: dt
                      "rmse_bins": metrics.get("rmse_bins"),
                      "mean_predicted": float(scored["retrievability"].mean()) if len(scored) else None,
                      "mean_recalled": float(scored["recalled"].mean()) if len(scored) else None})
-    return pd.DataFrame(rows)
+        calibration.append(calibration_table(scored["recalled"], scored["retrievability"]).assign(ab_group=group))
+    calibration = pd.concat(calibration, ignore_index=True)
+    return ShadowScores(pd.DataFrame(rows), calibration[["ab_group", *calibration.columns[:-1]]])
 
 
 def shadow_summary(metrics: pd.DataFrame) -> dict[str, int | float]:

@@ -17,13 +17,30 @@ def brier(y, p) -> float:
     return float(np.mean((np.asarray(p, dtype=float) - np.asarray(y, dtype=float)) ** 2))
 
 
+def _probability_bins(p: np.ndarray, n_bins: int) -> np.ndarray:
+    return np.minimum((p * n_bins).astype(int), n_bins - 1)
+
+
 def expected_calibration_error(y, p, n_bins: int = 10) -> float:
     """Count-weighted |mean predicted - observed| over equal-width probability bins."""
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    bins = _probability_bins(p, n_bins)
     counts = np.bincount(bins, minlength=n_bins)
     gap = np.abs(np.bincount(bins, p, n_bins) - np.bincount(bins, y, n_bins))
     return float(gap.sum() / max(counts.sum(), 1))
+
+
+def calibration_table(y, p, n_bins: int = 10) -> pd.DataFrame:
+    """A reliability diagram as a table: per equal-width bin of the predicted probability, its range, the
+    number of predictions, their mean and the observed share (NaN for an empty bin)."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    bins = _probability_bins(p, n_bins)
+    counts = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        predicted, observed = np.bincount(bins, p, n_bins) / counts, np.bincount(bins, y, n_bins) / counts
+    edges = np.arange(n_bins + 1) / n_bins
+    return pd.DataFrame({"predicted_range": [f"{low:.1f}-{high:.1f}" for low, high in zip(edges, edges[1:])],
+                         "n": counts, "mean_predicted": predicted, "observed": observed})
 
 
 def _log_bucket(x: np.ndarray, base: float, scale: float, digits: int) -> np.ndarray:
