@@ -85,6 +85,8 @@ def test_materializations_carry_row_counts_and_the_tables_people_look_at(demo_in
 
     for name, materializations in latest.items():
         assert all("dagster/row_count" in m for m in materializations), f"{name} has no row count"
+        looked_at = {"preview", "themes", "calibration", "scores", "hardest", "global_weights"}
+        assert all(looked_at & m.keys() for m in materializations), f"{name} shows nothing of what it wrote"
         # A key keeps one type from one materialization to the next, so the UI plots it over time.
         types = {}
         for metadata in materializations:

@@ -15,7 +15,7 @@ from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.memory_state_replay import REPLAY_LEARNER_CHUNK, replay_learners
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.review_logs import review_logs
-from learning_pipelines.defs.table_metadata import written_table
+from learning_pipelines.defs.table_metadata import preview, written_table
 from learning_pipelines.domain import fsrs_policy, fsrs_training
 from learning_pipelines.domain.fsrs_optimizer import FitConfig
 from learning_pipelines.domain.learner_shards import shard_of
@@ -133,6 +133,8 @@ def fsrs_parameters(context: dg.AssetExecutionContext, config: ShardFitConfig,
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(trained.user_params),
+            "preview": preview(trained.user_params.loc[trained.user_params["weights"].notna()],
+                               ["user_id", "n_reviews", "ab_group", "logloss_before", "logloss_after"]),
             "n_learners": len(learners),
             "n_learners_with_reviews": len(trained.user_params),
             "n_learners_trained": trained.n_trained,

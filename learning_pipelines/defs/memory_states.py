@@ -11,7 +11,7 @@ from learning_pipelines.defs.fsrs import fsrs_parameters
 from learning_pipelines.defs.memory_state_replay import REPLAY_LEARNER_CHUNK, replay_learners
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.review_logs import review_logs
-from learning_pipelines.defs.table_metadata import written_table
+from learning_pipelines.defs.table_metadata import preview, written_table
 from learning_pipelines.domain import memory_states
 
 # New reviews (reported by imports and the arrivals sensor) and new weights make the states stale: bring
@@ -63,7 +63,8 @@ def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateCon
             memory_states.replay(store.card_histories(conn, replay_cards), work.weights))
         store.delete_keys(conn, store.states, work.replay_requests)  # a card may have no review left
         store.delete_keys(conn, store.replays_table, work.replay_requests)
-        store.upsert_states(conn, memory_states.schedule(changed, *store.learner_settings(conn, changed["user_id"])))
+        scheduled = memory_states.schedule(changed, *store.learner_settings(conn, changed["user_id"]))
+        store.upsert_states(conn, scheduled)
         replay_learners(conn, replaying, work.weights, config.learner_chunk)
         if len(replaying):
             store.refresh_statistics(conn)
@@ -73,6 +74,7 @@ def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateCon
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": n_states,
+            "preview": preview(scheduled, ["user_id", "concept_id", "stability_days", "difficulty", "due_at"]),
             "new_reviews": nightly.n_new_reviews,
             "cards_advanced": len(nightly.advanced),
             "cards_replayed_late_review": len(nightly.replay_cards),

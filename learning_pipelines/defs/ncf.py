@@ -11,7 +11,7 @@ from learning_pipelines import settings
 from learning_pipelines.db import ncf_store, reads
 from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.resources import ModelStore, Warehouse
-from learning_pipelines.defs.table_metadata import written_table
+from learning_pipelines.defs.table_metadata import preview, written_table
 from learning_pipelines.domain import recommend
 from learning_pipelines.domain.chunking import LEARNER_CHUNK
 from learning_pipelines.domain.ncf_config import MIN_POSITIVES, NcfConfig
@@ -138,9 +138,7 @@ def recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse,
         "dagster/row_count": written, "n_learners": int(ranked["user_id"].nunique()) if len(ranked) else 0,
         "learners_by_strategy": dg.MetadataValue.json(recommend.learners_by_strategy(ranked)),
         "model_id": serving.model_id if serving else -1,
-        "preview": dg.MetadataValue.md(ranked.loc[ranked["user_id"] == ranked["user_id"].min()].head(5)[
-            ["user_id", "rank", "resource_id", "score", "strategy"]].to_markdown(index=False, floatfmt=".3f")
-            if len(ranked) else "no learner in this shard"),
+        "preview": preview(ranked, ["user_id", "rank", "resource_id", "score", "strategy"]),
     })
 
 

@@ -7,7 +7,7 @@ import dagster as dg
 from learning_pipelines import settings
 from learning_pipelines.db import partitions, review_logs as store
 from learning_pipelines.defs.resources import Warehouse
-from learning_pipelines.defs.table_metadata import written_table
+from learning_pipelines.defs.table_metadata import preview, written_table
 from learning_pipelines.domain.review_history import card_intervals, with_learner_days
 from learning_pipelines.ingest.validation import review_rule_violations
 from learning_pipelines.observability.structured_logs import asset_logger
@@ -58,6 +58,7 @@ def review_logs(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.M
     elapsed = intervals["elapsed_days"].dropna()
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(month),
+        "preview": preview(month, ["id", "user_id", "concept_id", "reviewed_at", "rating"]),
         "n_learners": int(month["user_id"].nunique()),
         "n_cards": int(month[["user_id", "concept_id"]].drop_duplicates().shape[0]),
         "n_quarantined_now": len(bad),

@@ -16,3 +16,10 @@ def written_table(table_name: str, *also: str) -> dict:
     if also:
         metadata["also_writes"] = ", ".join(also)
     return metadata
+
+
+def preview(frame, columns: list[str], rows: int = 5) -> dg.MetadataValue:
+    """The first `rows` rows of what was written (`columns` of pandas DataFrame `frame`) as a markdown table."""
+    if frame is None or len(frame) == 0:
+        return dg.MetadataValue.md("nothing written")
+    return dg.MetadataValue.md(frame.head(rows)[columns].to_markdown(index=False, floatfmt=".3f"))
