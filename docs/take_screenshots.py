@@ -50,6 +50,9 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DAGSTER_HOME": str((ROOT / "dagster_home").resolve())}
+    # What the UI's "Skip" on its first-visit community dialog records, so the dialog does not cover the pages.
+    subprocess.run([sys.executable, "-c", "from dagster._core.nux import set_nux_seen; set_nux_seen()"], env=env,
+                   check=True)
     server = subprocess.Popen([str(BIN / "dagster-webserver"), "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1",
                                "-p", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)

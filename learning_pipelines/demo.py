@@ -200,8 +200,8 @@ class DemoReport:
             lines += [f"    check failed, not blocking: {check} (see the run in the UI)" for check in run.failed_checks]
         lines.append("rows per table:")
         lines += [f"  {name:<28} {count:>10,}" for name, count in self.counts.items()]
-        lines.append("next: `make dev`, then open http://127.0.0.1:3000 (lineage: Assets > View lineage; "
-                     "runs: Runs)")
+        lines.append("next: `make dev`, then open http://127.0.0.1:3000 (the runs: Overview's timeline and each "
+                     "job's page; lineage: Assets > View lineage)")
         return "\n".join(lines)
 
 
