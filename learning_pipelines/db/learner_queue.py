@@ -1,5 +1,6 @@
-"""One learner's revision queue for a day, read as the app reads it: the learner's summary row and their theme
-rows, best ranked first (both by primary key: queue_date, user_id)."""
+"""What the app reads, through the views of its read contract (migration 0011, README "Reading from the app"):
+one learner's revision queue for a day, their due concepts, their recommendations. Each read is one statement
+over primary keys, so it sees a shard's rewrite of the day entirely or not at all."""
 
 from __future__ import annotations
 
@@ -11,20 +12,37 @@ import sqlalchemy as sa
 
 from learning_pipelines.db import tables
 
+# The views' columns, in order: what the app may rely on (a test pins them against the database and the README).
+APP_VIEWS = {
+    "app_revision_queue": ("queue_date", "user_id", "rank", "theme_key", "theme_name", "due_today", "overdue",
+                           "mastery", "due_today_total", "overdue_total", "revision_daily_target",
+                           "recommended_theme_ids", "generated_at", "cutoff_at"),
+    "app_due_concepts": ("user_id", "concept_id", "concept_name", "due_at", "last_review_at", "stability_days",
+                         "difficulty"),
+    "app_recommendations": ("user_id", "rank", "resource_id", "title", "kind", "score", "strategy", "model_id",
+                            "generated_at"),
+}
+revision_queue_view, due_concepts_view, recommendations_view = (
+    sa.table(name, *(sa.column(column) for column in columns)) for name, columns in APP_VIEWS.items())
+_SUMMARY_COLUMNS = ("queue_date", "user_id", "due_today_total", "overdue_total", "revision_daily_target",
+                    "recommended_theme_ids", "generated_at", "cutoff_at")
+_THEME_COLUMNS = ("rank", "theme_key", "theme_name", "due_today", "overdue", "mastery")
+
 
 @dataclasses.dataclass(frozen=True)
 class LearnerQueue:
-    summary: Mapping | None  # revision_queue_user_summary's row; None when the learner has no queue that day
-    themes: list[Mapping]  # revision_queue_theme's rows, by rank
+    summary: Mapping | None  # the learner's totals and recommended themes; None when they have no queue that day
+    themes: list[Mapping]  # one row per theme, by rank
 
 
 def learner_queue(conn: sa.Connection, user_id: int, day: dt.date) -> LearnerQueue:
-    summary, theme = tables.revision_queue_user_summary, tables.revision_queue_theme
-    row = conn.execute(sa.select(summary).where(summary.c.queue_date == day, summary.c.user_id == user_id)
-                       ).mappings().first()
-    themes = conn.execute(sa.select(theme).where(theme.c.queue_date == day, theme.c.user_id == user_id)
-                          .order_by(theme.c.rank)).mappings().all()
-    return LearnerQueue(row, list(themes))
+    view = revision_queue_view
+    rows = conn.execute(sa.select(view).where(view.c.queue_date == day, view.c.user_id == user_id)
+                        .order_by(view.c.rank)).mappings().all()
+    if not rows:
+        return LearnerQueue(None, [])
+    return LearnerQueue({name: rows[0][name] for name in _SUMMARY_COLUMNS},
+                        [{name: row[name] for name in _THEME_COLUMNS} for row in rows if row["theme_key"] is not None])
 
 
 def learner_with_most_themes(conn: sa.Connection, day: dt.date) -> int | None:
