@@ -125,3 +125,22 @@ def test_migrations_import_nothing_from_learning_pipelines():
         if module.split(".")[0] == "learning_pipelines"
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_queue_stats_per_shard_downgrade_sums_the_shards(request, backend):
+    """0010 -> 0009 with rows: a day's per-shard statistics become the day's totals, and come back as one shard."""
+    url = request.getfixturevalue("empty_sqlite_url" if backend == "sqlite" else "empty_postgres_url")
+    migrate.upgrade(url)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO queue_stats_daily (queue_date, learner_shard, theme_key, n_learners, due_today, overdue) "
+            "VALUES ('2026-12-01', '00-of-02', '*', 1, 2, 3), ('2026-12-01', '01-of-02', '*', 4, 5, 6)"))
+    command.downgrade(migrate.alembic_config(url), "0009")
+    command.upgrade(migrate.alembic_config(url), "head")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT learner_shard, theme_key, n_learners, due_today, overdue "
+                                    "FROM queue_stats_daily")).all()
+    engine.dispose()
+    assert [tuple(row) for row in rows] == [("00-of-01", "*", 5, 7, 9)]

@@ -324,3 +324,24 @@ def test_run_monitoring_fails_a_run_past_its_max_runtime(tmp_path):
     finally:
         os.killpg(daemon.pid, signal.SIGKILL)  # dagster-daemon ignores SIGTERM
         daemon.wait(10)
+
+
+def test_queue_metrics_count_only_a_day_every_learner_shard_built(instance, empty_sqlite_url):
+    """One shard built today, the others failed: the queues were not regenerated (the alert reads the timestamp)."""
+    migrate.upgrade(empty_sqlite_url)
+    engine = get_engine(empty_sqlite_url)
+    shards = learner_shards.get_partition_keys()
+    yesterday, today = dt.date(2026, 12, 1), dt.date(2026, 12, 2)
+    built = {yesterday: dt.datetime(2026, 12, 1, 2, 10, tzinfo=dt.timezone.utc),
+             today: dt.datetime(2026, 12, 2, 2, 10, tzinfo=dt.timezone.utc)}
+    with engine.begin() as conn:
+        for day, day_shards in ((yesterday, shards), (today, shards[:1])):
+            conn.execute(tables.queue_stats_daily.insert(), [
+                {"queue_date": day, "learner_shard": shard, "theme_key": "*", "n_learners": 1, "due_today": 2,
+                 "overdue": 1} for shard in day_shards])
+            conn.execute(tables.revision_queue_user_summary.insert(), [{
+                "queue_date": day, "user_id": 1, "due_today_total": 2, "overdue_total": 1,
+                "recommended_theme_ids": "[]", "generated_at": built[day]}])
+    values = _scrape(build_registry(instance, engine, job_names=[]))
+    assert values[("revision_queue_generated_timestamp_seconds", ())] == built[yesterday].timestamp()
+    assert values[("revision_queue_due", (("kind", "due_today"),))] == 2 * len(shards)

@@ -116,7 +116,7 @@ def test_queues_for_a_day_are_written_checked_and_idempotent(queue_warehouse, wa
     debt = before["tag_quality_debt_log"]
     assert debt[["user_id", "concept_id", "fallback_key"]].values.tolist() == [[1, 13, "UNMAPPED"]]
     with warehouse_engine.connect() as conn:
-        stats = queue_store.day_totals(conn, TODAY).set_index("theme_key")
+        stats = queue_store.day_totals(conn, TODAY, SHARDS).set_index("theme_key")
     assert stats.loc["*", "due_today"] == 4 and stats.loc["*", "n_learners"] == 2
     assert stats.loc["1", "due_today"] == 3
     assert set(before["queue_stats_daily"]["learner_shard"]) == set(SHARDS), "every shard writes its own totals"
@@ -216,7 +216,7 @@ def test_all_shards_give_exactly_the_rows_of_the_same_computation_unsharded(plat
         themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
         unsharded = revision.build_queues(queue_store.card_states(conn, learners["user_id"].tolist()), learners,
                                           themes, TODAY)
-        stored_totals = queue_store.day_totals(conn, TODAY)
+        stored_totals = queue_store.day_totals(conn, TODAY, SHARDS)
     stored = _day_rows(engine)
     assert len({_shard_of(u) for u in learners["user_id"]}) == len(SHARDS) > 1, "every shard has learners"
     key = ["user_id", "theme_key"]
@@ -289,3 +289,29 @@ def test_the_nightly_refresh_launches_every_shard_with_its_cutoff(platform_state
         later = shard_job.execute_in_process(instance=instance, resources=warehouse, raise_on_error=False,
                                              partition_key=requests[1].partition_key)
         assert not later.success
+        # A cutoff written by hand without a time zone is UTC, not a crash.
+        naive = cutoff.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat()
+        assert shard_job.execute_in_process(instance=instance, resources=warehouse,
+                                            tags={STATES_CUTOFF_TAG: naive},
+                                            partition_key=requests[2].partition_key).success
+
+
+def test_a_refresh_for_a_past_day_launches_no_shard(platform_states_url):
+    """A late sensor tick, or an old nightly refresh re-executed: its day's queues can no longer be built."""
+    repository = defs().get_repository_def()
+    yesterday = (TODAY - dt.timedelta(days=1)).isoformat()
+    with dg.instance_for_test() as instance:
+        refresh = repository.get_job(card_memory_states_job.name).execute_in_process(
+            instance=instance, resources={"warehouse": Warehouse(database_url=platform_states_url)},
+            tags={QUEUE_DAY_TAG: yesterday})
+        success = instance.all_logs(refresh.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)[0].dagster_event
+        result = revision_queue_shards_after_states(dg.build_run_status_sensor_context(
+            sensor_name=revision_queue_shards_after_states.name, dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(refresh.run_id), dagster_event=success))
+    assert isinstance(result, dg.SkipReason) and f"for {yesterday}" in result.skip_message
+
+
+def test_a_retried_nightly_refresh_runs_its_step_again():
+    """From the failure there would be nothing left to retry once the step had finished: no shards that night."""
+    job = defs().resolve_job_def(card_memory_states_job.name)
+    assert job.tags["dagster/retry_strategy"] == "ALL_STEPS"

@@ -34,15 +34,13 @@ def card_states(conn: sa.Connection, user_ids: list[int]) -> pd.DataFrame:
 
 
 def clear_shard_day(conn: sa.Connection, day: dt.date, shard: str, user_ids) -> None:
-    """Delete `day`'s rows of the learners `user_ids` (the learner shard `shard`) and the shard's
-    statistics, with those of the day written under another number of shards (they count the same
-    learners again)."""
+    """Delete `day`'s rows of the learners `user_ids` (the learner shard `shard`) and the shard's statistics.
+    Statistics written under another number of shards stay (day_totals reads the current count's only): deleting
+    them here would make every shard of the day wait on the same rows."""
     for table in LEARNER_TABLES:
         bulk.delete_with_ids(conn, table, table.c.user_id, user_ids, table.c.queue_date == day)
     stats = tables.queue_stats_daily
-    n_shards = shard.partition("-of-")[2]
-    conn.execute(stats.delete().where(stats.c.queue_date == day, sa.or_(stats.c.learner_shard == shard,
-                                                                         ~stats.c.learner_shard.endswith(f"-of-{n_shards}"))))
+    conn.execute(stats.delete().where(stats.c.queue_date == day, stats.c.learner_shard == shard))
 
 
 def write_chunk(conn: sa.Connection, day: dt.date, queues: QueueChunk, learners: pd.DataFrame,
@@ -58,16 +56,28 @@ def write_shard_stats(conn: sa.Connection, day: dt.date, shard: str, stats: pd.D
     bulk.bulk_insert(conn, tables.queue_stats_daily, stats.assign(queue_date=day, learner_shard=shard))
 
 
-def day_totals(conn: sa.Connection, day: dt.date | None = None) -> pd.DataFrame:
-    """queue_stats_daily summed over the learner shards of `day` (default: the latest day with queues):
-    theme_key, n_learners, due_today, overdue."""
+def day_totals(conn: sa.Connection, day: dt.date, shards: list[str]) -> pd.DataFrame:
+    """queue_stats_daily of `day` summed over the learner shards `shards` (the current count's keys): theme_key,
+    n_learners, due_today, overdue."""
     stats = tables.queue_stats_daily
-    if day is None:
-        day = conn.execute(sa.select(sa.func.max(stats.c.queue_date))).scalar()
     return bulk.read_frame(conn, sa.select(stats.c.theme_key, sa.func.sum(stats.c.n_learners).label("n_learners"),
                                            sa.func.sum(stats.c.due_today).label("due_today"),
                                            sa.func.sum(stats.c.overdue).label("overdue"))
-                           .where(stats.c.queue_date == day).group_by(stats.c.theme_key).order_by(stats.c.theme_key))
+                           .where(stats.c.queue_date == day, stats.c.learner_shard.in_(shards))
+                           .group_by(stats.c.theme_key).order_by(stats.c.theme_key))
+
+
+def latest_complete_day(conn: sa.Connection, shards: list[str]) -> tuple[dt.date, dt.datetime | None] | None:
+    """The latest day for which every learner shard of `shards` built its queues, and when its last learner's
+    queue was written (None when it has no learner); None when no day is complete."""
+    stats, summary = tables.queue_stats_daily, tables.revision_queue_user_summary
+    day = conn.execute(sa.select(stats.c.queue_date).where(stats.c.learner_shard.in_(shards))
+                       .group_by(stats.c.queue_date)
+                       .having(sa.func.count(sa.distinct(stats.c.learner_shard)) == len(set(shards)))
+                       .order_by(stats.c.queue_date.desc()).limit(1)).scalar()
+    if day is None:
+        return None
+    return day, conn.execute(sa.select(sa.func.max(summary.c.generated_at)).where(summary.c.queue_date == day)).scalar()
 
 
 def stored_consistency(conn: sa.Connection, day: dt.date, user_ids) -> dict[str, int]:

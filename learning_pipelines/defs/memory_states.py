@@ -91,4 +91,7 @@ def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateCon
 
 card_memory_states_job = dg.define_asset_job(
     "card_memory_states_job", selection=[card_memory_states],
+    # One step: a retry after its process died must run it again (from the failure there would be nothing to
+    # retry once it had finished, and the nightly shards wait for this run's success).
+    tags={"dagster/retry_strategy": "ALL_STEPS"},
     description="Brings card_memory_states up to date with every stored review (normally started by automation).")

@@ -97,7 +97,14 @@ def states_cutoff(context: dg.AssetExecutionContext) -> dt.datetime:
     """Every review committed before this must be in the memory states: the nightly refresh's own cutoff
     for the shards it launched, else the run's start."""
     tagged = context.run.tags.get(STATES_CUTOFF_TAG)
-    return dt.datetime.fromisoformat(tagged) if tagged else run_started_at(context)
+    if not tagged:
+        return run_started_at(context)
+    try:
+        cutoff = dt.datetime.fromisoformat(tagged)
+    except ValueError:
+        raise dg.Failure(description=f"the run's tag {STATES_CUTOFF_TAG}={tagged!r} is not an ISO 8601 time",
+                         allow_retries=False) from None
+    return cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=dt.timezone.utc)  # a time without zone is UTC
 
 
 def states_refreshed_in(context: dg.AssetExecutionContext) -> bool:
@@ -167,6 +174,10 @@ def revision_queue_shards_after_states(context: dg.RunStatusSensorContext):
     day = run.tags.get(QUEUE_DAY_TAG)
     if day is None:
         return dg.SkipReason(f"run {run.run_id} was not the nightly refresh")
+    today = dt.datetime.now(zoneinfo.ZoneInfo(settings.SCHEDULE_TIMEZONE)).date()
+    if dt.date.fromisoformat(day) < today:  # a late tick, or an old refresh run re-executed: its day is gone
+        return dg.SkipReason(f"run {run.run_id} refreshed the states for {day}; queues are built for today "
+                             f"({today}) or later only")
     refreshed = [event.asset_materialization for event in
                  context.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
                  if event.asset_materialization.asset_key == card_memory_states.key]

@@ -24,7 +24,9 @@ import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from learning_pipelines import settings
 from learning_pipelines.db import partition_migration, reads, revision_queues, tables
+from learning_pipelines.domain.learner_shards import shard_keys
 from learning_pipelines.domain.revision import ALL_THEMES
 
 FSRS_JOB = "fsrs_optimization_job"
@@ -156,9 +158,13 @@ class LearningPipelinesCollector(Collector):
                                      .where(tables.srs_user_params.c.weights.is_not(None))).scalar_one()
             reviews = reads.row_count(conn, tables.review_logs)
             rejects = reads.row_count(conn, tables.review_log_rejects)
-            everything = revision_queues.day_totals(conn).set_index("theme_key")
-            totals = everything.loc[ALL_THEMES] if ALL_THEMES in everything.index else None
-            generated = conn.execute(sa.select(sa.func.max(tables.revision_queue_user_summary.c.generated_at))).scalar()
+            # Only a day every learner shard has built counts: a night where some shards failed is not "built".
+            shards = shard_keys(settings.LEARNER_SHARDS)
+            complete = revision_queues.latest_complete_day(conn, shards)
+            totals, generated = None, None
+            if complete is not None:
+                everything = revision_queues.day_totals(conn, complete[0], shards).set_index("theme_key")
+                totals, generated = everything.loc[ALL_THEMES], complete[1]
             shadow = tables.eval_metrics_daily
             shadow_day = conn.execute(sa.select(sa.func.max(shadow.c.day))).scalar()
             logloss = conn.execute(sa.select(shadow.c.ab_group, shadow.c.logloss).where(
@@ -175,12 +181,14 @@ class LearningPipelinesCollector(Collector):
             family = GaugeMetricFamily(name, doc)
             family.add_metric([], value)
             yield family
-        due = GaugeMetricFamily("revision_queue_due", "Concepts due on the latest queue day", labels=["kind"])
+        due = GaugeMetricFamily("revision_queue_due", "Concepts due on the latest day every learner shard built",
+                                labels=["kind"])
         if totals is not None:
             due.add_metric(["due_today"], int(totals["due_today"]))
             due.add_metric(["overdue"], int(totals["overdue"]))
         yield due
-        when = GaugeMetricFamily("revision_queue_generated_timestamp_seconds", "When revision queues were last built")
+        when = GaugeMetricFamily("revision_queue_generated_timestamp_seconds",
+                                 "When the latest day every learner shard built was finished")
         if generated is not None:
             when.add_metric([], generated.timestamp())
         yield when

@@ -31,7 +31,7 @@ def downgrade() -> None:
     totals = sa.text("""
         SELECT queue_date, theme_key, SUM(n_learners) AS n_learners, SUM(due_today) AS due_today,
                SUM(overdue) AS overdue
-        FROM queue_stats_daily GROUP BY queue_date, theme_key""")
+        FROM queue_stats_daily GROUP BY queue_date, theme_key""").columns(sa.column('queue_date', sa.Date))
     rows = [dict(row) for row in op.get_bind().execute(totals).mappings()]
     op.execute("DELETE FROM queue_stats_daily")
     with op.batch_alter_table('queue_stats_daily', schema=None) as batch_op:
