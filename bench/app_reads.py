@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import multiprocessing
 import random
 import statistics
@@ -193,12 +192,7 @@ def report(args, floor: dict, idle: dict, during: dict, write_seconds: float, pl
         "```",
         plans["floor"],
         "```",
-        "",
-        "```json",
-        json.dumps(figures),
-        "```",
-    ])
-    print(json.dumps(figures))
+    ], figures)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import re
@@ -32,8 +33,13 @@ def write_section(name: str, body: str) -> None:
     BENCHMARKS.write_text(text)
 
 
-def publish(name: str, lines: list[str]) -> None:
-    """Print a benchmark's report and write it as its section of BENCHMARKS.md."""
+def publish(name: str, lines: list[str], figures: dict | None = None) -> None:
+    """Print a benchmark's report and write it as its section of BENCHMARKS.md; `figures`, when given, end both
+    as one JSON object (the last line printed, for whoever tracks the numbers)."""
+    if figures is not None:
+        lines = [*lines, "", "```json", json.dumps(figures), "```"]
     body = "\n".join(lines)
     print(body)
     write_section(name, body)
+    if figures is not None:
+        print(json.dumps(figures))

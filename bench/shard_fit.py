@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -220,12 +219,7 @@ def report(process_wall: float, measured: dict, same: bool, n_reviews: int, fitt
         "workers and the code servers hold well over PostgreSQL's default max_connections (100): put a pooler "
         "(PgBouncer, transaction pooling) in front of it; the shard lock is a transaction-level advisory lock, "
         "which transaction pooling keeps.",
-        "",
-        "```json",
-        json.dumps(figures),
-        "```",
-    ])
-    print(json.dumps(figures))
+    ], figures)
 
 
 if __name__ == "__main__":

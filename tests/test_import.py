@@ -140,6 +140,23 @@ def test_parquet_with_typed_columns(warehouse_engine, tmp_path):
     assert _rejects(warehouse_engine)["reason"].tolist() == ["review_rating 7 outside 1..4"]
 
 
+def test_a_parquet_time_beyond_pythons_calendar_is_a_rejected_row(warehouse_engine, tmp_path):
+    """Year 11157 fits a Parquet timestamp but not a Python datetime: that row is refused, the others load."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _seed(warehouse_engine, user_ids=(1,))
+    path = tmp_path / "reviews.parquet"
+    times = np.array(["2024-05-01T10:00:00", "11157-01-01T00:00:00"], dtype="datetime64[us]")
+    pq.write_table(pa.table({"user_id": [1, 1], "card_id": [10, 11], "review_rating": [3, 3],
+                             "review_time": pa.array(times, type=pa.timestamp("us", tz="UTC")),
+                             "review_duration": [5000, 6000]}), path)
+    summary = import_review_file(warehouse_engine, path, now=NOW)
+    assert (summary.n_loaded, summary.n_rejected) == (1, 1)
+    assert "review_time" in _rejects(warehouse_engine)["reason"].iloc[0]
+
+
 def _anki_collection(path, revlog_rows) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE revlog (id INTEGER PRIMARY KEY, cid INTEGER, usn INTEGER, ease INTEGER, "

@@ -85,6 +85,10 @@ def _materialize_healthy(repository: dg.RepositoryDefinition, instance: dg.Dagst
             keys = [None]
         elif isinstance(job.partitions_def, dg.StaticPartitionsDefinition):
             keys = job.partitions_def.get_partition_keys()
+        elif isinstance(job.partitions_def, dg.MultiPartitionsDefinition):  # every learner shard of the latest day
+            last_day = job.partitions_def.get_last_partition_key().keys_by_dimension["day"]
+            keys = [key for key in job.partitions_def.get_partition_keys()
+                    if key.keys_by_dimension["day"] == last_day]
         else:
             keys = [job.partitions_def.get_last_partition_key()]
         for key in keys:

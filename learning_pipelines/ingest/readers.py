@@ -283,6 +283,11 @@ class _ParquetSource(ReviewSource):
                     raise self._unreadable(error) from error
                 if frame is None:
                     return
+                # Damaged pandas metadata in the footer can rename or drop columns the schema lists.
+                lost = [column for column in self.columns if column not in frame.columns]
+                if lost:
+                    raise ReviewFileError(f"{self.path}: not a readable Parquet file (column(s) {', '.join(lost)} "
+                                          "listed in its schema cannot be decoded)")
                 text = pd.DataFrame(index=frame.index)
                 for column in columns:
                     text[column] = frame[column].map(_cell_text).astype(object)
@@ -296,7 +301,10 @@ def _cell_text(value) -> str:
     if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
         return ""
     if isinstance(value, pd.Timestamp):
-        return value.isoformat()
+        try:
+            return value.isoformat()
+        except (ValueError, NotImplementedError, OverflowError):  # beyond Python's datetime: the row is refused
+            return str(value.to_datetime64())
     return str(value)
 
 

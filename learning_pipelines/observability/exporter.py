@@ -160,11 +160,15 @@ class LearningPipelinesCollector(Collector):
             rejects = reads.row_count(conn, tables.review_log_rejects)
             # Only a day every learner shard has built counts: a night where some shards failed is not "built".
             shards = shard_keys(settings.LEARNER_SHARDS)
-            complete = revision_queues.latest_complete_day(conn, shards)
             totals, generated = None, None
-            if complete is not None:
-                everything = revision_queues.day_totals(conn, complete[0], shards).set_index("theme_key")
-                totals, generated = everything.loc[ALL_THEMES], complete[1]
+            try:
+                with conn.begin_nested():
+                    complete = revision_queues.latest_complete_day(conn, shards)
+                    if complete is not None:
+                        everything = revision_queues.day_totals(conn, complete[0], shards).set_index("theme_key")
+                        totals, generated = everything.loc[ALL_THEMES], complete[1]
+            except sa.exc.SQLAlchemyError:
+                pass  # a warehouse still before migration 0010 (a runbook stop): no queue series, the rest stays
             shadow = tables.eval_metrics_daily
             shadow_day = conn.execute(sa.select(sa.func.max(shadow.c.day))).scalar()
             logloss = conn.execute(sa.select(shadow.c.ab_group, shadow.c.logloss).where(
