@@ -22,8 +22,7 @@ APP_VIEWS = {
     "app_recommendations": ("user_id", "rank", "resource_id", "title", "kind", "score", "strategy", "model_id",
                             "generated_at"),
 }
-revision_queue_view, due_concepts_view, recommendations_view = (
-    sa.table(name, *(sa.column(column) for column in columns)) for name, columns in APP_VIEWS.items())
+revision_queue_view = sa.table("app_revision_queue", *(sa.column(c) for c in APP_VIEWS["app_revision_queue"]))
 _SUMMARY_COLUMNS = ("queue_date", "user_id", "due_today_total", "overdue_total", "revision_daily_target",
                     "recommended_theme_ids", "generated_at", "cutoff_at")
 _THEME_COLUMNS = ("rank", "theme_key", "theme_name", "due_today", "overdue", "mastery")

@@ -35,6 +35,14 @@ QUEUE_DAY_TAG = "learning_pipelines/queue_day"
     owners=["team:learning-intelligence"],
     metadata=written_table("revision_queue_theme", "revision_queue_user_summary", "queue_stats_daily",
                            "tag_quality_debt_log"),
+    # In the asset's own step, on what it has just stored: one Celery task per shard, not three.
+    check_specs=[
+        dg.AssetCheckSpec("every_due_concept_accounted_for", asset="revision_queues", blocking=True,
+                          description="Every due card of the shard's learners is in a mapped theme or logged in "
+                                      "tag_quality_debt_log."),
+        dg.AssetCheckSpec("summary_totals_match_theme_rows", asset="revision_queues", blocking=True,
+                          description="Each learner's due/overdue totals equal the sum of their theme rows."),
+    ],
 )
 def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """For the partition's day and learner shard: per learner and theme, concepts due by the end of the
@@ -75,6 +83,8 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
             n_theme_rows += len(queues.themes)
         stats = revision.day_stats(totals)
         store.write_shard_stats(conn, day, shard, stats)
+    with warehouse.begin() as conn:
+        stored = store.stored_consistency(conn, day, in_shard)
     log = asset_logger(context)
     for row in rejected.itertuples():
         log.warning("preferences rejected; using the defaults", user_id=int(row.user_id), problem=row.problem)
@@ -90,7 +100,14 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
         "themes": dg.MetadataValue.md("The shard's top themes by cards due today\n\n" + stats.loc[
             stats["theme_key"] != revision.ALL_THEMES].sort_values("due_today", ascending=False).head(10)
             .to_markdown(index=False)),
-    })
+    }, check_results=[
+        dg.AssetCheckResult(
+            check_name="every_due_concept_accounted_for",
+            passed=stored["due_in_mapped_themes"] + stored["logged_as_debt"] == stored["due_today_total"],
+            metadata={k: stored[k] for k in ("due_in_mapped_themes", "logged_as_debt", "due_today_total")}),
+        dg.AssetCheckResult(check_name="summary_totals_match_theme_rows", passed=stored["learners_mismatched"] == 0,
+                            metadata={"learners_mismatched": stored["learners_mismatched"]}),
+    ])
 
 
 def states_cutoff(context: dg.AssetExecutionContext) -> dt.datetime:
@@ -118,29 +135,6 @@ def run_started_at(context: dg.AssetExecutionContext) -> dt.datetime:
     """When this run started (now, for a run that has no start recorded yet)."""
     started = context.instance.get_run_stats(context.run.run_id).start_time
     return dt.datetime.fromtimestamp(started, dt.timezone.utc) if started else dt.datetime.now(dt.timezone.utc)
-
-
-def stored_consistency(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dict[str, int]:
-    keys = context.partition_key.keys_by_dimension
-    with warehouse.begin() as conn:
-        return store.stored_consistency(conn, dt.date.fromisoformat(keys["day"]), shard_learners(conn, keys["shard"]))
-
-
-@dg.asset_check(asset=revision_queues, blocking=True, partitions_def=queue_days_by_shard,
-                description="Every due card of the shard's learners is in a mapped theme or logged in tag_quality_debt_log.")
-def every_due_concept_accounted_for(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
-    stored = stored_consistency(context, warehouse)
-    accounted = stored["due_in_mapped_themes"] + stored["logged_as_debt"] == stored["due_today_total"]
-    return dg.AssetCheckResult(passed=accounted, metadata={k: stored[k] for k in (
-        "due_in_mapped_themes", "logged_as_debt", "due_today_total")})
-
-
-@dg.asset_check(asset=revision_queues, blocking=True, partitions_def=queue_days_by_shard,
-                description="Each learner's due/overdue totals equal the sum of their theme rows.")
-def summary_totals_match_theme_rows(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
-    stored = stored_consistency(context, warehouse)
-    return dg.AssetCheckResult(passed=stored["learners_mismatched"] == 0,
-                               metadata={"learners_mismatched": stored["learners_mismatched"]})
 
 
 # A shard's step stays well under RabbitMQ's consumer_timeout (30 minutes by default): with late acks,

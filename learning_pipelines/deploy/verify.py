@@ -568,8 +568,7 @@ def _smoke(url: str, where: str) -> Outcome:
     from learning_pipelines.defs.memory_states import card_memory_states
     from learning_pipelines.defs.learner_shards import learner_shards
     from learning_pipelines.defs.resources import Warehouse
-    from learning_pipelines.defs.revision_queues import (every_due_concept_accounted_for, revision_queues,
-                                                         summary_totals_match_theme_rows)
+    from learning_pipelines.defs.revision_queues import revision_queues
     from learning_pipelines.demo import load_platform
     from learning_pipelines.ingest.importer import import_review_file
 
@@ -592,7 +591,7 @@ def _smoke(url: str, where: str) -> Outcome:
     shard = learner_shards.get_partition_keys()[0]
     # In an ephemeral instance: the smoke's run stays out of the deployment's run history and its sensors.
     result = dg.materialize(
-        [card_memory_states, revision_queues, every_due_concept_accounted_for, summary_totals_match_theme_rows],
+        [card_memory_states, revision_queues],
         resources={"warehouse": Warehouse(database_url=url)}, raise_on_error=False,
         partition_key=dg.MultiPartitionKey({"day": day.isoformat(), "shard": shard}),
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
