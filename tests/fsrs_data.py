@@ -25,3 +25,36 @@ def fsrs_rs_items(reviews: pd.DataFrame):
         delta = np.diff(days, prepend=days[0])
         items[concept_id] = rs.FSRSItem([rs.FSRSReview(int(r), int(d)) for r, d in zip(card["rating"], delta)])
     return items
+
+
+def small_collections(reviews: pd.DataFrame, seed: int,
+                      sizes: tuple[int, ...] = (2000, 3000, 4000, 5000)) -> list[pd.DataFrame]:
+    """The learner's cards, shuffled, split into collections of about `sizes` reviews in turn (whole
+    cards; a last collection smaller than the smallest size is dropped): what a platform's many small
+    learners look like, from one real learner."""
+    per_card = reviews.groupby("concept_id").size()
+    cards = per_card.index.to_numpy()[np.random.default_rng(seed).permutation(len(per_card))]
+    collections, taken, total = [], [], 0
+    for card in cards:
+        taken.append(card)
+        total += per_card[card]
+        if total >= sizes[len(collections) % len(sizes)]:
+            collections.append(taken)
+            taken, total = [], 0
+    if total >= min(sizes):
+        collections.append(taken)
+    return [reviews.loc[reviews["concept_id"].isin(chosen)].reset_index(drop=True) for chosen in collections]
+
+
+def fsrs_rs_training_items(reviews: pd.DataFrame):
+    """fsrs-rs's training items for one learner: every prefix of a card's history that ends in a review
+    and holds a review on a later day than the card's first."""
+    import fsrs_rs_python as rs
+
+    items = []
+    for _, card in reviews.groupby("concept_id", sort=False):
+        days = card["learner_day"].to_numpy()
+        delta = np.diff(days, prepend=days[0])
+        history = [rs.FSRSReview(int(r), int(d)) for r, d in zip(card["rating"], delta)]
+        items += [rs.FSRSItem(history[: i + 1]) for i in range(1, len(history)) if (delta[1: i + 1] > 0).any()]
+    return items

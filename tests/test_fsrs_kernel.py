@@ -4,6 +4,7 @@ differentiated by central finite differences weight by weight."""
 import numpy as np
 
 from learning_pipelines.domain import fsrs, fsrs_kernel
+from learning_pipelines.domain.fsrs_optimizer import card_histories
 from learning_pipelines.domain.fsrs_replay import replay
 from learning_pipelines.domain.review_sequences import build_sequences
 from tests.fsrs_data import real_reviews
@@ -37,12 +38,30 @@ def test_loss_gradient_and_fisher_match_finite_differences(anki_csv):
         down[i] -= h
         numeric_jacobian[:, i] = (predict(up) - predict(down)) / (2 * h)
 
-    loss, grad, fisher = fsrs_kernel.loss_grad_fisher(
-        seqs.elapsed_days, seqs.ratings, seqs.lengths.astype(np.int64), sample_weight, np.array([0, seqs.n_cards]),
-        np.arange(seqs.n_cards), weights[None, :], np.array([0]))
+    # The same sample weights, moved to the kernel's layout (a card's reviews consecutive) by frame row.
+    histories = card_histories(reviews.reset_index(drop=True))
+    weight_of_row = np.zeros(len(reviews))
+    weight_of_row[seqs.row_of[steps, cards]] = sample_weight[steps, cards]
+    unit_card_start, unit_learner = fsrs_kernel.work_units(histories.card_start, histories.card_learner)
+    args = (histories.elapsed_days, histories.ratings, weight_of_row[histories.row], histories.card_start,
+            unit_card_start, unit_learner, weights[None, :], np.arange(len(unit_learner)))
+    unit_loss, unit_grad, unit_fisher = fsrs_kernel.loss_grad_fisher(*args)
+    loss, grad, fisher = unit_loss.sum(), unit_grad.sum(axis=0), unit_fisher.sum(axis=0)
 
-    np.testing.assert_allclose(loss[0], -(sw * (labels * np.log(p) + (1 - labels) * np.log(1 - p))).sum(), rtol=1e-10)
+    expected_loss = -(sw * (labels * np.log(p) + (1 - labels) * np.log(1 - p))).sum()
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-10)
+    np.testing.assert_allclose(fsrs_kernel.unit_losses(*args).sum(), expected_loss, rtol=1e-10)
     slope = sw * (p - labels) / (p * (1 - p))
-    np.testing.assert_allclose(grad[0], slope @ numeric_jacobian, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(grad, slope @ numeric_jacobian, rtol=1e-4, atol=1e-6)
     expected_fisher = (numeric_jacobian * (sw / (p * (1 - p)))[:, None]).T @ numeric_jacobian
-    np.testing.assert_allclose(fisher[0], expected_fisher, rtol=1e-4, atol=1e-6 * np.abs(expected_fisher).max())
+    np.testing.assert_allclose(fisher, expected_fisher, rtol=1e-4, atol=1e-6 * np.abs(expected_fisher).max())
+
+
+def test_work_units_cut_large_learners_and_keep_small_ones_whole():
+    reviews_per_card = np.r_[np.full(10, 300), np.full(3, 5)]  # learner 0: 3,000 reviews; learner 1: 15
+    card_start = np.r_[0, np.cumsum(reviews_per_card)]
+    card_learner = np.r_[np.zeros(10, dtype=int), np.ones(3, dtype=int)]
+    unit_card_start, unit_learner = fsrs_kernel.work_units(card_start, card_learner)
+    assert unit_learner.tolist() == [0, 0, 0, 1]
+    assert unit_card_start[0] == 0 and unit_card_start[-1] == 13 and unit_card_start[-2] == 10
+    assert np.all(np.diff(unit_card_start) > 0)

@@ -1,11 +1,16 @@
-"""Compiled (numba) FSRS-6 replay that accumulates, per learner, the recency-weighted log loss,
-its gradient with respect to the learner's 21 weights and the Gauss-Newton (Fisher) matrix.
+"""Compiled (numba) FSRS-6 replay that accumulates the recency-weighted log loss, its gradient with
+respect to a learner's 21 weights and the Gauss-Newton (Fisher) matrix; and the card layout it reads.
+
+Layout: every card's reviews lie next to each other in time order, a learner's cards next to each
+other (`card_start`, `learner_card_start`), so a card's replay reads consecutive memory. The work
+is cut into units, runs of whole cards of one learner with about UNIT_REVIEWS reviews, replayed in
+parallel: many small learners and one large learner (the pooled fit) both keep every core busy.
 
 Each card is replayed once per evaluation, carrying d(stability)/dw and d(difficulty)/dw (21
-numbers each) through the recurrence (forward mode), and every scored review adds its term to
-its learner's 21 + 21x21 sums straight away: no (reviews, 21) arrays, no autograd graph.
-Learners run in parallel. The formulas are fsrs.py's, differentiated by hand; a test compares
-the gradient and the Fisher matrix with finite differences of fsrs_replay.
+numbers each) through the recurrence (forward mode); every scored review adds its term to its
+unit's 21 + 21x21 sums straight away: no (reviews, 21) arrays, no autograd graph. The formulas are
+fsrs.py's, differentiated by hand; a test compares the gradient and the Fisher matrix with finite
+differences of fsrs_replay.
 """
 
 from __future__ import annotations
@@ -19,41 +24,166 @@ from learning_pipelines.domain import fsrs
 
 N_WEIGHTS = fsrs.N_WEIGHTS
 EPS = 1e-6
+UNIT_REVIEWS = 1024  # fewer: more units to sum afterwards; more: one large learner keeps fewer cores busy
 _S_MIN, _S_MAX, _D_MIN, _D_MAX = fsrs.S_MIN, fsrs.S_MAX, fsrs.D_MIN, fsrs.D_MAX
 _LN_09 = math.log(0.9)
 
 
-@numba.njit(cache=True, parallel=True)
-def loss_grad_fisher(elapsed, ratings, lengths, sample_weight, learner_start, learner_cards, weights, learners):
-    """For each learner in `learners`: (sum of weighted log loss, gradient (21,), Fisher (21, 21)).
+@numba.njit(cache=True, fastmath=True)
+def card_layout(card_of_row, day_of_row, n_cards):
+    """Rows (in time order) regrouped card by card, keeping time order within a card (counting sort).
 
-    elapsed, ratings, sample_weight: ReviewSequences' (step, card) grids; a review scores when its
-    sample weight is > 0. (Reading them in place beats transposing them for every fit.)
-    learner_cards[learner_start[l]:learner_start[l + 1]] are learner l's cards.
+    Returns (order: the row at each position, card_start (n_cards + 1,), elapsed days at each position:
+    whole days since the card's previous review, 0 at its first).
     """
-    n = len(learners)
+    n = len(card_of_row)
+    card_start = np.zeros(n_cards + 1, dtype=np.int64)
+    for i in range(n):
+        card_start[card_of_row[i] + 1] += 1
+    for c in range(n_cards):
+        card_start[c + 1] += card_start[c]
+    fill = card_start[:-1].copy()
+    order = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        c = card_of_row[i]
+        order[fill[c]] = i
+        fill[c] += 1
+    elapsed = np.zeros(n)
+    for c in range(n_cards):
+        for p in range(card_start[c] + 1, card_start[c + 1]):
+            elapsed[p] = day_of_row[order[p]] - day_of_row[order[p - 1]]
+    return order, card_start, elapsed
+
+
+@numba.njit(cache=True, fastmath=True)
+def rank_within_learner(learner_of_row, counted, n_learners):
+    """For each counted row (rows in time order): how many counted rows of its learner came before it."""
+    seen = np.zeros(n_learners, dtype=np.int64)
+    rank = np.zeros(len(learner_of_row), dtype=np.int64)
+    for i in range(len(learner_of_row)):
+        if counted[i]:
+            rank[i] = seen[learner_of_row[i]]
+            seen[learner_of_row[i]] += 1
+    return rank
+
+
+def work_units(card_start: np.ndarray, card_learner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unit_card_start (U + 1,), unit_learner (U,)): each learner's cards (consecutive) cut into
+    runs of about UNIT_REVIEWS reviews; a learner's units are consecutive."""
+    n_cards = len(card_learner)
+    if not n_cards:
+        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    sizes = np.diff(card_start)
+    learner_reviews = np.bincount(card_learner, weights=sizes).astype(np.int64)
+    n_units = np.maximum(1, np.round(learner_reviews / UNIT_REVIEWS)).astype(np.int64)
+    learner_first_review = np.concatenate([[0], np.cumsum(learner_reviews)[:-1]])
+    before = card_start[:-1] - learner_first_review[card_learner]
+    unit_of_card = before * n_units[card_learner] // np.maximum(learner_reviews[card_learner], 1)
+    starts = np.ones(n_cards, dtype=bool)
+    starts[1:] = (card_learner[1:] != card_learner[:-1]) | (unit_of_card[1:] != unit_of_card[:-1])
+    first_cards = np.flatnonzero(starts)
+    return np.append(first_cards, n_cards).astype(np.int64), card_learner[first_cards].astype(np.int64)
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def loss_grad_fisher(elapsed, ratings, sample_weight, card_start, unit_card_start, unit_learner, weights, units):
+    """For each unit in `units`: (sum of weighted log loss, gradient (21,), Fisher (21, 21)) with
+    its learner's weights (weights[unit_learner[unit]]). A review scores when its sample weight is > 0.
+
+    The Fisher matrix is J' C J over the unit's scored reviews: their rows of sqrt(curvature) x
+    dR/dw are collected first and multiplied once (vectorized), not added review by review.
+    """
+    n = len(units)
     loss = np.zeros(n)
     grad = np.zeros((n, N_WEIGHTS))
     fisher = np.zeros((n, N_WEIGHTS, N_WEIGHTS))
     for k in numba.prange(n):
-        learner = learners[k]
-        w = weights[learner]
+        unit = units[k]
+        w = weights[unit_learner[unit]]
+        first, last = card_start[unit_card_start[unit]], card_start[unit_card_start[unit + 1]]
+        n_scored = 0
+        for t in range(first, last):
+            if sample_weight[t] > 0.0:
+                n_scored += 1
+        rows = np.empty((N_WEIGHTS, n_scored))
         js = np.empty(N_WEIGHTS)
         jd = np.empty(N_WEIGHTS)
         jr = np.empty(N_WEIGHTS)
-        for position in range(learner_start[learner], learner_start[learner + 1]):
-            card = learner_cards[position]
-            loss[k] += _replay_card(elapsed, ratings, card, lengths[card], sample_weight, w,
-                                    js, jd, jr, grad[k], fisher[k])
-        for i in range(N_WEIGHTS):
-            for j in range(i):
-                fisher[k, i, j] = fisher[k, j, i]
+        filled = 0
+        for card in range(unit_card_start[unit], unit_card_start[unit + 1]):
+            card_loss, filled = _replay_card(elapsed, ratings, sample_weight, card_start[card], card_start[card + 1],
+                                             w, js, jd, jr, grad[k], rows, filled)
+            loss[k] += card_loss
+        _gram(rows, fisher[k])
     return loss, grad, fisher
 
 
-@numba.njit(cache=True)
-def _replay_card(elapsed, ratings, card, length, sample_weight, w, js, jd, jr, grad, fisher):
-    first = ratings[0, card]
+@numba.njit(cache=True, fastmath=True)
+def _gram(rows, out):
+    """out = rows rows' (symmetric: each pair summed once)."""
+    for i in range(rows.shape[0]):
+        for j in range(i + 1):
+            total = 0.0
+            for t in range(rows.shape[1]):
+                total += rows[i, t] * rows[j, t]
+            out[i, j] = total
+            out[j, i] = total
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def unit_losses(elapsed, ratings, sample_weight, card_start, unit_card_start, unit_learner, weights, units):
+    """The weighted log loss of each unit in `units` alone: no derivatives, several times cheaper."""
+    loss = np.zeros(len(units))
+    for k in numba.prange(len(units)):
+        unit = units[k]
+        w = weights[unit_learner[unit]]
+        for card in range(unit_card_start[unit], unit_card_start[unit + 1]):
+            loss[k] += _card_loss(elapsed, ratings, sample_weight, card_start[card], card_start[card + 1], w)
+    return loss
+
+
+@numba.njit(cache=True, fastmath=True)
+def _card_loss(elapsed, ratings, sample_weight, start, end, w):
+    first = ratings[start]
+    s = w[first - 1]
+    d = min(max(w[4] - math.exp(w[5] * (first - 1)) + 1.0, _D_MIN), _D_MAX)
+    decay = w[20]
+    factor = 0.9 ** (-1.0 / decay) - 1.0
+    exp_w8 = math.exp(w[8])
+    init_easy = w[4] - math.exp(3.0 * w[5]) + 1.0
+    loss = 0.0
+    for t in range(start + 1, end):
+        e = elapsed[t]
+        g = ratings[t]
+        r = math.exp(-decay * math.log(1.0 + factor * e / s))
+        weight = sample_weight[t]
+        if weight > 0.0:
+            p = min(max(r, EPS), 1.0 - EPS)
+            loss -= weight * (math.log(p) if g > fsrs.AGAIN else math.log(1.0 - p))
+        if e > 0 and g > fsrs.AGAIN:
+            hard = w[15] if g == fsrs.HARD else 1.0
+            easy = w[16] if g == fsrs.EASY else 1.0
+            s = s * (1.0 + exp_w8 * (11.0 - d) * math.exp(-w[9] * math.log(s)) * (math.exp(w[10] * (1.0 - r)) - 1.0)
+                     * hard * easy)
+        elif e > 0:
+            lapsed = (w[11] * math.exp(-w[12] * math.log(d)) * (math.exp(w[13] * math.log(s + 1.0)) - 1.0)
+                      * math.exp(w[14] * (1.0 - r)))
+            s = min(lapsed, s * math.exp(-w[17] * w[18]))
+        else:
+            increase = math.exp(w[17] * (g - 3.0 + w[18]) - w[19] * math.log(s))
+            if not (g >= fsrs.GOOD and increase <= 1.0):
+                s = s * increase
+        s = min(max(s, _S_MIN), _S_MAX)
+        damped = d + (10.0 - d) / 9.0 * (-w[6] * (g - 3.0))
+        d = min(max(w[7] * init_easy + (1.0 - w[7]) * damped, _D_MIN), _D_MAX)
+    return loss
+
+
+@numba.njit(cache=True, fastmath=True)
+def _replay_card(elapsed, ratings, sample_weight, start, end, w, js, jd, jr, grad, rows, filled):
+    """Replays one card: returns its weighted loss and how many rows of `rows` are filled after it
+    (each scored review fills one column: sqrt(curvature) x dR/dw); adds its gradient to `grad`."""
+    first = ratings[start]
     s = w[first - 1]
     js[:] = 0.0
     js[first - 1] = 1.0
@@ -70,9 +200,9 @@ def _replay_card(elapsed, ratings, card, length, sample_weight, w, js, jd, jr, g
     exp_w8 = math.exp(w[8])
     exp_3w5 = math.exp(3.0 * w[5])
     loss = 0.0
-    for t in range(1, length):
-        e = float(elapsed[t, card])
-        g = ratings[t, card]
+    for t in range(start + 1, end):
+        e = elapsed[t]
+        g = ratings[t]
         u = 1.0 + factor * e / s
         log_u = math.log(u)
         r = math.exp(-decay * log_u)
@@ -80,25 +210,23 @@ def _replay_card(elapsed, ratings, card, length, sample_weight, w, js, jd, jr, g
         for i in range(N_WEIGHTS):
             jr[i] = dr_ds * js[i]
         jr[20] += r * (-log_u - decay * (e / s) * d_factor / u)
-        weight = sample_weight[t, card]
+        weight = sample_weight[t]
         if weight > 0.0:
             p = min(max(r, EPS), 1.0 - EPS)
             y = 1.0 if g > fsrs.AGAIN else 0.0
             loss -= weight * (y * math.log(p) + (1.0 - y) * math.log(1.0 - p))
             slope = weight * (p - y) / (p * (1.0 - p))
-            curvature = weight / (p * (1.0 - p))
+            root_curvature = math.sqrt(weight / (p * (1.0 - p)))
             for i in range(N_WEIGHTS):
-                if jr[i] != 0.0:
-                    grad[i] += slope * jr[i]
-                    c = curvature * jr[i]
-                    for j in range(i, N_WEIGHTS):
-                        fisher[i, j] += c * jr[j]
+                grad[i] += slope * jr[i]
+                rows[i, filled] = root_curvature * jr[i]
+            filled += 1
         s = _next_stability(s, d, r, e, g, w, exp_w8, js, jd, jr)
         d = _next_difficulty(d, g, w, exp_3w5, jd)
-    return loss
+    return loss, filled
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=True)
 def _next_stability(s, d, r, e, g, w, exp_w8, js, jd, jr):
     """New stability; js becomes its derivative (from the old js, the old jd and this review's jr).
 
@@ -177,7 +305,7 @@ def _next_stability(s, d, r, e, g, w, exp_w8, js, jd, jr):
     return new_s
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=True)
 def _next_difficulty(d, g, w, exp_3w5, jd):
     """New difficulty (linear damping, mean reversion to Easy's initial difficulty); jd its derivative."""
     delta = -w[6] * (g - 3.0)

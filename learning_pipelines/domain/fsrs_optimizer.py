@@ -1,11 +1,12 @@
 """Fit FSRS-6 weights for many learners at once: one batched problem, not a loop over learners.
 
-Every learner's cards are replayed (compiled, learners in parallel: fsrs_kernel) with the
-derivatives of the loss with respect to the learner's weights; each learner then takes its own damped
-Gauss-Newton (Levenberg-Marquardt) step on its recency-weighted mean log loss. Like the
-reference (fsrs-rs): initial stabilities pre-trained from first intervals, weights clamped to
-their bounds, an L2 pull toward the starting weights that fades with the amount of data, and a
-learner's fit stops when it no longer improves (early stopping).
+Every learner's cards are replayed (compiled, in parallel: fsrs_kernel) with the derivatives of the
+loss with respect to the learner's weights; each learner then takes its own damped Gauss-Newton
+(Levenberg-Marquardt) step on its recency-weighted mean log loss. Like the reference (fsrs-rs):
+initial stabilities pre-trained from first intervals, cards first seen again after an implausible
+gap left out (outlier filter), weights clamped to their bounds, an L2 pull toward the starting weights worth a
+fixed amount of total loss (so it fades with the amount of data), and a learner's fit stops when it
+no longer improves.
 """
 
 from __future__ import annotations
@@ -16,18 +17,25 @@ import numpy as np
 import pandas as pd
 
 from learning_pipelines.domain import fsrs
-from learning_pipelines.domain.review_sequences import ReviewSequences, build_sequences
 
 _EPS = 1e-6
 _S0_GRID = np.exp(np.linspace(np.log(fsrs.S_MIN * 10), np.log(fsrs.INIT_S_MAX), 120))
 
+# How far each weight typically lies from its default across Anki users (fsrs-rs PARAMS_STDDEV):
+# the unit of the prior's pull toward the starting weights.
+WEIGHT_SPREAD = np.array([
+    6.43, 9.66, 17.58, 27.85, 0.57, 0.28, 0.6, 0.12, 0.39, 0.18, 0.33, 0.3, 0.09, 0.16, 0.57, 0.25,
+    1.03, 0.31, 0.32, 0.14, 0.27,
+])
+
 
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
-    max_iterations: int = 10  # later iterations move mean logloss by < 0.0001 (bench/fsrs_throughput.py)
+    max_iterations: int = 6  # 4 more move bench/fsrs_throughput.py's mean logloss by < 0.0002
     tolerance: float = 1e-5  # a learner whose accepted step gains less logloss than this is done
-    prior_strength: float = 64.0  # pseudo-reviews pulling each weight toward its start (fsrs-rs: gamma)
+    prior_strength: float = 1.0  # total loss one WEIGHT_SPREAD of every weight from its start costs (fsrs-rs: gamma)
     recency_weighting: bool = True
+    filter_outliers: bool = True  # leave out cards first reviewed again after an implausible gap (outlier_cards)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +43,42 @@ class FitResult:
     weights: np.ndarray  # (L, 21)
     logloss_before: np.ndarray  # (L,) training loss at the starting weights
     logloss_after: np.ndarray  # (L,)
-    n_reviews: np.ndarray  # (L,) reviews that scored (a day or more after the previous one)
+    n_reviews: np.ndarray  # (L,) reviews the fit trained on (a day or more after the previous one, outliers out)
     iterations: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CardHistories:
+    """Reviews laid out for fsrs_kernel: each card's reviews consecutive in time order, each learner's
+    cards consecutive (learners in learner_ids order)."""
+
+    elapsed_days: np.ndarray  # (n,) whole days since the card's previous review; 0 at its first
+    ratings: np.ndarray  # (n,) 1..4
+    row: np.ndarray  # (n,) position of each review in the frame it was built from
+    card_start: np.ndarray  # (C + 1,) card c's reviews are [card_start[c], card_start[c + 1])
+    card_learner: np.ndarray  # (C,) index into learner_ids
+    learner_ids: np.ndarray  # (L,)
+
+    @property
+    def n_learners(self) -> int:
+        return len(self.learner_ids)
+
+    def card_of_review(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.card_learner)), np.diff(self.card_start))
+
+
+def card_histories(reviews: pd.DataFrame) -> CardHistories:
+    """reviews: user_id, concept_id, learner_day, rating, in time order."""
+    from learning_pipelines.domain import fsrs_kernel  # numba: see _Objective._kernel
+
+    learner_of_row, learner_ids = pd.factorize(reviews["user_id"], sort=True)
+    concept_of_row, concepts = pd.factorize(reviews["concept_id"])
+    card_of_row, card_keys = pd.factorize(learner_of_row.astype(np.int64) * max(len(concepts), 1) + concept_of_row,
+                                          sort=True)
+    order, card_start, elapsed = fsrs_kernel.card_layout(
+        card_of_row.astype(np.int64), reviews["learner_day"].to_numpy(dtype=np.int64), len(card_keys))
+    return CardHistories(elapsed, reviews["rating"].to_numpy(dtype=np.int64)[order], order, card_start,
+                         (card_keys // max(len(concepts), 1)).astype(np.int64), np.asarray(learner_ids))
 
 
 def recency_weights(rank: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -45,33 +87,68 @@ def recency_weights(rank: np.ndarray, count: np.ndarray) -> np.ndarray:
     return 0.25 + 0.75 * (rank / np.maximum(count, 1)) ** 3
 
 
-def _scored_reviews(seqs: ReviewSequences) -> tuple[np.ndarray, np.ndarray]:
-    """(step, card) of the reviews the loss scores: a day or more after the card's previous one."""
-    steps, cards = seqs.later_reviews()
-    keep = seqs.elapsed_days[steps, cards] > 0
-    return steps[keep], cards[keep]
+def outlier_cards(first_rating: np.ndarray, first_interval: np.ndarray) -> np.ndarray:
+    """Which cards to leave out of the fit, given their first rating and the days until their first
+    review on a later day: those first seen again after over 100 days (365 after a first Easy), the
+    bound fsrs-rs's outlier filter sets (such a gap is rescheduling, not memory).
+
+    fsrs-rs also leaves out the cards of the rarest intervals (5 % of each first rating's, 20 at
+    least); on bench/fsrs_throughput.py that made logloss worse, on simulated learners and on small
+    collections cut from a real one alike, so it is not done here.
+    """
+    return first_interval > np.where(first_rating == fsrs.EASY, 365, 100)
 
 
-def pretrain_initial_stability(seqs: ReviewSequences, start: np.ndarray) -> np.ndarray:
-    """w0..w3 per learner: the stability that best explains recall at each card's second review,
-    given its first rating (grid search in log space), shrunk toward `start` when data are few."""
+def training_weights(h: CardHistories, config: FitConfig) -> np.ndarray:
+    """Each review's weight in the loss: 0 for a review on the day of the previous one or of a card
+    left out as an outlier, else its recency weight (or 1)."""
+    from learning_pipelines.domain import fsrs_kernel
+
+    scored = h.elapsed_days > 0
+    if config.filter_outliers:
+        card = h.card_of_review()
+        later_days = np.flatnonzero(scored)  # positions ascend and a card's are consecutive: first of each run
+        first_long = later_days[np.r_[True, card[later_days][1:] != card[later_days][:-1]]] if len(later_days) \
+            else later_days
+        cards = card[first_long]
+        out = outlier_cards(h.ratings[h.card_start[cards]], h.elapsed_days[first_long])
+        left_out = np.zeros(len(h.card_learner), dtype=bool)
+        left_out[cards[out]] = True
+        scored &= ~left_out[card]
+    if not config.recency_weighting:
+        return scored.astype(float)
+    counted = np.zeros(len(scored), dtype=bool)
+    counted[h.row] = scored
+    learner_of_row = np.empty(len(scored), dtype=np.int64)
+    learner_of_row[h.row] = h.card_learner[h.card_of_review()]
+    rank = fsrs_kernel.rank_within_learner(learner_of_row, counted, h.n_learners)[h.row]
+    count = np.bincount(learner_of_row[counted], minlength=h.n_learners)
+    return np.where(scored, recency_weights(rank, count[learner_of_row[h.row]]), 0.0)
+
+
+def pretrain_initial_stability(h: CardHistories, sample_weight: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """w0..w3 per learner: the stability that best explains recall at each card's second review
+    (where it falls on a later day and the card is trained on), given its first rating (grid search
+    in log space over reviews grouped by interval), shrunk toward `start` when data are few."""
     weights = start.copy()
-    second = (seqs.lengths > 1) & (seqs.elapsed_days[1] > 0)
-    first_rating = seqs.ratings[0, second]
-    elapsed = seqs.elapsed_days[1, second].astype(float)
-    recalled = (seqs.ratings[1, second] > fsrs.AGAIN).astype(float)
-    learner = seqs.card_learner[second]
-    factor = fsrs.forgetting_factor(start)[learner]
-    decay = start[learner, 20]
+    second = h.card_start[:-1][np.diff(h.card_start) > 1] + 1
+    second = second[sample_weight[second] > 0]
+    learner = h.card_learner[np.searchsorted(h.card_start, second, side="right") - 1]
+    span = int(h.elapsed_days[second].max()) + 1 if len(second) else 1
+    group_key = (learner * 5 + h.ratings[second - 1]) * span + h.elapsed_days[second].astype(np.int64)
+    keys, group, count = np.unique(group_key, return_inverse=True, return_counts=True)
+    recalled = np.bincount(group, h.ratings[second] > fsrs.AGAIN, len(keys))
+    group_learner, group_rating, elapsed = keys // span // 5, keys // span % 5, (keys % span).astype(float)
+    r = (1.0 + fsrs.forgetting_factor(start)[group_learner, None] * elapsed[:, None] / _S0_GRID[None, :]) ** \
+        -start[group_learner, 20, None]
+    r = np.clip(r, _EPS, 1 - _EPS)
+    nll = -(recalled[:, None] * np.log(r) + (count - recalled)[:, None] * np.log(1 - r))
     for rating in range(1, 5):
-        mask = first_rating == rating
+        mask = group_rating == rating
         if not mask.any():
             continue
-        r = (1.0 + factor[mask, None] * elapsed[mask, None] / _S0_GRID[None, :]) ** -decay[mask, None]
-        r = np.clip(r, _EPS, 1 - _EPS)
-        nll = -(recalled[mask, None] * np.log(r) + (1 - recalled[mask, None]) * np.log(1 - r))
-        per_learner = _sum_rows_by_group(nll, learner[mask], len(start))
-        counts = np.bincount(learner[mask], minlength=len(start))
+        per_learner = _sum_rows_by_group(nll[mask], group_learner[mask], len(start))
+        counts = np.bincount(group_learner[mask], count[mask], len(start))
         # A weak prior (a few pseudo-reviews) toward the starting value keeps sparse ratings sane.
         prior = 2.0 * (np.log(_S0_GRID)[None, :] - np.log(start[:, rating - 1])[:, None]) ** 2
         best = _S0_GRID[np.argmin(per_learner + prior, axis=1)]
@@ -89,21 +166,19 @@ def _sum_rows_by_group(values: np.ndarray, group: np.ndarray, n_groups: int) -> 
     return sums
 
 
-def fit_weights(seqs: ReviewSequences, start: np.ndarray | None = None, review_order: np.ndarray | None = None,
-                config: FitConfig = FitConfig()) -> FitResult:
-    """Fit one weight vector per learner of `seqs`, starting from `start` (default: FSRS-6 defaults).
+def fit_histories(h: CardHistories, start: np.ndarray | None = None, config: FitConfig = FitConfig()) -> FitResult:
+    """Fit one weight vector per learner of `h`, starting from `start` (default: FSRS-6 defaults).
 
     Levenberg-Marquardt on each learner's 21 weights, all learners in lockstep: one batched replay
     gives every learner's loss, gradient and Fisher matrix (fsrs_kernel), each learner gets its own damped
     Gauss-Newton step, kept only where it lowers that learner's loss. Learners drop out of the
     batch as they converge, so later iterations replay fewer cards.
-
-    review_order: a sortable time for each input row (ReviewSequences.row_of), for recency weights.
     """
-    n_learners = seqs.n_learners
+    n_learners = h.n_learners
     start = np.tile(fsrs.DEFAULT_WEIGHTS, (n_learners, 1)) if start is None else np.asarray(start, dtype=float)
-    anchor = pretrain_initial_stability(seqs, start)
-    objective = _Objective(seqs, review_order, anchor, config)
+    sample_weight = training_weights(h, config)
+    anchor = pretrain_initial_stability(h, sample_weight, start)
+    objective = _Objective(h, sample_weight, anchor, config)
 
     weights = anchor.copy()
     everyone = np.arange(n_learners)
@@ -115,9 +190,9 @@ def fit_weights(seqs: ReviewSequences, start: np.ndarray | None = None, review_o
         if not active.any():
             break
         learners = np.flatnonzero(active)
-        h = hessian[learners]
-        diagonal = np.einsum("lii->li", h)
-        system = h + (damping[learners, None] * diagonal + 1e-9)[:, :, None] * np.eye(fsrs.N_WEIGHTS)
+        h_active = hessian[learners]
+        diagonal = np.einsum("lii->li", h_active)
+        system = h_active + (damping[learners, None] * diagonal + 1e-9)[:, :, None] * np.eye(fsrs.N_WEIGHTS)
         candidate = weights.copy()
         candidate[learners] = fsrs.clip_weights(
             weights[learners] - np.linalg.solve(system, grad[learners][:, :, None])[:, :, 0])
@@ -139,62 +214,59 @@ class _Objective:
     """Per-learner recency-weighted logloss plus the prior, with gradient and Gauss-Newton (Fisher)
     matrix, for any subset of learners (only their cards are replayed)."""
 
-    def __init__(self, seqs: ReviewSequences, review_order, anchor: np.ndarray, config: FitConfig):
-        self.seqs, self.anchor = seqs, anchor
-        n_learners = seqs.n_learners
-        steps, cards = _scored_reviews(seqs)
-        learner_of = seqs.card_learner[cards]
-        self.n_reviews = np.bincount(learner_of, minlength=n_learners)
-        # Sample weights on the (step, card) grid, so any subset of cards can pick its own.
-        self.sample_weight = np.zeros(seqs.ratings.shape)
-        weight = np.ones(len(steps))
-        if config.recency_weighting and review_order is not None:
-            rows = seqs.row_of[steps, cards]
-            order = np.lexsort((np.asarray(review_order)[rows], learner_of))
-            first_of_learner = np.concatenate([[0], np.cumsum(self.n_reviews)[:-1]])
-            rank = np.empty(len(order))
-            rank[order] = np.arange(len(order)) - np.repeat(first_of_learner, self.n_reviews)
-            weight = recency_weights(rank, self.n_reviews[learner_of])
-        self.sample_weight[steps, cards] = weight
-        self.total_weight = np.maximum(np.bincount(learner_of, weight, n_learners), _EPS)
-        self.lengths = seqs.lengths.astype(np.int64)
-        self.learner_cards = np.argsort(seqs.card_learner, kind="stable").astype(np.int64)
-        self.learner_start = np.searchsorted(seqs.card_learner[self.learner_cards],
-                                             np.arange(n_learners + 1)).astype(np.int64)
-        # Prior: a tenth of each weight's allowed range is one unit; its pull fades with the data.
-        self.scale = (fsrs.WEIGHT_BOUNDS[:, 1] - fsrs.WEIGHT_BOUNDS[:, 0]) / 10.0
-        self.prior = config.prior_strength / (self.n_reviews + config.prior_strength) / fsrs.N_WEIGHTS
+    def __init__(self, h: CardHistories, sample_weight: np.ndarray, anchor: np.ndarray, config: FitConfig):
+        fsrs_kernel = self._kernel()
+        self.h, self.sample_weight, self.anchor = h, sample_weight, anchor
+        trained = sample_weight > 0
+        learner_of_review = h.card_learner[h.card_of_review()]
+        self.n_reviews = np.bincount(learner_of_review[trained], minlength=h.n_learners)
+        self.total_weight = np.maximum(np.bincount(learner_of_review, sample_weight, h.n_learners), _EPS)
+        self.unit_card_start, self.unit_learner = fsrs_kernel.work_units(h.card_start, h.card_learner)
+        self.prior = config.prior_strength / np.maximum(self.n_reviews, 1)
 
-    def _data_terms(self, weights: np.ndarray, learners: np.ndarray):
-        """Weighted loss sum, gradient and Fisher matrix of the data, for `learners` only."""
+    @staticmethod
+    def _kernel():
         # Imported here: numba costs 0.3 s at import, and every run worker and step process imports this
         # module with the code location, most of them to run something other than a fit.
         from learning_pipelines.domain import fsrs_kernel
 
-        return fsrs_kernel.loss_grad_fisher(
-            self.seqs.elapsed_days, self.seqs.ratings, self.lengths, self.sample_weight, self.learner_start,
-            self.learner_cards,
-            np.ascontiguousarray(weights, dtype=np.float64), np.asarray(learners, dtype=np.int64))
+        return fsrs_kernel
+
+    def _units(self, learners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The work units of `learners` (ascending), and where each learner's first one is among them."""
+        chosen = np.zeros(self.h.n_learners, dtype=bool)
+        chosen[learners] = True
+        units = np.flatnonzero(chosen[self.unit_learner])
+        owners = self.unit_learner[units]
+        return units, np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+
+    def _kernel_args(self, weights: np.ndarray, units: np.ndarray):
+        h = self.h
+        return (h.elapsed_days, h.ratings, self.sample_weight, h.card_start, self.unit_card_start, self.unit_learner,
+                np.ascontiguousarray(weights, dtype=np.float64), units)
 
     def data_loss(self, weights) -> np.ndarray:
-        everyone = np.arange(len(self.total_weight))
-        return self._data_terms(np.asarray(weights, dtype=float), everyone)[0] / self.total_weight
+        """Each learner's weighted mean log loss at `weights` (L, 21)."""
+        units, firsts = self._units(np.arange(self.h.n_learners))
+        per_unit = self._kernel().unit_losses(*self._kernel_args(weights, units))
+        return np.add.reduceat(per_unit, firsts) / self.total_weight if len(units) else np.zeros(0)
 
     def prior_loss(self, weights: np.ndarray) -> np.ndarray:
-        return self.prior * (((weights - self.anchor) / self.scale) ** 2).sum(axis=1)
+        return self.prior * (((weights - self.anchor) / WEIGHT_SPREAD) ** 2).sum(axis=1)
 
     def evaluate(self, weights: np.ndarray, learners: np.ndarray):
-        n_learners = len(self.total_weight)
-        loss_sum, grad_sum, fisher_sum = self._data_terms(weights, learners)
+        n_learners = self.h.n_learners
+        units, firsts = self._units(learners)
+        unit_loss, unit_grad, unit_fisher = self._kernel().loss_grad_fisher(*self._kernel_args(weights, units))
         total = self.total_weight[learners]
-        offset = (weights - self.anchor) / self.scale
+        offset = (weights - self.anchor) / WEIGHT_SPREAD
         loss = self.prior_loss(weights)
-        loss[learners] += loss_sum / total
-        grad = 2 * self.prior[:, None] * offset / self.scale
-        grad[learners] += grad_sum / total[:, None]
+        loss[learners] += np.add.reduceat(unit_loss, firsts) / total
+        grad = 2 * self.prior[:, None] * offset / WEIGHT_SPREAD
+        grad[learners] += np.add.reduceat(unit_grad, firsts, axis=0) / total[:, None]
         hessian = np.zeros((n_learners, fsrs.N_WEIGHTS, fsrs.N_WEIGHTS))
-        hessian[learners] = fisher_sum / total[:, None, None]
-        hessian += (2 * self.prior[:, None] / self.scale**2)[:, :, None] * np.eye(fsrs.N_WEIGHTS)
+        hessian[learners] = np.add.reduceat(unit_fisher, firsts, axis=0) / total[:, None, None]
+        hessian += (2 * self.prior[:, None] / WEIGHT_SPREAD**2)[:, :, None] * np.eye(fsrs.N_WEIGHTS)
         return loss, grad, hessian
 
 
@@ -204,11 +276,12 @@ def fit_reviews(reviews: pd.DataFrame, start: np.ndarray | None = None,
 
     Returns one row per learner (user_id, weights as a list, n_reviews, logloss_before/after).
     """
-    ordered = reviews.sort_values("reviewed_at", kind="stable").reset_index(drop=True)
-    seqs = build_sequences(ordered)
-    result = fit_weights(seqs, start=start, review_order=np.arange(len(ordered)), config=config)
+    ordered = reviews if reviews["reviewed_at"].is_monotonic_increasing else reviews.sort_values(
+        "reviewed_at", kind="stable")
+    h = card_histories(ordered)
+    result = fit_histories(h, start=start, config=config)
     table = pd.DataFrame({
-        "user_id": seqs.learner_ids,
+        "user_id": h.learner_ids,
         "weights": [list(map(float, w)) for w in result.weights],
         "n_reviews": result.n_reviews,
         "logloss_before": result.logloss_before,
