@@ -47,8 +47,8 @@ def small_collections(reviews: pd.DataFrame, seed: int,
 
 
 def fsrs_rs_training_items(reviews: pd.DataFrame):
-    """fsrs-rs's training items for one learner: every prefix of a card's history that ends in a review
-    and holds a review on a later day than the card's first."""
+    """fsrs-rs's training items for one learner: every prefix of a card's history that ends in a review on a
+    later day than the one before (the reviews that are scored; same-day ones as targets worsen its fit)."""
     import fsrs_rs_python as rs
 
     items = []
@@ -56,5 +56,5 @@ def fsrs_rs_training_items(reviews: pd.DataFrame):
         days = card["learner_day"].to_numpy()
         delta = np.diff(days, prepend=days[0])
         history = [rs.FSRSReview(int(r), int(d)) for r, d in zip(card["rating"], delta)]
-        items += [rs.FSRSItem(history[: i + 1]) for i in range(1, len(history)) if (delta[1: i + 1] > 0).any()]
+        items += [rs.FSRSItem(history[: i + 1]) for i in range(1, len(history)) if delta[i] > 0]
     return items

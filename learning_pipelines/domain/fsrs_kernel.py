@@ -8,7 +8,7 @@ parallel: many small learners and one large learner (the pooled fit) both keep e
 
 Each card is replayed once per evaluation, carrying d(stability)/dw and d(difficulty)/dw (21
 numbers each) through the recurrence (forward mode); every scored review adds its term to its
-unit's 21 + 21x21 sums straight away: no (reviews, 21) arrays, no autograd graph. The formulas are
+unit's gradient and one column to its unit's Fisher factor: no autograd graph. The formulas are
 fsrs.py's, differentiated by hand; a test compares the gradient and the Fisher matrix with finite
 differences of fsrs_replay.
 """
@@ -29,7 +29,7 @@ _S_MIN, _S_MAX, _D_MIN, _D_MAX = fsrs.S_MIN, fsrs.S_MAX, fsrs.D_MIN, fsrs.D_MAX
 _LN_09 = math.log(0.9)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True)
 def card_layout(card_of_row, day_of_row, n_cards):
     """Rows (in time order) regrouped card by card, keeping time order within a card (counting sort).
 
@@ -55,7 +55,7 @@ def card_layout(card_of_row, day_of_row, n_cards):
     return order, card_start, elapsed
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True)
 def rank_within_learner(learner_of_row, counted, n_learners):
     """For each counted row (rows in time order): how many counted rows of its learner came before it."""
     seen = np.zeros(n_learners, dtype=np.int64)
@@ -85,7 +85,7 @@ def work_units(card_start: np.ndarray, card_learner: np.ndarray) -> tuple[np.nda
     return np.append(first_cards, n_cards).astype(np.int64), card_learner[first_cards].astype(np.int64)
 
 
-@numba.njit(cache=True, parallel=True, fastmath=True)
+@numba.njit(cache=True, parallel=True)
 def loss_grad_fisher(elapsed, ratings, sample_weight, card_start, unit_card_start, unit_learner, weights, units):
     """For each unit in `units`: (sum of weighted log loss, gradient (21,), Fisher (21, 21)) with
     its learner's weights (weights[unit_learner[unit]]). A review scores when its sample weight is > 0.
@@ -108,17 +108,16 @@ def loss_grad_fisher(elapsed, ratings, sample_weight, card_start, unit_card_star
         rows = np.empty((N_WEIGHTS, n_scored))
         js = np.empty(N_WEIGHTS)
         jd = np.empty(N_WEIGHTS)
-        jr = np.empty(N_WEIGHTS)
         filled = 0
         for card in range(unit_card_start[unit], unit_card_start[unit + 1]):
             card_loss, filled = _replay_card(elapsed, ratings, sample_weight, card_start[card], card_start[card + 1],
-                                             w, js, jd, jr, grad[k], rows, filled)
+                                             w, js, jd, grad[k], rows, filled)
             loss[k] += card_loss
         _gram(rows, fisher[k])
     return loss, grad, fisher
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True)  # lets the dot products vectorize
 def _gram(rows, out):
     """out = rows rows' (symmetric: each pair summed once)."""
     for i in range(rows.shape[0]):
@@ -130,7 +129,7 @@ def _gram(rows, out):
             out[j, i] = total
 
 
-@numba.njit(cache=True, parallel=True, fastmath=True)
+@numba.njit(cache=True, parallel=True)
 def unit_losses(elapsed, ratings, sample_weight, card_start, unit_card_start, unit_learner, weights, units):
     """The weighted log loss of each unit in `units` alone: no derivatives, several times cheaper."""
     loss = np.zeros(len(units))
@@ -142,7 +141,7 @@ def unit_losses(elapsed, ratings, sample_weight, card_start, unit_card_start, un
     return loss
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True)
 def _card_loss(elapsed, ratings, sample_weight, start, end, w):
     first = ratings[start]
     s = w[first - 1]
@@ -179,10 +178,14 @@ def _card_loss(elapsed, ratings, sample_weight, start, end, w):
     return loss
 
 
-@numba.njit(cache=True, fastmath=True)
-def _replay_card(elapsed, ratings, sample_weight, start, end, w, js, jd, jr, grad, rows, filled):
-    """Replays one card: returns its weighted loss and how many rows of `rows` are filled after it
-    (each scored review fills one column: sqrt(curvature) x dR/dw); adds its gradient to `grad`."""
+@numba.njit(cache=True)
+def _replay_card(elapsed, ratings, sample_weight, start, end, w, js, jd, grad, rows, filled):
+    """Replays one card: returns its weighted loss and how many columns of `rows` are filled after it
+    (each scored review fills one: sqrt(curvature) x dR/dw); adds its gradient to `grad`.
+
+    dR/dw is dR/dS x js but for w20, which R also reads directly (dr_dw20): no array of its own.
+    Difficulty depends on w4..w7 only, so jd is nonzero only there.
+    """
     first = ratings[start]
     s = w[first - 1]
     js[:] = 0.0
@@ -207,28 +210,33 @@ def _replay_card(elapsed, ratings, sample_weight, start, end, w, js, jd, jr, gra
         log_u = math.log(u)
         r = math.exp(-decay * log_u)
         dr_ds = r * decay * factor * e / (u * s * s)
-        for i in range(N_WEIGHTS):
-            jr[i] = dr_ds * js[i]
-        jr[20] += r * (-log_u - decay * (e / s) * d_factor / u)
+        dr_dw20 = r * (-log_u - decay * (e / s) * d_factor / u)
         weight = sample_weight[t]
         if weight > 0.0:
             p = min(max(r, EPS), 1.0 - EPS)
-            y = 1.0 if g > fsrs.AGAIN else 0.0
-            loss -= weight * (y * math.log(p) + (1.0 - y) * math.log(1.0 - p))
-            slope = weight * (p - y) / (p * (1.0 - p))
+            if g > fsrs.AGAIN:
+                loss -= weight * math.log(p)
+                slope = -weight / p
+            else:
+                loss -= weight * math.log(1.0 - p)
+                slope = weight / (1.0 - p)
             root_curvature = math.sqrt(weight / (p * (1.0 - p)))
+            grad_scale = slope * dr_ds
+            row_scale = root_curvature * dr_ds
             for i in range(N_WEIGHTS):
-                grad[i] += slope * jr[i]
-                rows[i, filled] = root_curvature * jr[i]
+                grad[i] += grad_scale * js[i]
+                rows[i, filled] = row_scale * js[i]
+            grad[20] += slope * dr_dw20
+            rows[20, filled] += root_curvature * dr_dw20
             filled += 1
-        s = _next_stability(s, d, r, e, g, w, exp_w8, js, jd, jr)
+        s = _next_stability(s, d, r, e, g, w, exp_w8, js, jd, dr_ds, dr_dw20)
         d = _next_difficulty(d, g, w, exp_3w5, jd)
     return loss, filled
 
 
-@numba.njit(cache=True, fastmath=True)
-def _next_stability(s, d, r, e, g, w, exp_w8, js, jd, jr):
-    """New stability; js becomes its derivative (from the old js, the old jd and this review's jr).
+@numba.njit(cache=True)
+def _next_stability(s, d, r, e, g, w, exp_w8, js, jd, dr_ds, dr_dw20):
+    """New stability; js becomes its derivative (from the old js, the old jd and dR/dw).
 
     Besides the chain through S, D and R, each regime depends directly on up to four weights:
     (i0, v0) .. (i3, v3) are their indices and partial derivatives (-1: unused).
@@ -289,8 +297,15 @@ def _next_stability(s, d, r, e, g, w, exp_w8, js, jd, jr):
             i0, v0 = 17, new_s * shift
             i1, v1 = 18, new_s * w[17]
             i2, v2 = 19, -new_s * log_s
+    if new_s < _S_MIN or new_s > _S_MAX:
+        js[:] = 0.0
+        return min(max(new_s, _S_MIN), _S_MAX)
+    through_s = ds_ds + ds_dr * dr_ds  # dR/dw = dr_ds x js, plus dr_dw20 at w20
     for i in range(N_WEIGHTS):
-        js[i] = ds_ds * js[i] + ds_dd * jd[i] + ds_dr * jr[i]
+        js[i] *= through_s
+    for i in range(4, 8):
+        js[i] += ds_dd * jd[i]
+    js[20] += ds_dr * dr_dw20
     if i0 >= 0:
         js[i0] += v0
     if i1 >= 0:
@@ -299,24 +314,22 @@ def _next_stability(s, d, r, e, g, w, exp_w8, js, jd, jr):
         js[i2] += v2
     if i3 >= 0:
         js[i3] += v3
-    if new_s < _S_MIN or new_s > _S_MAX:
-        js[:] = 0.0
-        new_s = min(max(new_s, _S_MIN), _S_MAX)
     return new_s
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True)
 def _next_difficulty(d, g, w, exp_3w5, jd):
-    """New difficulty (linear damping, mean reversion to Easy's initial difficulty); jd its derivative."""
+    """New difficulty (linear damping, mean reversion to Easy's initial difficulty); jd its derivative,
+    nonzero at w4..w7 only."""
     delta = -w[6] * (g - 3.0)
     damped = d + (10.0 - d) / 9.0 * delta
     init_easy = w[4] - exp_3w5 + 1.0
     reverted = w[7] * init_easy + (1.0 - w[7]) * damped
     if not (_D_MIN < reverted < _D_MAX):
-        jd[:] = 0.0
+        jd[4:8] = 0.0
         return min(max(reverted, _D_MIN), _D_MAX)
     scale = (1.0 - w[7]) * (1.0 - delta / 9.0)
-    for i in range(N_WEIGHTS):
+    for i in range(4, 8):
         jd[i] *= scale
     jd[4] += w[7]
     jd[5] += -w[7] * 3.0 * exp_3w5
