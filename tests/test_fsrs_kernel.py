@@ -45,7 +45,7 @@ def test_loss_gradient_and_fisher_match_finite_differences(anki_csv):
     unit_card_start, unit_learner = fsrs_kernel.work_units(histories.card_start, histories.card_learner)
     args = (histories.elapsed_days, histories.ratings, weight_of_row[histories.row], histories.card_start,
             unit_card_start, unit_learner, weights[None, :], np.arange(len(unit_learner)))
-    unit_loss, unit_grad, unit_fisher = fsrs_kernel.loss_grad_fisher(*args)
+    unit_loss, unit_grad, unit_fisher = fsrs_kernel.loss_grad_fisher(*args, len(reviews))  # every review's term
     loss, grad, fisher = unit_loss.sum(), unit_grad.sum(axis=0), unit_fisher.sum(axis=0)
 
     expected_loss = -(sw * (labels * np.log(p) + (1 - labels) * np.log(1 - p))).sum()
@@ -55,6 +55,11 @@ def test_loss_gradient_and_fisher_match_finite_differences(anki_csv):
     np.testing.assert_allclose(grad, slope @ numeric_jacobian, rtol=1e-4, atol=1e-6)
     expected_fisher = (numeric_jacobian * (sw / (p * (1 - p)))[:, None]).T @ numeric_jacobian
     np.testing.assert_allclose(fisher, expected_fisher, rtol=1e-4, atol=1e-6 * np.abs(expected_fisher).max())
+    # From every k-th scored review only, the Fisher matrix is an estimate: close; the gradient stays exact.
+    sampled = fsrs_kernel.loss_grad_fisher(*args, 100)
+    np.testing.assert_allclose(sampled[1].sum(axis=0), grad, rtol=1e-12)
+    diagonal = np.diag(expected_fisher)
+    assert np.abs(np.diag(sampled[2].sum(axis=0)) - diagonal).max() <= 0.2 * diagonal.max()
 
 
 def test_work_units_cut_large_learners_and_keep_small_ones_whole():

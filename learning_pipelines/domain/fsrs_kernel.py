@@ -16,15 +16,25 @@ differences of fsrs_replay.
 from __future__ import annotations
 
 import math
+import os
 
-import numba
-import numpy as np
+# Threads that finish their share of a parallel loop sleep instead of spinning (OpenMP's default):
+# on a machine shared with other work (a Celery worker's, a CI runner's) the spinning thread takes
+# the core its lagging sibling needs; measured 1.3x slower fits on 2 busy cores (bench/fsrs_throughput.py).
+# Read once, when numba starts OpenMP: a value already set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
 
 from learning_pipelines.domain import fsrs
 
 N_WEIGHTS = fsrs.N_WEIGHTS
 EPS = 1e-6
 UNIT_REVIEWS = 1024  # fewer: more units to sum afterwards; more: one large learner keeps fewer cores busy
+# The Fisher matrix only shapes a step, which the exact loss then accepts or refuses: a unit's is
+# estimated from about this many of its scored reviews (every k-th, counted k times).
+FISHER_REVIEWS = 256
 _S_MIN, _S_MAX, _D_MIN, _D_MAX = fsrs.S_MIN, fsrs.S_MAX, fsrs.D_MIN, fsrs.D_MAX
 _LN_09 = math.log(0.9)
 
@@ -86,12 +96,14 @@ def work_units(card_start: np.ndarray, card_learner: np.ndarray) -> tuple[np.nda
 
 
 @numba.njit(cache=True, parallel=True)
-def loss_grad_fisher(elapsed, ratings, sample_weight, card_start, unit_card_start, unit_learner, weights, units):
+def loss_grad_fisher(elapsed, ratings, sample_weight, card_start, unit_card_start, unit_learner, weights, units,
+                     fisher_reviews=FISHER_REVIEWS):
     """For each unit in `units`: (sum of weighted log loss, gradient (21,), Fisher (21, 21)) with
     its learner's weights (weights[unit_learner[unit]]). A review scores when its sample weight is > 0.
 
-    The Fisher matrix is J' C J over the unit's scored reviews: their rows of sqrt(curvature) x
-    dR/dw are collected first and multiplied once (vectorized), not added review by review.
+    The Fisher matrix is J' C J over the unit's scored reviews, estimated from every k-th of them
+    (`fisher_reviews` of them at least): their columns of sqrt(k x curvature) x dR/dw are collected first and multiplied once,
+    not added review by review.
     """
     n = len(units)
     loss = np.zeros(n)
@@ -105,13 +117,14 @@ def loss_grad_fisher(elapsed, ratings, sample_weight, card_start, unit_card_star
         for t in range(first, last):
             if sample_weight[t] > 0.0:
                 n_scored += 1
-        rows = np.empty((N_WEIGHTS, n_scored))
+        stride = max(1, n_scored // fisher_reviews)
+        rows = np.zeros((N_WEIGHTS, (n_scored + stride - 1) // stride))
         js = np.empty(N_WEIGHTS)
         jd = np.empty(N_WEIGHTS)
-        filled = 0
+        scored = 0
         for card in range(unit_card_start[unit], unit_card_start[unit + 1]):
-            card_loss, filled = _replay_card(elapsed, ratings, sample_weight, card_start[card], card_start[card + 1],
-                                             w, js, jd, grad[k], rows, filled)
+            card_loss, scored = _replay_card(elapsed, ratings, sample_weight, card_start[card], card_start[card + 1],
+                                             w, js, jd, grad[k], rows, scored, stride)
             loss[k] += card_loss
         _gram(rows, fisher[k])
     return loss, grad, fisher
@@ -179,9 +192,10 @@ def _card_loss(elapsed, ratings, sample_weight, start, end, w):
 
 
 @numba.njit(cache=True)
-def _replay_card(elapsed, ratings, sample_weight, start, end, w, js, jd, grad, rows, filled):
-    """Replays one card: returns its weighted loss and how many columns of `rows` are filled after it
-    (each scored review fills one: sqrt(curvature) x dR/dw); adds its gradient to `grad`.
+def _replay_card(elapsed, ratings, sample_weight, start, end, w, js, jd, grad, rows, scored, stride):
+    """Replays one card: returns its weighted loss and the unit's count of scored reviews after it;
+    adds its gradient to `grad`, and to `rows` the column sqrt(stride x curvature) x dR/dw of every
+    stride-th scored review of the unit.
 
     dR/dw is dR/dS x js but for w20, which R also reads directly (dr_dw20): no array of its own.
     Difficulty depends on w4..w7 only, so jd is nonzero only there.
@@ -220,18 +234,21 @@ def _replay_card(elapsed, ratings, sample_weight, start, end, w, js, jd, grad, r
             else:
                 loss -= weight * math.log(1.0 - p)
                 slope = weight / (1.0 - p)
-            root_curvature = math.sqrt(weight / (p * (1.0 - p)))
             grad_scale = slope * dr_ds
-            row_scale = root_curvature * dr_ds
             for i in range(N_WEIGHTS):
                 grad[i] += grad_scale * js[i]
-                rows[i, filled] = row_scale * js[i]
             grad[20] += slope * dr_dw20
-            rows[20, filled] += root_curvature * dr_dw20
-            filled += 1
+            if scored % stride == 0:
+                column = scored // stride
+                root_curvature = math.sqrt(stride * weight / (p * (1.0 - p)))
+                row_scale = root_curvature * dr_ds
+                for i in range(N_WEIGHTS):
+                    rows[i, column] = row_scale * js[i]
+                rows[20, column] += root_curvature * dr_dw20
+            scored += 1
         s = _next_stability(s, d, r, e, g, w, exp_w8, js, jd, dr_ds, dr_dw20)
         d = _next_difficulty(d, g, w, exp_3w5, jd)
-    return loss, filled
+    return loss, scored
 
 
 @numba.njit(cache=True)
