@@ -66,15 +66,20 @@ def card_layout(card_of_row, day_of_row, n_cards):
 
 
 @numba.njit(cache=True)
-def rank_within_learner(learner_of_row, counted, n_learners):
-    """For each counted row (rows in time order): how many counted rows of its learner came before it."""
+def rank_within_learner(row, learner, counted, n_learners):
+    """For each counted review (in the layout, `row` its place in time order): how many counted reviews
+    of its learner came before it in time; and each learner's count."""
+    position_of_row = np.empty(len(row), dtype=np.int64)
+    for p in range(len(row)):
+        position_of_row[row[p]] = p
     seen = np.zeros(n_learners, dtype=np.int64)
-    rank = np.zeros(len(learner_of_row), dtype=np.int64)
-    for i in range(len(learner_of_row)):
-        if counted[i]:
-            rank[i] = seen[learner_of_row[i]]
-            seen[learner_of_row[i]] += 1
-    return rank
+    rank = np.zeros(len(row), dtype=np.int64)
+    for i in range(len(row)):
+        p = position_of_row[i]
+        if counted[p]:
+            rank[p] = seen[learner[p]]
+            seen[learner[p]] += 1
+    return rank, seen
 
 
 def work_units(card_start: np.ndarray, card_learner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -84,7 +84,8 @@ def card_histories(reviews: pd.DataFrame) -> CardHistories:
 def recency_weights(rank: np.ndarray, count: np.ndarray) -> np.ndarray:
     """Later reviews count more: 0.25 for a learner's oldest (rank 0 of count) rising toward 1.0
     for the newest, along fsrs-rs's cubic curve."""
-    return 0.25 + 0.75 * (rank / np.maximum(count, 1)) ** 3
+    share = rank / np.maximum(count, 1)
+    return 0.25 + 0.75 * share * share * share
 
 
 def outlier_cards(first_rating: np.ndarray, first_interval: np.ndarray) -> np.ndarray:
@@ -117,13 +118,11 @@ def training_weights(h: CardHistories, config: FitConfig) -> np.ndarray:
         scored &= ~left_out[card]
     if not config.recency_weighting:
         return scored.astype(float)
-    counted = np.zeros(len(scored), dtype=bool)
-    counted[h.row] = scored
-    learner_of_row = np.empty(len(scored), dtype=np.int64)
-    learner_of_row[h.row] = h.card_learner[h.card_of_review()]
-    rank = fsrs_kernel.rank_within_learner(learner_of_row, counted, h.n_learners)[h.row]
-    count = np.bincount(learner_of_row[counted], minlength=h.n_learners)
-    return np.where(scored, recency_weights(rank, count[learner_of_row[h.row]]), 0.0)
+    learner = h.card_learner[h.card_of_review()]
+    rank, count = fsrs_kernel.rank_within_learner(h.row, learner, scored, h.n_learners)
+    weights = recency_weights(rank, count[learner])
+    weights[~scored] = 0.0
+    return weights
 
 
 def pretrain_initial_stability(h: CardHistories, sample_weight: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -264,10 +263,14 @@ class _Objective:
         loss[learners] += _per_learner(unit_loss, firsts) / total
         grad = 2 * self.prior[:, None] * offset / WEIGHT_SPREAD
         grad[learners] += _per_learner(unit_grad, firsts) / total[:, None]
-        hessian = np.zeros((n_learners, fsrs.N_WEIGHTS, fsrs.N_WEIGHTS))  # only `learners`' are filled
-        hessian[learners] = _per_learner(unit_fisher, firsts) / total[:, None, None]
+        fisher = _per_learner(unit_fisher, firsts)
+        fisher /= total[:, None, None]
         diagonal = np.arange(fsrs.N_WEIGHTS)
-        hessian[learners[:, None], diagonal, diagonal] += 2 * self.prior[learners, None] / WEIGHT_SPREAD**2
+        fisher[:, diagonal, diagonal] += 2 * self.prior[learners, None] / WEIGHT_SPREAD**2
+        if len(learners) == n_learners:
+            return loss, grad, fisher
+        hessian = np.zeros((n_learners, fsrs.N_WEIGHTS, fsrs.N_WEIGHTS))  # only `learners`' are filled
+        hessian[learners] = fisher
         return loss, grad, hessian
 
 
