@@ -125,6 +125,24 @@ def test_queues_for_a_day_are_written_checked_and_idempotent(queue_warehouse, wa
         assert abs(row["cutoff_at"] - pd.Timestamp(cutoff, unit="s", tz="UTC")) < pd.Timedelta(milliseconds=1)
 
 
+def test_the_stored_consistency_sees_rows_that_disagree(queue_warehouse, warehouse_engine):
+    _queue(queue_warehouse)
+    everyone = [1, 2]
+    with warehouse_engine.connect() as conn:
+        assert queue_store.stored_consistency(conn, TODAY, everyone) == {
+            "learners_mismatched": 0, "due_in_mapped_themes": 3, "logged_as_debt": 1, "due_today_total": 4}
+    theme, summary, debt = tables.revision_queue_theme, tables.revision_queue_user_summary, tables.tag_quality_debt_log
+    with warehouse_engine.begin() as conn:
+        conn.execute(summary.update().where(summary.c.user_id == 2).values(overdue_total=summary.c.overdue_total + 1))
+        conn.execute(theme.update().where(theme.c.user_id == 1, theme.c.theme_key == "1")
+                     .values(due_today=theme.c.due_today + 5))
+        conn.execute(debt.delete())
+    with warehouse_engine.connect() as conn:
+        assert queue_store.stored_consistency(conn, TODAY, everyone) == {
+            "learners_mismatched": 2, "due_in_mapped_themes": 8, "logged_as_debt": 0, "due_today_total": 4}
+        assert queue_store.stored_consistency(conn, TODAY, [1])["learners_mismatched"] == 1
+
+
 def test_a_past_day_is_refused_rather_than_built_from_todays_states(queue_warehouse, warehouse_engine):
     yesterday = (TODAY - dt.timedelta(days=1)).isoformat()
     result = _queue_shard(queue_warehouse, _shard_of(1), yesterday, raise_on_error=False)
@@ -209,12 +227,13 @@ def test_all_shards_give_exactly_the_rows_of_the_same_computation_unsharded(plat
     engine = get_engine(platform_states_url)
     assert all(result.success for result in _queue(platform_states_url).values())
     with engine.connect() as conn:
-        calendars, preferences = queue_store.learners_with_cards(conn, learner_ids(conn))
+        calendars, preferences = queue_store.learner_calendars(conn, learner_ids(conn))
         learners, _ = revision.effective_preferences(calendars, preferences)
+        states = queue_store.card_states(conn, learners["user_id"])
+        learners = learners.loc[learners["user_id"].isin(states["user_id"])]
         concept_ids, theme_map, edges = concept_graph(conn)
         themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
-        unsharded = revision.build_queues(queue_store.card_states(conn, learners["user_id"].tolist()), learners,
-                                          themes, TODAY)
+        unsharded = revision.build_queues(states, learners, themes, TODAY)
         stored_totals = queue_store.day_totals(conn, TODAY, SHARDS)
     stored = _day_rows(engine)
     assert len({_shard_of(u) for u in learners["user_id"]}) == len(SHARDS) > 1, "every shard has learners"

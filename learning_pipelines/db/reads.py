@@ -38,7 +38,7 @@ def reviews_with_calendar(conn: sa.Connection, start: dt.datetime | None = None,
 
 def learner_ids(conn: sa.Connection) -> np.ndarray:
     """Every learner's user_id (one column of users: what splitting learners into shards starts from)."""
-    return bulk.read_frame(conn, sa.select(tables.users.c.user_id))["user_id"].to_numpy(np.int64)
+    return bulk.read_frame_fixed_width(conn, sa.select(tables.users.c.user_id))["user_id"].to_numpy(np.int64)
 
 
 def shard_learners(conn: sa.Connection, shard: str) -> np.ndarray:

@@ -7,14 +7,13 @@ import zoneinfo
 import dagster as dg
 
 from learning_pipelines import settings
-from learning_pipelines.db import memory_states, revision_queues as store
+from learning_pipelines.db import bulk, memory_states, revision_queues as store
 from learning_pipelines.db.reads import concept_graph, shard_learners
 from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.memory_states import card_memory_states, card_memory_states_job
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.table_metadata import written_table
 from learning_pipelines.domain import revision
-from learning_pipelines.domain.chunking import LEARNER_CHUNK
 from learning_pipelines.observability.structured_logs import asset_logger
 
 queue_days = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1, timezone=settings.SCHEDULE_TIMEZONE)
@@ -25,6 +24,8 @@ queue_days_by_shard = dg.MultiPartitionsDefinition({"day": queue_days, "shard": 
 STATES_CUTOFF_TAG = "learning_pipelines/states_cutoff"
 # Set on the nightly refresh of the memory states: the day whose queues follow it.
 QUEUE_DAY_TAG = "learning_pipelines/queue_day"
+# Learners whose card states are read and queued at a time: few reads per shard, memory bounded by the chunk.
+QUEUE_LEARNER_CHUNK = 2000
 
 
 @dg.asset(
@@ -68,19 +69,23 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
         if stale:
             raise dg.Failure(description=f"{stale}. Run card_memory_states_job first (the nightly schedule does, "
                                          "then launches every shard).", allow_retries=False)
+        bulk.plan_without_jit(conn)
         in_shard = shard_learners(conn, shard)
-        calendars, preferences = store.learners_with_cards(conn, in_shard)
+        calendars, preferences = store.learner_calendars(conn, in_shard)
         learners, rejected = revision.effective_preferences(calendars, preferences)
         concept_ids, theme_map, edges = concept_graph(conn)
         concept_themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
         store.clear_shard_day(conn, day, shard, in_shard)
-        totals, n_theme_rows = [], 0
-        for offset in range(0, len(learners), LEARNER_CHUNK):
-            chunk = learners.iloc[offset:offset + LEARNER_CHUNK]
-            queues = revision.build_queues(store.card_states(conn, chunk["user_id"].tolist()), chunk, concept_themes, day)
+        totals, n_theme_rows, n_learners = [], 0, 0
+        chunks = [learners.iloc[offset:offset + QUEUE_LEARNER_CHUNK]
+                  for offset in range(0, len(learners), QUEUE_LEARNER_CHUNK)]
+        for chunk, states in zip(chunks, store.card_states_read_ahead(conn, [c["user_id"] for c in chunks])):
+            chunk = chunk.loc[chunk["user_id"].isin(states["user_id"])]  # a learner without cards has no queue
+            queues = revision.build_queues(states, chunk, concept_themes, day)
             store.write_chunk(conn, day, queues, chunk, dt.datetime.now(dt.timezone.utc), cutoff)
             totals.append(revision.theme_totals(queues))
             n_theme_rows += len(queues.themes)
+            n_learners += len(chunk)
         stats = revision.day_stats(totals)
         store.write_shard_stats(conn, day, shard, stats)
     with warehouse.begin() as conn:
@@ -91,7 +96,7 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
     everything = stats.set_index("theme_key").loc[revision.ALL_THEMES]
     return dg.MaterializeResult(metadata={
         "dagster/row_count": int(n_theme_rows),
-        "n_learners": len(learners),
+        "n_learners": n_learners,
         "due_today_total": int(everything["due_today"]),
         "overdue_total": int(everything["overdue"]),
         "n_rejected_preferences": len(rejected),

@@ -203,14 +203,17 @@ def build_queues(states: pd.DataFrame, learners: pd.DataFrame, concept_themes: p
     themes["rank"] = themes.groupby("user_id").cumcount() + 1
 
     due_cards = due_today[rows]
-    due_rows = themes.loc[themes["due_today"] > 0]
-    recommended = due_rows.groupby("user_id", sort=False)["theme_key"].agg(list)
+    # Each learner's themes with a card due, best first: theme rows are in learner order, then rank.
+    with_due = themes["due_today"].to_numpy() > 0
+    due_keys = themes["theme_key"].to_numpy(object)[with_due]
+    bounds = np.searchsorted(user_pos[order][with_due], np.arange(len(learners) + 1))
     summaries = pd.DataFrame({
         "user_id": learners["user_id"],
         "due_today_total": np.bincount(learner_index, due_today, len(learners)).astype(int),
         "overdue_total": np.bincount(learner_index, overdue, len(learners)).astype(int),
+        "recommended_theme_ids": [json.dumps(due_keys[begin:end].tolist())
+                                  for begin, end in zip(bounds[:-1], bounds[1:])],
     })
-    summaries["recommended_theme_ids"] = [json.dumps(recommended.get(u, [])) for u in summaries["user_id"]]
     fallback_due = card_theme["fallback"].to_numpy(bool) & due_cards
     debt_cards = rows[fallback_due]
     debt = pd.DataFrame({
