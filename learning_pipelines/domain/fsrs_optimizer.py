@@ -171,7 +171,8 @@ def fit_histories(h: CardHistories, start: np.ndarray | None = None, config: Fit
     Levenberg-Marquardt on each learner's 21 weights, all learners in lockstep: one batched replay
     gives every learner's loss, gradient and Fisher matrix (fsrs_kernel), each learner gets its own damped
     Gauss-Newton step, kept only where it lowers that learner's loss. Learners drop out of the
-    batch as they converge, so later iterations replay fewer cards.
+    batch as they converge, so later iterations replay fewer cards; the last one replays for the
+    loss alone (no step follows it).
     """
     n_learners = h.n_learners
     start = np.tile(fsrs.DEFAULT_WEIGHTS, (n_learners, 1)) if start is None else np.asarray(start, dtype=float)
@@ -195,7 +196,10 @@ def fit_histories(h: CardHistories, start: np.ndarray | None = None, config: Fit
         candidate = weights.copy()
         candidate[learners] = fsrs.clip_weights(
             weights[learners] - np.linalg.solve(system, grad[learners][:, :, None])[:, :, 0])
-        new_loss, new_grad, new_hessian = objective.evaluate(candidate, learners)
+        if iteration < config.max_iterations:
+            new_loss, new_grad, new_hessian = objective.evaluate(candidate, learners)
+        else:
+            new_loss, new_grad, new_hessian = objective.loss(candidate, learners), grad, hessian
         better = np.zeros(n_learners, dtype=bool)
         better[learners] = new_loss[learners] < loss[learners]
         gain = np.where(better, loss - new_loss, 0.0)
@@ -244,11 +248,18 @@ class _Objective:
         return (h.elapsed_days, h.ratings, self.sample_weight, h.card_start, self.unit_card_start, self.unit_learner,
                 np.ascontiguousarray(weights, dtype=np.float64), units)
 
-    def data_loss(self, weights) -> np.ndarray:
-        """Each learner's weighted mean log loss at `weights` (L, 21)."""
-        units, firsts = self._units(np.arange(self.h.n_learners))
+    def data_loss(self, weights: np.ndarray, learners: np.ndarray | None = None) -> np.ndarray:
+        """Each learner's weighted mean log loss at `weights` (L, 21); NaN but for `learners` (default: all)."""
+        learners = np.arange(self.h.n_learners) if learners is None else learners
+        units, firsts = self._units(learners)
         per_unit = self._kernel().unit_losses(*self._kernel_args(weights, units))
-        return _per_learner(per_unit, firsts) / self.total_weight
+        loss = np.full(self.h.n_learners, np.nan)
+        loss[learners] = _per_learner(per_unit, firsts) / self.total_weight[learners]
+        return loss
+
+    def loss(self, weights: np.ndarray, learners: np.ndarray) -> np.ndarray:
+        """The objective (data and prior) alone, for `learners`; NaN for the others."""
+        return self.data_loss(weights, learners) + self.prior_loss(weights)
 
     def prior_loss(self, weights: np.ndarray) -> np.ndarray:
         return self.prior * (((weights - self.anchor) / WEIGHT_SPREAD) ** 2).sum(axis=1)
