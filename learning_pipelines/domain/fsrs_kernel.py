@@ -126,10 +126,11 @@ def loss_grad_fisher(elapsed, ratings, sample_weight, card_start, unit_card_star
         rows = np.zeros((N_WEIGHTS, (n_scored + stride - 1) // stride))
         js = np.empty(N_WEIGHTS)
         jd = np.empty(N_WEIGHTS)
-        scored = 0
+        column = 0
+        due = 0  # scored reviews to pass before the next one sampled for the Fisher matrix
         for card in range(unit_card_start[unit], unit_card_start[unit + 1]):
-            card_loss, scored = _replay_card(elapsed, ratings, sample_weight, card_start[card], card_start[card + 1],
-                                             w, js, jd, grad[k], rows, scored, stride)
+            card_loss, column, due = _replay_card(elapsed, ratings, sample_weight, card_start[card],
+                                                  card_start[card + 1], w, js, jd, grad[k], rows, column, due, stride)
             loss[k] += card_loss
         _gram(rows, fisher[k])
     return loss, grad, fisher
@@ -197,10 +198,10 @@ def _card_loss(elapsed, ratings, sample_weight, start, end, w):
 
 
 @numba.njit(cache=True)
-def _replay_card(elapsed, ratings, sample_weight, start, end, w, js, jd, grad, rows, scored, stride):
-    """Replays one card: returns its weighted loss and the unit's count of scored reviews after it;
-    adds its gradient to `grad`, and to `rows` the column sqrt(stride x curvature) x dR/dw of every
-    stride-th scored review of the unit.
+def _replay_card(elapsed, ratings, sample_weight, start, end, w, js, jd, grad, rows, column, due, stride):
+    """Replays one card: returns its weighted loss and (column, due) after it; adds its gradient to
+    `grad`, and to `rows` the column sqrt(stride x curvature) x dR/dw of every stride-th scored review
+    of the unit (the next once `due` more have passed).
 
     dR/dw is dR/dS x js but for w20, which R also reads directly (dr_dw20): no array of its own.
     Difficulty depends on w4..w7 only, so jd is nonzero only there.
@@ -243,17 +244,18 @@ def _replay_card(elapsed, ratings, sample_weight, start, end, w, js, jd, grad, r
             for i in range(N_WEIGHTS):
                 grad[i] += grad_scale * js[i]
             grad[20] += slope * dr_dw20
-            if scored % stride == 0:
-                column = scored // stride
+            if due == 0:
                 root_curvature = math.sqrt(stride * weight / (p * (1.0 - p)))
                 row_scale = root_curvature * dr_ds
                 for i in range(N_WEIGHTS):
                     rows[i, column] = row_scale * js[i]
                 rows[20, column] += root_curvature * dr_dw20
-            scored += 1
+                column += 1
+                due = stride
+            due -= 1
         s = _next_stability(s, d, r, e, g, w, exp_w8, js, jd, dr_ds, dr_dw20)
         d = _next_difficulty(d, g, w, exp_3w5, jd)
-    return loss, scored
+    return loss, column, due
 
 
 @numba.njit(cache=True)
