@@ -33,7 +33,9 @@ WEIGHT_SPREAD = np.array([
 class FitConfig:
     max_iterations: int = 5  # 3 more move bench/fsrs_throughput.py's mean logloss by < 0.001
     tolerance: float = 1e-4  # a learner whose accepted step gains less logloss than this is done
-    prior_strength: float = 1.0  # total loss one WEIGHT_SPREAD of every weight from its start costs (fsrs-rs: gamma)
+    # The prior adds prior_strength / n x sum(((w - start) / WEIGHT_SPREAD)^2) to the mean loss of a learner's
+    # n reviews: a fixed total, so its pull fades as reviews accrue (fsrs-rs's gamma).
+    prior_strength: float = 1.0
     recency_weighting: bool = True
     filter_outliers: bool = True  # leave out cards first reviewed again after an implausible gap (outlier_cards)
 
@@ -108,11 +110,10 @@ def training_weights(h: CardHistories, config: FitConfig) -> np.ndarray:
     scored = h.elapsed_days > 0
     if config.filter_outliers:
         card = h.card_of_review()
-        later_days = np.flatnonzero(scored)  # positions ascend and a card's are consecutive: first of each run
-        first_long = later_days[np.r_[True, card[later_days][1:] != card[later_days][:-1]]] if len(later_days) \
-            else later_days
-        cards = card[first_long]
-        out = outlier_cards(h.ratings[h.card_start[cards]], h.elapsed_days[first_long])
+        later_day = np.flatnonzero(scored)
+        first_later_day = later_day[np.diff(card[later_day], prepend=-1) != 0]  # a card's positions are consecutive
+        cards = card[first_later_day]
+        out = outlier_cards(h.ratings[h.card_start[cards]], h.elapsed_days[first_later_day])
         left_out = np.zeros(len(h.card_learner), dtype=bool)
         left_out[cards[out]] = True
         scored &= ~left_out[card]
