@@ -82,6 +82,18 @@ def rank_within_learner(row, learner, counted, n_learners):
     return rank, seen
 
 
+@numba.njit(cache=True)
+def sum_runs(values, firsts):
+    """Sums of consecutive runs of rows of `values` (n, k), run r starting at row firsts[r]."""
+    sums = np.zeros((len(firsts), values.shape[1]))
+    for r in range(len(firsts)):
+        last = firsts[r + 1] if r + 1 < len(firsts) else len(values)
+        for row in range(firsts[r], last):
+            for j in range(values.shape[1]):
+                sums[r, j] += values[row, j]
+    return sums
+
+
 def work_units(card_start: np.ndarray, card_learner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(unit_card_start (U + 1,), unit_learner (U,)): each learner's cards (consecutive) cut into
     runs of about UNIT_REVIEWS reviews; a learner's units are consecutive."""

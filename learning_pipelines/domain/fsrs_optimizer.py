@@ -43,7 +43,7 @@ class FitConfig:
 @dataclasses.dataclass(frozen=True)
 class FitResult:
     weights: np.ndarray  # (L, 21)
-    logloss_before: np.ndarray  # (L,) training loss at the starting weights
+    logloss_before: np.ndarray  # (L,) training loss where the iterations start (`start`, w0..w3 pre-trained)
     logloss_after: np.ndarray  # (L,)
     n_reviews: np.ndarray  # (L,) reviews the fit trained on (a day or more after the previous one, outliers out)
     iterations: int
@@ -184,6 +184,7 @@ def fit_histories(h: CardHistories, start: np.ndarray | None = None, config: Fit
     weights = anchor.copy()
     everyone = np.arange(n_learners)
     loss, grad, hessian = objective.evaluate(weights, everyone)
+    loss_before = loss.copy()  # the prior is 0 at the anchor
     damping = np.full(n_learners, 1e-3)
     active = objective.n_reviews > 0
     iteration = 0
@@ -210,8 +211,7 @@ def fit_histories(h: CardHistories, start: np.ndarray | None = None, config: Fit
         # Done: an accepted step gained almost nothing, or no step small enough helps any more.
         active &= ~((better & (gain < config.tolerance)) | (damping > 1e8))
     # `loss` holds each learner's loss at its final weights: only the prior's share comes off.
-    return FitResult(weights, objective.data_loss(start), loss - objective.prior_loss(weights), objective.n_reviews,
-                     iteration)
+    return FitResult(weights, loss_before, loss - objective.prior_loss(weights), objective.n_reviews, iteration)
 
 
 class _Objective:
@@ -288,7 +288,10 @@ class _Objective:
 
 def _per_learner(per_unit: np.ndarray, firsts: np.ndarray) -> np.ndarray:
     """Sums over each learner's consecutive work units (a learner's first is at `firsts`)."""
-    return per_unit if len(firsts) == len(per_unit) else np.add.reduceat(per_unit, firsts, axis=0)
+    if len(firsts) == len(per_unit):
+        return per_unit
+    sums = _Objective._kernel().sum_runs(per_unit.reshape(len(per_unit), -1), firsts)
+    return sums.reshape((len(firsts), *per_unit.shape[1:]))
 
 
 def fit_reviews(reviews: pd.DataFrame, start: np.ndarray | None = None,
