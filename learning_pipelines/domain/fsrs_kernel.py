@@ -44,7 +44,7 @@ def card_layout(card_of_row, day_of_row, n_cards):
     """Rows (in time order) regrouped card by card, keeping time order within a card (counting sort).
 
     Returns (order: the row at each position, card_start (n_cards + 1,), elapsed days at each position:
-    whole days since the card's previous review, 0 at its first).
+    whole days since the card's previous review, 0 at its first and never below 0, as in fsrs.next_state).
     """
     n = len(card_of_row)
     card_start = np.zeros(n_cards + 1, dtype=np.int64)
@@ -61,7 +61,7 @@ def card_layout(card_of_row, day_of_row, n_cards):
     elapsed = np.zeros(n)
     for c in range(n_cards):
         for p in range(card_start[c] + 1, card_start[c + 1]):
-            elapsed[p] = day_of_row[order[p]] - day_of_row[order[p - 1]]
+            elapsed[p] = max(day_of_row[order[p]] - day_of_row[order[p - 1]], 0)
     return order, card_start, elapsed
 
 
