@@ -20,7 +20,9 @@ from learning_pipelines.defs.ncf import (NcfTrainingConfig, ncf_model, ncf_retra
                                          recommendations_after_ncf_model)
 from learning_pipelines.defs.resources import LocalModelStore, Warehouse
 from learning_pipelines.demo import load_platform
-from learning_pipelines.domain.ncf import NcfCheckpoint, NcfConfig, evaluate_neumf, fit_and_evaluate, leave_one_out
+from learning_pipelines.domain.ncf import (NcfCheckpoint, NcfConfig, evaluate_neumf, fit_and_evaluate, leave_one_out,
+                                           validation_split)
+from learning_pipelines.domain.ncf_search import choose_config
 from learning_pipelines.domain.learner_shards import learners_in
 from learning_pipelines.domain.simulate import simulate_platform
 
@@ -46,8 +48,69 @@ def test_leave_one_out_holds_out_the_latest_item_among_unseen_ones():
     split = leave_one_out(interactions, n_candidates=3, seed=1)
     # users 5, 9 -> codes 0, 1; items 1, 2, 3 -> codes 0, 1, 2
     assert split.test_item.tolist() == [1, 2]
-    assert sorted(map(tuple, split.train.values.tolist())) == [(0, 0), (0, 2), (1, 1)]
+    assert sorted(map(tuple, split.train[["user", "item"]].values.tolist())) == [(0, 0), (0, 2), (1, 1)]
     assert split.candidates[1, 0] == 2 and set(split.candidates[1, 1:]) <= {0}
+
+
+def test_an_earlier_interaction_with_the_held_out_item_is_not_trained_on():
+    interactions = pd.DataFrame({"user": [1, 1, 1], "item": [4, 5, 4], "time": [1, 2, 3]})
+    split = leave_one_out(interactions, n_candidates=2)
+    assert split.test_item.tolist() == [0] and split.train[["user", "item"]].values.tolist() == [[0, 1]]
+
+
+def _timeline(n_users: int = 30, n_items: int = 40, per_user: int = 6, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame([{"user": user, "item": int(item), "time": int(when)} for user in range(n_users)
+                         for item, when in zip(rng.choice(n_items, per_user, replace=False),
+                                               rng.permutation(per_user))])
+
+
+def test_validation_holds_out_the_second_latest_item_and_never_the_evaluation_item():
+    interactions = _timeline()
+    split = leave_one_out(interactions)
+    validation = validation_split(split)
+    ordered = interactions.sort_values(["user", "time"])
+    item_codes = np.sort(interactions["item"].unique())
+    second_latest = np.searchsorted(item_codes, ordered.groupby("user")["item"].nth(-2).to_numpy())
+    assert validation.users.tolist() == list(range(30)) and validation.test_item.tolist() == second_latest.tolist()
+    assert (validation.test_item != split.test_item).all()
+    train_keys = set(map(tuple, split.train[["user", "item"]].values.tolist()))
+    fit_keys = set(map(tuple, validation.train[["user", "item"]].values.tolist()))
+    assert fit_keys == train_keys - set(zip(validation.users.tolist(), validation.test_item.tolist()))
+    for user, row in zip(validation.users, validation.candidates):
+        assert not set(row[1:]) & {item for u, item in train_keys if u == user}, "negatives: never in training"
+    # Built from the training data alone: other evaluation items would not change it.
+    moved = dataclasses.replace(split, test_item=(split.test_item + 1) % split.n_items)
+    again = validation_split(moved)
+    assert (again.candidates == validation.candidates).all() and again.train.equals(validation.train)
+
+
+def test_a_user_with_one_training_item_is_not_validated():
+    interactions = pd.DataFrame({"user": [1, 1, 2, 2, 2], "item": [1, 2, 1, 2, 3], "time": [1, 2, 1, 2, 3]})
+    validation = validation_split(leave_one_out(interactions, n_candidates=2), n_candidates=2)
+    assert validation.users.tolist() == [1] and validation.test_item.tolist() == [1]
+
+
+def test_the_search_early_stops_its_winner_and_chooses_its_best_epoch():
+    split = leave_one_out(_interactions(simulate_platform(n_learners=60, n_concepts=20, n_resources=40, days=30,
+                                                           seed=4)))
+    space = ({"gmf_factors": 8, "mlp_layers": (16, 8), "learning_rate": 0.01},
+             {"gmf_factors": 4, "mlp_layers": (8, 4), "learning_rate": 0.003})
+    choice = choose_config(split, space, patience=2, max_epochs=30)
+    winner, loser = choice.trials
+    assert winner.epochs_trained - winner.best_epoch == 2 and winner.epochs_trained < 30, "stopped by patience"
+    assert choice.config.epochs == winner.best_epoch >= 1 and loser.epochs_trained == 1, "cut after one epoch"
+    assert (choice.config.gmf_factors, choice.config.learning_rate) == (winner.config.gmf_factors,
+                                                                         winner.config.learning_rate)
+    assert choose_config(split, space, patience=2, max_epochs=30).trials == choice.trials, "deterministic per seed"
+
+
+def test_choosing_the_configuration_costs_at_most_three_final_trainings():
+    trained = fit_and_evaluate(_interactions(simulate_platform(n_learners=60, n_concepts=20, n_resources=40,
+                                                               days=30, seed=4)))
+    assert trained.choice is not None and len(trained.choice.trials) == 6
+    assert 0 < trained.scores.search_cost <= 3.0
+    assert trained.checkpoint.config == trained.choice.config
 
 
 def test_launchpad_config_defaults_are_the_models_and_reach_it():
@@ -127,14 +190,15 @@ def test_warm_learners_get_hybrid_and_cold_ones_the_fallback(warehouse_url, ware
     n_user_embeddings = _count(warehouse_engine, tables.ncf_user_embeddings)
     assert n_embeddings == platform.user_interactions["resource_id"].nunique()
     assert n_user_embeddings == platform.user_interactions["user_id"].nunique() == model.n_users
-    assert model.epochs == NcfConfig().epochs and model.hr_at_10 > model.popularity_hr_at_10
+    chosen = result.asset_materializations_for_node("ncf_model")[0].metadata["config"].value
+    assert model.epochs == chosen["epochs"] and model.hr_at_10 > model.popularity_hr_at_10
     assert (recs["model_id"] == model.model_id).all()
     assert served["model_id"] == model.model_id and served["row_count"] == len(recs)
     assert served["learners_by_strategy"] == {"hybrid": recs["user_id"].nunique() - 1, "content_graph": 1}
     # The checkpoint the asset wrote holds tensors, lists and numbers only: no pickled code runs on load.
     saved = torch.load(model.checkpoint_uri.removeprefix("file://"), weights_only=True)
     assert saved["user_ids"] == sorted(platform.user_interactions["user_id"].unique().tolist())
-    assert saved["config"]["mlp_layers"] == list(NcfConfig().mlp_layers)
+    assert saved["config"] == chosen
     assert all(isinstance(tensor, torch.Tensor) for tensor in saved["state"].values())
     assert cli_main(["recommend", "999", "--database-url", warehouse_url]) == 0
     printed = capsys.readouterr().out
@@ -195,7 +259,8 @@ def test_a_model_that_loses_to_popularity_is_recorded_but_recommendations_fall_b
     platform = simulate_platform(n_learners=60, n_concepts=40, n_resources=60, days=60, mean_cards_per_learner=5,
                                  seed=5)
     load_platform(warehouse_engine, platform)
-    result = dg.materialize([ncf_model], resources=ncf_resources, raise_on_error=False)
+    fixed = dg.RunConfig({"ncf_model": NcfTrainingConfig(choose_by_validation=False)})
+    result = dg.materialize([ncf_model], resources=ncf_resources, raise_on_error=False, run_config=fixed)
     assert result.success, "a failed ncf_beats_popularity does not stop the run"
     served = _recommend_every_shard(ncf_resources)
     check = result.get_asset_check_evaluations()[0]
@@ -218,7 +283,8 @@ def test_a_model_that_loses_to_popularity_leaves_the_previous_one_serving(wareho
     load_platform(warehouse_engine, platform)
     assert dg.materialize([ncf_model], resources=ncf_resources).get_asset_check_evaluations()[0].passed
     # The same data, barely trained: it loses to popularity.
-    untrained = dg.RunConfig({"ncf_model": NcfTrainingConfig(epochs=1, learning_rate=1e-7)})
+    untrained = dg.RunConfig({"ncf_model": NcfTrainingConfig(choose_by_validation=False, epochs=1,
+                                                                      learning_rate=1e-7)})
     result = dg.materialize([ncf_model], resources=ncf_resources, run_config=untrained, raise_on_error=False)
     assert result.success
     served = _recommend_every_shard(ncf_resources)
@@ -251,7 +317,7 @@ def test_retraining_sensor_fires_once_per_growth_step(warehouse_url, warehouse_e
     # A model is recorded even when it loses to popularity (it then does not serve); either way it saw
     # this data, so the sensor waits for the next growth step.
     dg.materialize([ncf_model], resources=ncf_resources, raise_on_error=False,
-                   run_config=dg.RunConfig({"ncf_model": NcfTrainingConfig(epochs=2)}))
+                   run_config=dg.RunConfig({"ncf_model": NcfTrainingConfig(choose_by_validation=False, epochs=2)}))
     with warehouse_engine.connect() as conn:
         assert conn.execute(sa.select(tables.ncf_models.c.epochs)).scalars().all() == [2], "launchpad config used"
     assert not tick(first.cursor).run_requests, "the new model saw all the data"
@@ -270,7 +336,8 @@ def test_every_learner_shard_is_scored_once_after_each_training(warehouse_engine
     load_platform(warehouse_engine, platform)
     with dg.instance_for_test() as instance:
         dg.materialize([ncf_model], resources=ncf_resources, instance=instance, raise_on_error=False,
-                       run_config=dg.RunConfig({"ncf_model": NcfTrainingConfig(epochs=1)}))
+                       run_config=dg.RunConfig({"ncf_model": NcfTrainingConfig(choose_by_validation=False,
+                                                                                        epochs=1)}))
         requests = list(recommendations_after_ncf_model(dg.build_sensor_context(instance=instance)) or [])
     assert sorted(r.partition_key for r in requests) == learner_shards.get_partition_keys()
     assert len({r.run_key for r in requests}) == len(requests)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
@@ -17,14 +18,23 @@ from learning_pipelines.domain.chunking import LEARNER_CHUNK
 from learning_pipelines.domain.ncf_config import MIN_POSITIVES, NcfConfig
 from learning_pipelines.observability.structured_logs import asset_logger
 
+if TYPE_CHECKING:  # torch loads only in the steps that train or score
+    from learning_pipelines.domain.ncf import NcfScores
+    from learning_pipelines.domain.ncf_search import ConfigChoice
+
 RETRAIN_GROWTH = 0.2  # retrain when interactions grew by more than this fraction since the last model
 RECOMMENDATIONS_PER_LEARNER = 10  # what a learner's page shows
 _DEFAULT = NcfConfig()
 
 
 class NcfTrainingConfig(dg.Config):
-    """NeuMF's sizes and training schedule for one run (defaults: domain.ncf.NcfConfig's)."""
+    """By default NeuMF's sizes, negatives, learning rate, weight decay and epochs are chosen on validation inside
+    the training data (domain.ncf_search); with choose_by_validation off, the fixed settings below train it
+    (defaults: domain.ncf.NcfConfig's)."""
 
+    choose_by_validation: bool = Field(
+        default=True, description="choose the configuration on each learner's second-latest interaction (the "
+                                  "settings below then only give the seed); off: train the settings below")
     gmf_factors: int = Field(default=_DEFAULT.gmf_factors, description="GMF embedding size")
     mlp_layers: list[int] = Field(default=list(_DEFAULT.mlp_layers),
                                   description="MLP widths, input first (even: half user, half item embedding)")
@@ -56,7 +66,7 @@ class NcfTrainingConfig(dg.Config):
 def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, warehouse: Warehouse,
               model_store: ModelStore) -> dg.MaterializeResult:
     """NeuMF trained on every learner's interactions but the latest (held out to score HR@10 and NDCG@10
-    against popularity); checkpoint in the ModelStore and a row in ncf_models whatever its scores. Only a
+    against popularity), its configuration chosen on each learner's second-latest; checkpoint in the ModelStore and a row in ncf_models whatever its scores. Only a
     model that beats popularity becomes the serving one: its embeddings replace ncf_user_embeddings and
     ncf_item_embeddings. With fewer than 10 positive interactions it records why and writes nothing."""
     log = asset_logger(context)
@@ -77,14 +87,15 @@ def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, ware
     # to the start of every run worker and Celery step process.
     from learning_pipelines.domain.ncf import fit_and_evaluate
 
-    trained = fit_and_evaluate(interactions, config.to_ncf_config())
-    scores, epochs = trained.scores, trained.checkpoint.config.epochs
+    trained = fit_and_evaluate(interactions, None if config.choose_by_validation else config.to_ncf_config(),
+                               seed=config.seed)
+    scores, chosen = trained.scores, trained.checkpoint.config
     serves = ncf_store.beats_popularity(scores)
     now = dt.datetime.now(dt.timezone.utc)
     uri = model_store.save(f"ncf/{now:%Y%m%dT%H%M%S}.pt", trained.checkpoint.to_bytes())
     with warehouse.begin() as conn:
         model_id = ncf_store.record_model(conn, trained_at=now, checkpoint_uri=uri, n_interactions=len(interactions),
-                                          scores=scores, epochs=epochs)
+                                          scores=scores, epochs=chosen.epochs)
         if serves:
             ncf_store.replace_embeddings(conn, model_id, trained.checkpoint.embeddings())
         serving = ncf_store.latest_model(conn, beating_popularity=True)
@@ -102,13 +113,30 @@ def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, ware
                       "Leave-one-out on each learner's latest interaction\n\n| ranking | HR@10 | NDCG@10 |\n|---|---:|---:|\n"
                       f"| NeuMF (model {model_id}) | {scores.hr_at_10:.4f} | {scores.ndcg_at_10:.4f} |\n"
                       f"| popularity | {scores.popularity_hr_at_10:.4f} | {scores.popularity_ndcg_at_10:.4f} |"),
-                  "epochs": epochs,
+                  "epochs": chosen.epochs,
+                  "config": dg.MetadataValue.json(dataclasses.asdict(chosen)),
+                  "chosen_by_validation": trained.choice is not None,
+                  **(_search_metadata(trained.choice, scores) if trained.choice else {}),
                   "seconds": dg.MetadataValue.float(scores.train_seconds), "n_users": scores.n_users,
                   "n_items": scores.n_items, "checkpoint": uri},
         check_results=[dg.AssetCheckResult(
             check_name="ncf_beats_popularity", passed=serves,
             metadata={"hr_at_10": scores.hr_at_10, "popularity_hr_at_10": scores.popularity_hr_at_10,
                       "serving_model_id": serving.model_id if serving else -1})])
+
+
+def _search_metadata(choice: "ConfigChoice", scores: "NcfScores") -> dict:
+    """The validation search behind the chosen configuration: its cost and every candidate's run."""
+    rows = "\n".join(
+        f"| {t.config.gmf_factors} | {'-'.join(map(str, t.config.mlp_layers))} | {t.config.negatives_per_positive} "
+        f"| {t.config.learning_rate:g} | {t.config.weight_decay:g} | {t.epochs_trained} | {t.best_epoch} "
+        f"| {t.validation_hr_at_10:.4f} | {t.validation_ndcg_at_10:.4f} |" for t in choice.trials)
+    return {"search_seconds": dg.MetadataValue.float(scores.search_seconds),
+            "search_cost": dg.MetadataValue.float(scores.search_cost),
+            "search": dg.MetadataValue.md(
+                "Candidates on validation (the chosen one first)\n\n| GMF | MLP | negatives | lr | weight decay "
+                "| epochs trained | best epoch | HR@10 | NDCG@10 |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|\n"
+                + rows)}
 
 
 @dg.asset(group_name="recommendations", kinds={"torch", "sql"}, owners=["team:learning-intelligence"],

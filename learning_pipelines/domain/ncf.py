@@ -12,6 +12,7 @@ import io
 import pickle
 import re
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,11 +21,16 @@ from torch import nn
 
 from learning_pipelines.domain.ncf_config import MIN_POSITIVES, NcfConfig  # noqa: F401  (part of this module's API)
 
+if TYPE_CHECKING:
+    from learning_pipelines.domain.ncf_search import ConfigChoice
+
+
 @dataclasses.dataclass(frozen=True)
 class LeaveOneOut:
-    train: pd.DataFrame  # user, item (codes), one row per distinct pair
-    test_item: np.ndarray  # (n_users,) held-out item per user code
-    candidates: np.ndarray  # (n_users, 100): held-out item first, then 99 unseen items
+    train: pd.DataFrame  # user, item (codes), time of the pair's latest interaction: one row per distinct pair
+    users: np.ndarray  # (n_evaluated,) user codes whose held-out item is ranked
+    test_item: np.ndarray  # (n_evaluated,) each evaluated user's held-out item
+    candidates: np.ndarray  # (n_evaluated, n_candidates): held-out item first, then items the user never touched
     n_users: int
     n_items: int
 
@@ -51,25 +57,44 @@ class NeuMF(nn.Module):
         return self.output(torch.cat([gmf, mlp], dim=1)).squeeze(1)
 
 
-def leave_one_out(interactions: pd.DataFrame, n_candidates: int = 100, seed: int = 7) -> LeaveOneOut:
-    """interactions: user, item, time. Users and items are re-coded 0..n-1 (see `codes`)."""
-    frame = interactions.assign(user=pd.factorize(interactions["user"], sort=True)[0],
-                                item=pd.factorize(interactions["item"], sort=True)[0])
-    frame = frame.sort_values(["user", "time", "item"], kind="stable")
-    latest = frame.groupby("user").tail(1)
-    train = frame.drop(latest.index)[["user", "item"]].drop_duplicates()
-    n_users, n_items = int(frame["user"].max()) + 1, int(frame["item"].max()) + 1
-    rng = np.random.default_rng(seed)
+def _hold_out_latest(frame: pd.DataFrame, n_users: int, n_items: int, users: np.ndarray, n_candidates: int,
+                     seed: int) -> LeaveOneOut:
+    """frame: user, item, time (codes), sorted by user, time, item. Each of `users`' latest item is held out,
+    with every other interaction of that pair; the rest is the training data."""
+    latest = frame.loc[frame["user"].isin(users)].groupby("user").tail(1)
+    pair_keys = frame["user"].to_numpy(np.int64) * n_items + frame["item"].to_numpy(np.int64)
+    kept = frame.loc[~np.isin(pair_keys, latest["user"].to_numpy(np.int64) * n_items + latest["item"].to_numpy())]
+    train = kept.drop_duplicates(["user", "item"], keep="last").reset_index(drop=True)
+    test_item = latest.set_index("user")["item"].reindex(users).to_numpy()
     seen = frame.groupby("user")["item"].agg(set)
-    candidates = np.empty((n_users, n_candidates), dtype=np.int64)
-    test_item = latest.set_index("user")["item"].reindex(range(n_users)).to_numpy()
-    for user in range(n_users):
+    rng = np.random.default_rng(seed)
+    candidates = np.empty((len(users), n_candidates), dtype=np.int64)
+    for row, user in enumerate(users):
         pool = np.setdiff1d(np.arange(n_items), np.fromiter(seen[user], dtype=np.int64), assume_unique=True)
         if not len(pool):  # the user saw every item: rank against the others anyway
-            pool = np.setdiff1d(np.arange(n_items), [test_item[user]])
-        candidates[user, 0] = test_item[user]
-        candidates[user, 1:] = rng.choice(pool, size=n_candidates - 1, replace=len(pool) < n_candidates - 1)
-    return LeaveOneOut(train.reset_index(drop=True), test_item, candidates, n_users, n_items)
+            pool = np.setdiff1d(np.arange(n_items), [test_item[row]])
+        candidates[row, 0] = test_item[row]
+        candidates[row, 1:] = rng.choice(pool, size=n_candidates - 1, replace=len(pool) < n_candidates - 1)
+    return LeaveOneOut(train, np.asarray(users, dtype=np.int64), test_item, candidates, n_users, n_items)
+
+
+def leave_one_out(interactions: pd.DataFrame, n_candidates: int = 100, seed: int = 7) -> LeaveOneOut:
+    """interactions: user, item, time. Users and items are re-coded 0..n-1 (see `codes`). Every user's latest
+    item is held out (no earlier interaction with it stays in training) and ranked among items they never touched."""
+    frame = interactions.assign(user=pd.factorize(interactions["user"], sort=True)[0],
+                                item=pd.factorize(interactions["item"], sort=True)[0])
+    frame = frame.sort_values(["user", "time", "item"], kind="stable")[["user", "item", "time"]]
+    n_users, n_items = int(frame["user"].max()) + 1, int(frame["item"].max()) + 1
+    return _hold_out_latest(frame, n_users, n_items, np.arange(n_users), n_candidates, seed)
+
+
+def validation_split(split: LeaveOneOut, n_candidates: int = 100, seed: int = 7) -> LeaveOneOut:
+    """The same protocol inside the training data: each user's latest training item (their second-latest
+    interaction) held out and ranked among items absent from their training data, for users with at least two
+    training items. It reads `split.train` only, so the evaluation items never shape a choice made on it."""
+    frame = split.train.sort_values(["user", "time", "item"], kind="stable")
+    counts = np.bincount(frame["user"], minlength=split.n_users)
+    return _hold_out_latest(frame, split.n_users, split.n_items, np.flatnonzero(counts >= 2), n_candidates, seed + 1)
 
 
 def hit_rate_and_ndcg(scores: np.ndarray, k: int = 10) -> tuple[float, float]:
@@ -84,46 +109,68 @@ def popularity_scores(split: LeaveOneOut) -> np.ndarray:
     return counts[split.candidates]
 
 
+class NeumfTraining:
+    """One NeuMF trained an epoch at a time (binary cross-entropy on positives and negatives sampled afresh
+    each epoch; deterministic per seed), so a search can resume a short run instead of restarting it."""
+
+    def __init__(self, train: pd.DataFrame, n_users: int, n_items: int, config: NcfConfig):
+        torch.manual_seed(config.seed)
+        self.config, self.n_items = config, n_items
+        self.rng = np.random.default_rng(config.seed)
+        self.model = NeuMF(n_users, n_items, config)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate,
+                                          weight_decay=config.weight_decay)
+        self.users = train["user"].to_numpy(np.int64)
+        self.items = train["item"].to_numpy(np.int64)
+        self.positive_keys = np.unique(self.users * n_items + self.items)
+        self.epochs_done = 0
+        self.examples_seen = 0  # positives and negatives, all epochs: the cost a search budget counts
+
+    def _negatives(self) -> tuple[np.ndarray, np.ndarray]:
+        negative_users = np.repeat(self.users, self.config.negatives_per_positive)
+        negative_items = self.rng.integers(0, self.n_items, size=len(negative_users))
+        # Resample the few negatives that hit a positive (cheap: they are rare).
+        clash = np.isin(negative_users * self.n_items + negative_items, self.positive_keys)
+        while clash.any():
+            negative_items[clash] = self.rng.integers(0, self.n_items, size=int(clash.sum()))
+            clash = np.isin(negative_users * self.n_items + negative_items, self.positive_keys)
+        return negative_users, negative_items
+
+    def epoch(self) -> None:
+        negative_users, negative_items = self._negatives()
+        order = torch.from_numpy(self.rng.permutation(len(self.users) + len(negative_users)))
+        all_users = torch.from_numpy(np.concatenate([self.users, negative_users]))[order]
+        all_items = torch.from_numpy(np.concatenate([self.items, negative_items]))[order]
+        labels = torch.cat([torch.ones(len(self.users)), torch.zeros(len(negative_users))])[order]
+        loss_fn = nn.BCEWithLogitsLoss()
+        self.model.train()
+        for start in range(0, len(labels), self.config.batch_size):
+            stop = start + self.config.batch_size
+            self.optimizer.zero_grad()
+            loss_fn(self.model(all_users[start:stop], all_items[start:stop]), labels[start:stop]).backward()
+            self.optimizer.step()
+        self.epochs_done += 1
+        self.examples_seen += len(labels)
+
+
 def train_neumf(train: pd.DataFrame, n_users: int, n_items: int, config: NcfConfig = NcfConfig(),
                 on_epoch=None) -> NeuMF:
-    """Binary cross-entropy on positives and freshly sampled negatives every epoch; deterministic per seed."""
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    model = NeuMF(n_users, n_items, config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    users = train["user"].to_numpy(np.int64)
-    items = train["item"].to_numpy(np.int64)
-    positive_keys = np.unique(users * n_items + items)
-    loss_fn = nn.BCEWithLogitsLoss()
+    """`config.epochs` epochs of `NeumfTraining`."""
+    training = NeumfTraining(train, n_users, n_items, config)
     for epoch in range(config.epochs):
-        negative_users = np.repeat(users, config.negatives_per_positive)
-        negative_items = rng.integers(0, n_items, size=len(negative_users))
-        # Resample the few negatives that hit a positive (cheap: they are rare).
-        clash = np.isin(negative_users * n_items + negative_items, positive_keys)
-        while clash.any():
-            negative_items[clash] = rng.integers(0, n_items, size=int(clash.sum()))
-            clash = np.isin(negative_users * n_items + negative_items, positive_keys)
-        all_users = torch.from_numpy(np.concatenate([users, negative_users]))
-        all_items = torch.from_numpy(np.concatenate([items, negative_items]))
-        labels = torch.cat([torch.ones(len(users)), torch.zeros(len(negative_users))])
-        order = torch.from_numpy(rng.permutation(len(labels)))
-        model.train()
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
-            optimizer.zero_grad()
-            loss = loss_fn(model(all_users[batch], all_items[batch]), labels[batch])
-            loss.backward()
-            optimizer.step()
+        training.epoch()
         if on_epoch is not None:
-            on_epoch(epoch, model)
-    return model
+            on_epoch(epoch, training.model)
+    return training.model
 
 
-def score_candidates(model: NeuMF, candidates: np.ndarray) -> np.ndarray:
+def score_candidates(model: NeuMF, split: LeaveOneOut) -> np.ndarray:
+    """(n_evaluated, n_candidates) logits of each evaluated user's candidates."""
     model.eval()
     with torch.no_grad():
-        users = torch.arange(len(candidates)).repeat_interleave(candidates.shape[1])
-        return model(users, torch.from_numpy(candidates.reshape(-1))).reshape(candidates.shape).numpy()
+        users = torch.from_numpy(split.users).repeat_interleave(split.candidates.shape[1])
+        scores = model(users, torch.from_numpy(split.candidates.reshape(-1)))
+    return scores.reshape(split.candidates.shape).numpy()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,9 +180,11 @@ class NcfScores:
     ndcg_at_10: float
     popularity_hr_at_10: float
     popularity_ndcg_at_10: float
-    train_seconds: float
+    train_seconds: float  # the final training's
     n_users: int
     n_items: int
+    search_seconds: float = 0.0  # choosing the configuration on validation, when it was chosen
+    search_cost: float = 0.0  # the choice's training examples per example of the final training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,23 +263,33 @@ class NcfCheckpoint:
 class TrainedNcf:
     checkpoint: NcfCheckpoint
     scores: NcfScores
+    choice: ConfigChoice | None = None  # how the configuration was chosen, when it was
 
 
-def fit_and_evaluate(interactions: pd.DataFrame, config: NcfConfig = NcfConfig()) -> TrainedNcf:
-    """Train on everything but each user's latest item and score the protocol: the model with the ids
-    its codes stand for, and its scores beside popularity's."""
-    split = leave_one_out(interactions, seed=config.seed)
+def fit_and_evaluate(interactions: pd.DataFrame, config: NcfConfig | None = None, seed: int = 7) -> TrainedNcf:
+    """Train on everything but each user's latest item and score the protocol: the model with the ids its codes
+    stand for, and its scores beside popularity's. Without `config`, the configuration and epoch count are chosen
+    on validation inside the training data (`ncf_search.choose_config`), then trained afresh on all of it."""
+    from learning_pipelines.domain.ncf_search import choose_config  # it builds on this module
+
+    split = leave_one_out(interactions, seed=config.seed if config else seed)
+    choice = None if config else choose_config(split, seed=seed)
+    config = config or choice.config
     started = time.perf_counter()
-    model = train_neumf(split.train, split.n_users, split.n_items, config)
+    training = NeumfTraining(split.train, split.n_users, split.n_items, config)
+    for _ in range(config.epochs):
+        training.epoch()
     train_seconds = time.perf_counter() - started
-    hr, ndcg = hit_rate_and_ndcg(score_candidates(model, split.candidates))
+    hr, ndcg = hit_rate_and_ndcg(score_candidates(training.model, split))
     pop_hr, pop_ndcg = hit_rate_and_ndcg(popularity_scores(split))
-    checkpoint = NcfCheckpoint(model, config, np.sort(interactions["user"].unique()),
+    checkpoint = NcfCheckpoint(training.model, config, np.sort(interactions["user"].unique()),
                                np.sort(interactions["item"].unique()))
+    search_seconds = choice.search_seconds if choice else 0.0
+    search_cost = choice.search_examples / max(training.examples_seen, 1) if choice else 0.0
     return TrainedNcf(checkpoint, NcfScores(hr, ndcg, pop_hr, pop_ndcg, round(train_seconds, 2), split.n_users,
-                                            split.n_items))
+                                            split.n_items, search_seconds, round(search_cost, 3)), choice)
 
 
-def evaluate_neumf(interactions: pd.DataFrame, config: NcfConfig = NcfConfig()) -> dict:
+def evaluate_neumf(interactions: pd.DataFrame, config: NcfConfig | None = None) -> dict:
     """The scores of `fit_and_evaluate` as one JSON-able dict."""
     return dataclasses.asdict(fit_and_evaluate(interactions, config).scores)

@@ -1,0 +1,110 @@
+"""NeuMF's configuration chosen on validation inside the training data, never on the evaluation items.
+
+Validation holds out each user's latest training item (`ncf.validation_split`). Every candidate of
+`SEARCH_SPACE` trains `first_rung_epochs`; the best third are resumed (not restarted) to
+`second_rung_epochs`; the best of those is resumed until its validation score has not improved for `patience`
+epochs. The choice is that candidate with its best epoch count; `ncf.fit_and_evaluate` then trains it afresh on
+all the training data. Cost is counted in training examples (positives and sampled negatives): the choice
+costs `search_examples`, against the final training's `config.epochs * (1 + negatives) * positives`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from learning_pipelines.domain.ncf import (LeaveOneOut, NeumfTraining, hit_rate_and_ndcg, score_candidates,
+                                           validation_split)
+from learning_pipelines.domain.ncf_config import NcfConfig
+
+# Embedding sizes, negatives per positive, learning rate and weight decay: a few points around NeuMF's
+# published settings, from small and regularised to wide.
+SEARCH_SPACE: tuple[dict, ...] = (
+    {"gmf_factors": 16, "mlp_layers": (64, 32, 16), "negatives_per_positive": 4, "learning_rate": 0.004},
+    {"gmf_factors": 32, "mlp_layers": (64, 32, 16), "negatives_per_positive": 4, "learning_rate": 0.004},
+    {"gmf_factors": 16, "mlp_layers": (64, 32, 16), "negatives_per_positive": 8, "learning_rate": 0.004},
+    {"gmf_factors": 8, "mlp_layers": (32, 16, 8), "negatives_per_positive": 4, "learning_rate": 0.008},
+    {"gmf_factors": 32, "mlp_layers": (128, 64, 32), "negatives_per_positive": 8, "learning_rate": 0.002},
+    {"gmf_factors": 32, "mlp_layers": (64, 32, 16), "negatives_per_positive": 4, "learning_rate": 0.004,
+     "weight_decay": 1e-6},
+)
+MAX_EPOCHS = 40
+
+
+def batch_size_for(n_positives: int) -> int:
+    """About 25 positives per step, as a power of two between 256 and 16384: large sets train fast in big batches,
+    small ones still take several optimizer steps an epoch."""
+    return int(2 ** round(math.log2(min(max(n_positives / 25, 256), 16384))))
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One candidate's run in the search: how far it trained and its best validation epoch."""
+    config: NcfConfig
+    epochs_trained: int
+    best_epoch: int
+    validation_hr_at_10: float
+    validation_ndcg_at_10: float
+
+    def as_dict(self) -> dict:
+        return {"gmf_factors": self.config.gmf_factors, "mlp_layers": list(self.config.mlp_layers),
+                "negatives_per_positive": self.config.negatives_per_positive,
+                "learning_rate": self.config.learning_rate, "weight_decay": self.config.weight_decay,
+                "epochs_trained": self.epochs_trained, "best_epoch": self.best_epoch,
+                "validation_hr_at_10": round(self.validation_hr_at_10, 4),
+                "validation_ndcg_at_10": round(self.validation_ndcg_at_10, 4)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigChoice:
+    config: NcfConfig  # the winner, epochs = its best validation epoch
+    trials: tuple[Trial, ...]  # every candidate, the winner first
+    search_examples: int
+    search_seconds: float
+
+
+class _Candidate:
+    def __init__(self, split: LeaveOneOut, config: NcfConfig):
+        self.config = config
+        self.training = NeumfTraining(split.train, split.n_users, split.n_items, config)
+        self.best = (-1.0, 0, 0.0, 0.0)  # score, epoch, HR@10, NDCG@10
+
+    def train_to(self, epochs: int, validation: LeaveOneOut) -> None:
+        while self.training.epochs_done < epochs:
+            self.training.epoch()
+            hr, ndcg = hit_rate_and_ndcg(score_candidates(self.training.model, validation))
+            # HR@10 and NDCG@10 summed: the protocol's two figures; NDCG steadies HR's ties between close runs.
+            if hr + ndcg > self.best[0]:
+                self.best = (hr + ndcg, self.training.epochs_done, hr, ndcg)
+
+    def epochs_since_best(self) -> int:
+        return self.training.epochs_done - self.best[1]
+
+    def trial(self) -> Trial:
+        return Trial(self.config, self.training.epochs_done, self.best[1], self.best[2], self.best[3])
+
+
+def choose_config(split: LeaveOneOut, space: tuple[dict, ...] = SEARCH_SPACE, seed: int = 7,
+                  first_rung_epochs: int = 1, second_rung_epochs: int = 3, patience: int = 3,
+                  max_epochs: int = MAX_EPOCHS) -> ConfigChoice:
+    """The configuration of `space` with the best validation score on `split.train`'s own held-out items, and its
+    best epoch count (see the module's docstring)."""
+    started = time.perf_counter()
+    validation = validation_split(split, seed=seed)
+    base = NcfConfig(batch_size=batch_size_for(len(validation.train)), seed=seed)
+    candidates = [_Candidate(validation, dataclasses.replace(base, **point)) for point in space]
+    alive = candidates
+    for rung_epochs, keep in ((first_rung_epochs, math.ceil(len(candidates) / 3)), (second_rung_epochs, 1)):
+        for candidate in alive:
+            candidate.train_to(rung_epochs, validation)
+        alive = sorted(alive, key=lambda candidate: -candidate.best[0])[:keep]
+    [winner] = alive
+    while winner.training.epochs_done < max_epochs and winner.epochs_since_best() < patience:
+        winner.train_to(winner.training.epochs_done + 1, validation)
+    rest = [candidate.trial() for candidate in candidates if candidate is not winner]
+    return ConfigChoice(dataclasses.replace(winner.config, epochs=winner.best[1]), (winner.trial(), *rest),
+                        sum(candidate.training.examples_seen for candidate in candidates),
+                        round(time.perf_counter() - started, 2))
