@@ -1,8 +1,8 @@
 """Compiled (numba) FSRS-6 replay that accumulates the recency-weighted log loss, its gradient with
 respect to a learner's 21 weights and the Gauss-Newton (Fisher) matrix; and the card layout it reads.
 
-Layout: every card's reviews lie next to each other in time order, a learner's cards next to each
-other (`card_start`, `learner_card_start`), so a card's replay reads consecutive memory. The work
+Layout: every card's reviews lie next to each other in time order (`card_start`), a learner's cards
+next to each other, so a card's replay reads consecutive memory. The work
 is cut into units, runs of whole cards of one learner with about UNIT_REVIEWS reviews, replayed in
 parallel: many small learners and one large learner (the pooled fit) both keep every core busy.
 
@@ -20,7 +20,7 @@ import os
 
 # Threads that finish their share of a parallel loop sleep instead of spinning (OpenMP's default):
 # on a machine shared with other work (a Celery worker's, a CI runner's) the spinning thread takes
-# the core its lagging sibling needs; measured 1.3x slower fits on 2 busy cores (bench/fsrs_throughput.py).
+# the core its lagging sibling needs (fits took 1.3x as long with spinning, on 2 cores busy with other work).
 # Read once, when numba starts OpenMP: a value already set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -119,8 +119,8 @@ def loss_grad_fisher(elapsed, ratings, sample_weight, card_start, unit_card_star
     its learner's weights (weights[unit_learner[unit]]). A review scores when its sample weight is > 0.
 
     The Fisher matrix is J' C J over the unit's scored reviews, estimated from every k-th of them
-    (`fisher_reviews` of them at least): their columns of sqrt(k x curvature) x dR/dw are collected first and multiplied once,
-    not added review by review.
+    (`fisher_reviews` of them at least): their columns of sqrt(k x curvature) x dR/dw are collected
+    first and multiplied once, not added review by review.
     """
     n = len(units)
     loss = np.zeros(n)
