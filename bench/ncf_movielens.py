@@ -111,7 +111,9 @@ def single_learner_latency(model: NeuMF, n_items: int = 1000, repeats: int = 200
 def chosen(config) -> str:
     return (f"GMF {config.gmf_factors} + MLP {'-'.join(map(str, config.mlp_layers))}, "
             f"{config.negatives_per_positive} negatives, lr {config.learning_rate:g}, "
-            f"weight decay {config.weight_decay:g}, {config.epochs} epochs, batch {config.batch_size}")
+            f"weight decay {config.weight_decay:g}, {config.epochs} "
+            + (f"rounds of {config.round_positives:,} positives" if config.round_positives else "epochs")
+            + f", batch {config.batch_size}")
 
 
 def run_dataset(interactions: pd.DataFrame) -> tuple[dict, object]:

@@ -20,8 +20,8 @@ from learning_pipelines.defs.ncf import (NcfTrainingConfig, ncf_model, ncf_retra
                                          recommendations_after_ncf_model)
 from learning_pipelines.defs.resources import LocalModelStore, Warehouse
 from learning_pipelines.demo import load_platform
-from learning_pipelines.domain.ncf import (NcfCheckpoint, NcfConfig, evaluate_neumf, fit_and_evaluate, leave_one_out,
-                                           validation_split)
+from learning_pipelines.domain.ncf import (NcfCheckpoint, NcfConfig, NeumfTraining, evaluate_neumf, fit_and_evaluate,
+                                           leave_one_out, validation_split)
 from learning_pipelines.domain.ncf_search import choose_config
 from learning_pipelines.domain.learner_shards import learners_in
 from learning_pipelines.domain.simulate import simulate_platform
@@ -89,6 +89,16 @@ def test_a_user_with_one_training_item_is_not_validated():
     interactions = pd.DataFrame({"user": [1, 1, 2, 2, 2], "item": [1, 2, 1, 2, 3], "time": [1, 2, 1, 2, 3]})
     validation = validation_split(leave_one_out(interactions, n_candidates=2), n_candidates=2)
     assert validation.users.tolist() == [1] and validation.test_item.tolist() == [1]
+
+
+def test_a_round_is_the_next_positives_of_a_shuffled_pass():
+    train = pd.DataFrame({"user": [0, 0, 1, 1, 2], "item": [0, 1, 2, 3, 4]})
+    config = dataclasses.replace(NcfConfig(), round_positives=3, negatives_per_positive=2, batch_size=4)
+    training = NeumfTraining(train, 3, 8, config)
+    training.epoch()
+    assert training.examples_seen == 3 * 3 and len(training.pass_order) == 2
+    training.epoch()  # the pass's last 2 positives, then 1 of a fresh pass
+    assert training.examples_seen == 18 and len(training.pass_order) == 4 and training.epochs_done == 2
 
 
 def test_the_search_early_stops_its_winner_and_chooses_its_best_epoch():

@@ -45,6 +45,8 @@ class NcfTrainingConfig(dg.Config):
     learning_rate: float = Field(default=_DEFAULT.learning_rate, description="Adam's learning rate")
     weight_decay: float = Field(default=_DEFAULT.weight_decay, description="Adam's L2 penalty")
     seed: int = Field(default=_DEFAULT.seed, description="seeds initialisation, sampling and the held-out split")
+    round_positives: int = Field(default=_DEFAULT.round_positives,
+                                 description="0: an epoch is a whole pass; else this many positives at a time")
 
     def to_ncf_config(self) -> NcfConfig:
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(NcfConfig)}

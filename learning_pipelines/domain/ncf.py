@@ -111,7 +111,8 @@ def popularity_scores(split: LeaveOneOut) -> np.ndarray:
 
 class NeumfTraining:
     """One NeuMF trained an epoch at a time (binary cross-entropy on positives and negatives sampled afresh
-    each epoch; deterministic per seed), so a search can resume a short run instead of restarting it."""
+    each epoch; deterministic per seed), so a search can resume a short run instead of restarting it. With
+    `config.round_positives` an epoch is the next that many positives of a shuffled pass, and their negatives."""
 
     def __init__(self, train: pd.DataFrame, n_users: int, n_items: int, config: NcfConfig):
         torch.manual_seed(config.seed)
@@ -123,25 +124,40 @@ class NeumfTraining:
         self.users = train["user"].to_numpy(np.int64)
         self.items = train["item"].to_numpy(np.int64)
         self.positive_keys = np.unique(self.users * n_items + self.items)
+        self.pass_order = np.empty(0, dtype=np.int64)  # positives of the current pass not trained on yet
         self.epochs_done = 0
         self.examples_seen = 0  # positives and negatives, all epochs: the cost a search budget counts
 
-    def _negatives(self) -> tuple[np.ndarray, np.ndarray]:
-        negative_users = np.repeat(self.users, self.config.negatives_per_positive)
+    def _is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        keys = users * self.n_items + items
+        found = np.searchsorted(self.positive_keys, keys).clip(max=len(self.positive_keys) - 1)
+        return self.positive_keys[found] == keys
+
+    def _negatives(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        negative_users = np.repeat(users, self.config.negatives_per_positive)
         negative_items = self.rng.integers(0, self.n_items, size=len(negative_users))
         # Resample the few negatives that hit a positive (cheap: they are rare).
-        clash = np.isin(negative_users * self.n_items + negative_items, self.positive_keys)
-        while clash.any():
-            negative_items[clash] = self.rng.integers(0, self.n_items, size=int(clash.sum()))
-            clash = np.isin(negative_users * self.n_items + negative_items, self.positive_keys)
+        clash = np.flatnonzero(self._is_positive(negative_users, negative_items))
+        while len(clash):
+            negative_items[clash] = self.rng.integers(0, self.n_items, size=len(clash))
+            clash = clash[self._is_positive(negative_users[clash], negative_items[clash])]
         return negative_users, negative_items
 
+    def _next_positives(self) -> np.ndarray:
+        size = min(self.config.round_positives or len(self.users), len(self.users))
+        if len(self.pass_order) < size:
+            self.pass_order = np.concatenate([self.pass_order, self.rng.permutation(len(self.users))])
+        taken, self.pass_order = self.pass_order[:size], self.pass_order[size:]
+        return taken
+
     def epoch(self) -> None:
-        negative_users, negative_items = self._negatives()
-        order = torch.from_numpy(self.rng.permutation(len(self.users) + len(negative_users)))
-        all_users = torch.from_numpy(np.concatenate([self.users, negative_users]))[order]
-        all_items = torch.from_numpy(np.concatenate([self.items, negative_items]))[order]
-        labels = torch.cat([torch.ones(len(self.users)), torch.zeros(len(negative_users))])[order]
+        positives = self._next_positives()
+        users, items = self.users[positives], self.items[positives]
+        negative_users, negative_items = self._negatives(users)
+        order = torch.from_numpy(self.rng.permutation(len(users) + len(negative_users)))
+        all_users = torch.from_numpy(np.concatenate([users, negative_users]))[order]
+        all_items = torch.from_numpy(np.concatenate([items, negative_items]))[order]
+        labels = torch.cat([torch.ones(len(users)), torch.zeros(len(negative_users))])[order]
         loss_fn = nn.BCEWithLogitsLoss()
         self.model.train()
         for start in range(0, len(labels), self.config.batch_size):

@@ -12,8 +12,9 @@ class NcfConfig:
     gmf_factors: int = 16
     mlp_layers: tuple[int, ...] = (64, 32, 16)
     negatives_per_positive: int = 4
-    epochs: int = 20
+    epochs: int = 20  # passes over the training positives, or rounds of `round_positives` when that is set
     batch_size: int = 1024
     learning_rate: float = 0.002
     weight_decay: float = 0.0
     seed: int = 7
+    round_positives: int = 0  # 0: an epoch is a whole pass; else the next this many positives of the current pass
