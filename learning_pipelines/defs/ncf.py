@@ -68,9 +68,10 @@ class NcfTrainingConfig(dg.Config):
 def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, warehouse: Warehouse,
               model_store: ModelStore) -> dg.MaterializeResult:
     """NeuMF trained on every learner's interactions but the latest (held out to score HR@10 and NDCG@10
-    against popularity), its configuration chosen on each learner's second-latest; checkpoint in the ModelStore and a row in ncf_models whatever its scores. Only a
-    model that beats popularity becomes the serving one: its embeddings replace ncf_user_embeddings and
-    ncf_item_embeddings. With fewer than 10 positive interactions it records why and writes nothing."""
+    against popularity), its configuration chosen on each learner's second-latest (the choice is in the metadata);
+    checkpoint in the ModelStore and a row in ncf_models whatever its scores. Only a model that beats popularity
+    becomes the serving one: its embeddings replace ncf_user_embeddings and ncf_item_embeddings. With fewer than
+    10 positive interactions it records why and writes nothing."""
     log = asset_logger(context)
     with warehouse.begin() as conn:
         interactions = ncf_store.interactions(conn)

@@ -6,7 +6,9 @@ Validation holds out each user's latest training item (`ncf.validation_split`). 
 epochs. The choice is that candidate with its best epoch count; `ncf.fit_and_evaluate` then trains it afresh on
 all the training data. Cost is counted in training examples (positives and sampled negatives): the choice
 costs `search_examples`, against the final training's `config.epochs * (1 + negatives) * positives per epoch`
-(all of them, or `config.round_positives` on larger sets).
+(all of them, or `config.round_positives` on larger sets). With six candidates, rungs of 1 and 3 epochs and a
+patience of 3, that is about (best epoch + 10) epochs against the final's best epoch: within 3x once the best epoch
+is 5 or more, which rounds keep true on large sets. `NcfScores.search_cost` reports the measured ratio.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import dataclasses
 import math
 import time
 
-import numpy as np
 
 from learning_pipelines.domain.ncf import (LeaveOneOut, NeumfTraining, hit_rate_and_ndcg, score_candidates,
                                            validation_split)
