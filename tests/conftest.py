@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +114,25 @@ def anki_csv() -> Path:
     if not ANKI_CSV.exists():
         pytest.skip(f"shared data not found at {ANKI_CSV} (a user's checkout has no ../shared/data)")
     return ANKI_CSV
+
+
+# Longer than any test that builds the day's queues takes.
+_LONGEST_QUEUE_TEST = dt.timedelta(minutes=5)
+
+
+@pytest.fixture
+def now() -> dt.datetime:
+    """The current UTC instant (the schedule's zone in tests), for tests that build today's queues. Their runs
+    refuse a day that has passed by the time they start, so a test that would straddle midnight first waits
+    for the new day."""
+    instant = dt.datetime.now(dt.timezone.utc)
+    midnight = dt.datetime.combine(instant.date() + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    if midnight - instant < _LONGEST_QUEUE_TEST:
+        time.sleep((midnight - instant).total_seconds() + 1)
+        instant = dt.datetime.now(dt.timezone.utc)
+    return instant
+
+
+@pytest.fixture
+def today(now) -> dt.date:
+    return now.date()

@@ -28,7 +28,6 @@ from learning_pipelines.domain import fsrs
 from learning_pipelines.domain.simulate import simulate_platform
 
 CLI = str(Path(sys.executable).parent / "learning-pipelines")
-NOW = dt.datetime.now(dt.timezone.utc)
 
 
 def _frame(engine, statement) -> pd.DataFrame:
@@ -119,11 +118,11 @@ def _pick_cards(engine, platform, day_end: pd.Timestamp, reviewed_at: pd.Timesta
 
 
 @pytest.mark.slow
-def test_reviews_imported_after_a_queue_reach_the_next_one(warehouse_url, warehouse_engine, tmp_path, monkeypatch):
+def test_reviews_imported_after_a_queue_reach_the_next_one(warehouse_url, warehouse_engine, tmp_path, monkeypatch, now):
     monkeypatch.setenv("LEARNING_PIPELINES_DATABASE_URL", warehouse_url)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     platform = simulate_platform(n_learners=60, n_concepts=60, n_resources=5, days=60, mean_cards_per_learner=30,
-                                 as_of=NOW - dt.timedelta(days=5), seed=3)
+                                 as_of=now - dt.timedelta(days=5), seed=3)
     load_platform(warehouse_engine, platform)  # written around the importer, as the app would
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         deployment = Deployment(instance, warehouse_url)
@@ -131,12 +130,12 @@ def test_reviews_imported_after_a_queue_reach_the_next_one(warehouse_url, wareho
         deployment.sensor_tick(review_logs_arrivals_sensor)
         assert card_memory_states.key in deployment.automation_tick(), "the arrivals sensor's report starts the states"
         assert deployment.automation_tick() == set(), "and only once"
-        before_day = deployment.nightly_queues(NOW)
+        before_day = deployment.nightly_queues(now)
         before = _theme_due(warehouse_engine, before_day)
 
-        today_start = pd.Timestamp(NOW.date(), tz="UTC") + pd.Timedelta(hours=4)  # UTC learners, day starts 04:00
-        today_start -= pd.Timedelta(days=1) if NOW.hour < 4 else pd.Timedelta(0)
-        reviewed_at = pd.Timestamp(NOW) - pd.Timedelta(days=3)
+        today_start = pd.Timestamp(now.date(), tz="UTC") + pd.Timedelta(hours=4)  # UTC learners, day starts 04:00
+        today_start -= pd.Timedelta(days=1) if now.hour < 4 else pd.Timedelta(0)
+        reviewed_at = pd.Timestamp(now) - pd.Timedelta(days=3)
         learner, good_card, failed_card = _pick_cards(warehouse_engine, platform, today_start + pd.Timedelta(days=1),
                                                       reviewed_at)
         revlog = tmp_path / "synced.csv"
@@ -148,7 +147,7 @@ def test_reviews_imported_after_a_queue_reach_the_next_one(warehouse_url, wareho
         assert "2 loaded" in imported.stdout and "reported to Dagster: review_logs" in imported.stdout
 
         assert card_memory_states.key in deployment.automation_tick(), "the import's report makes the states stale"
-        after_day = deployment.nightly_queues(NOW + dt.timedelta(minutes=1))
+        after_day = deployment.nightly_queues(now + dt.timedelta(minutes=1))
         after = _theme_due(warehouse_engine, after_day)
 
     states = _frame(warehouse_engine, sa.select(tables.card_memory_states)
@@ -165,24 +164,24 @@ def test_reviews_imported_after_a_queue_reach_the_next_one(warehouse_url, wareho
     assert summary["cutoff_at"] > reviewed_at
 
 
-def test_a_night_without_reviews_still_builds_the_queue(warehouse_url, warehouse_engine, tmp_path, monkeypatch):
+def test_a_night_without_reviews_still_builds_the_queue(warehouse_url, warehouse_engine, tmp_path, monkeypatch, now):
     """`on_cron` would wait for an upstream update that never comes; the nightly run does not."""
     monkeypatch.setenv("LEARNING_PIPELINES_DATABASE_URL", warehouse_url)
     platform = simulate_platform(n_learners=10, n_concepts=20, n_resources=5, days=30, mean_cards_per_learner=10,
-                                 as_of=NOW - dt.timedelta(days=2), seed=8)
+                                 as_of=now - dt.timedelta(days=2), seed=8)
     load_platform(warehouse_engine, platform)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         deployment = Deployment(instance, warehouse_url)
-        first = deployment.nightly_queues(NOW)
-        second = deployment.nightly_queues(NOW + dt.timedelta(minutes=1))
+        first = deployment.nightly_queues(now)
+        second = deployment.nightly_queues(now + dt.timedelta(minutes=1))
     assert first == second
     summary = _frame(warehouse_engine, sa.select(tables.revision_queue_user_summary))
     assert len(summary) == 10 and summary["cutoff_at"].notna().all()
 
 
-def test_the_arrivals_sensor_reports_reviews_beyond_the_states_once(warehouse_url, warehouse_engine, tmp_path):
+def test_the_arrivals_sensor_reports_reviews_beyond_the_states_once(warehouse_url, warehouse_engine, tmp_path, now):
     platform = simulate_platform(n_learners=5, n_concepts=10, n_resources=5, days=40, mean_cards_per_learner=5,
-                                 as_of=NOW, seed=2)
+                                 as_of=now, seed=2)
     load_platform(warehouse_engine, platform)
     months = sorted(platform.review_logs["reviewed_at"].dt.strftime("%Y-%m-01").unique())
     warehouse = Warehouse(database_url=warehouse_url)
@@ -195,13 +194,13 @@ def test_the_arrivals_sensor_reports_reviews_beyond_the_states_once(warehouse_ur
             dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"warehouse": warehouse}))
         assert not again.asset_events and "already reported" in again.skip_message, "the same reviews: no report"
 
-        late = platform.review_logs.iloc[[0]].assign(id=-1, reviewed_at=pd.Timestamp(NOW) - pd.Timedelta(hours=1))
+        late = platform.review_logs.iloc[[0]].assign(id=-1, reviewed_at=pd.Timestamp(now) - pd.Timedelta(hours=1))
         with warehouse_engine.begin() as conn:  # the app's own write, bypassing the importer
             conn.execute(tables.review_logs.insert().values(late.drop(columns=["ingest_seq"], errors="ignore")
                                                            .to_dict("records")))
         third = review_logs_arrivals_sensor.evaluate_tick(
             dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"warehouse": warehouse}))
-        this_month = [e for e in third.asset_events if e.partition == NOW.strftime("%Y-%m-01")]
+        this_month = [e for e in third.asset_events if e.partition == now.strftime("%Y-%m-01")]
         assert this_month and this_month[0].metadata["highest_review_number"].value == \
             max(int(e.tags["dagster/data_version"]) for e in third.asset_events)
 

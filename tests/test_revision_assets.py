@@ -27,14 +27,10 @@ from learning_pipelines.domain.revision import InvalidPreference
 from learning_pipelines.domain.simulate import simulate_platform
 from tests.fsrs_optimization import optimize_fsrs
 
-# Queues are built for the current day only (a past day's memory states are gone).
-TODAY = dt.datetime.now(dt.timezone.utc).date()
-DAY = TODAY.isoformat()
 
-
-def t(time_of_day, days=0):
-    """A UTC instant on today's date (plus `days`)."""
-    return pd.Timestamp(f"{TODAY + dt.timedelta(days=days)}T{time_of_day}", tz="UTC")
+def t(day, time_of_day, days=0):
+    """A UTC instant on `day` (plus `days`)."""
+    return pd.Timestamp(f"{day + dt.timedelta(days=days)}T{time_of_day}", tz="UTC")
 
 
 def _frame(engine, statement):
@@ -43,7 +39,7 @@ def _frame(engine, statement):
 
 
 @pytest.fixture
-def queue_warehouse(warehouse_url, warehouse_engine):
+def queue_warehouse(warehouse_url, warehouse_engine, today):
     """Two learners with hand-made memory states, one concept without a theme."""
     with warehouse_engine.begin() as conn:
         bulk.bulk_insert(conn, tables.users, pd.DataFrame({"user_id": [1, 2], "timezone": ["UTC", "Asia/Tokyo"],
@@ -57,7 +53,8 @@ def queue_warehouse(warehouse_url, warehouse_engine):
         states = pd.DataFrame({
             "user_id": [1, 1, 1, 1, 2], "concept_id": [10, 11, 12, 13, 10],
             "stability_days": [10.0] * 5,
-            "due_at": [t("03:59"), t("12:00"), t("00:00", days=2), t("05:00"), t("18:59")],
+            "due_at": [t(today, "03:59"), t(today, "12:00"), t(today, "00:00", days=2), t(today, "05:00"),
+                       t(today, "18:59")],
         })
         states["last_review_at"] = states["due_at"] - pd.Timedelta(days=10)
         bulk.bulk_insert(conn, tables.card_memory_states, states.assign(difficulty=5.0, n_reviews=3,
@@ -77,30 +74,30 @@ def _shard_of(user_id: int) -> str:
     return SHARDS[int(shard_of([user_id], len(SHARDS))[0])]
 
 
-def _queue_shard(url, shard, day=DAY, **kwargs):
+def _queue_shard(url, shard, day, **kwargs):
     return dg.materialize(QUEUE_ASSETS, resources={"warehouse": Warehouse(database_url=url)},
-                          partition_key=dg.MultiPartitionKey({"day": day, "shard": shard}), **kwargs)
+                          partition_key=dg.MultiPartitionKey({"day": str(day), "shard": shard}), **kwargs)
 
 
-def _queue(url, day=DAY, **kwargs):
+def _queue(url, day, **kwargs):
     """Every learner shard of `day`, one run each: {shard: result}."""
     return {shard: _queue_shard(url, shard, day, **kwargs) for shard in SHARDS}
 
 
-def _day_rows(engine, day=DAY):
+def _day_rows(engine, day):
     snapshot = lambda table: _frame(engine, sa.select(table).where(table.c.queue_date == day)  # noqa: E731
                                     .order_by(*table.primary_key.columns))
     return {table.name: snapshot(table) for table in (tables.revision_queue_theme, tables.revision_queue_user_summary,
                                                       tables.queue_stats_daily, tables.tag_quality_debt_log)}
 
 
-def test_queues_for_a_day_are_written_checked_and_idempotent(queue_warehouse, warehouse_engine):
-    first = _queue(queue_warehouse)
+def test_queues_for_a_day_are_written_checked_and_idempotent(queue_warehouse, warehouse_engine, today):
+    first = _queue(queue_warehouse, today)
     checks = [e for result in first.values() for e in result.get_asset_check_evaluations()]
     assert len(checks) == 2 * len(SHARDS) and all(e.passed for e in checks)
-    before = _day_rows(warehouse_engine)
-    _queue(queue_warehouse)
-    after_rerun = _day_rows(warehouse_engine)
+    before = _day_rows(warehouse_engine, today)
+    _queue(queue_warehouse, today)
+    after_rerun = _day_rows(warehouse_engine, today)
     for name, frame in before.items():
         after = after_rerun[name]
         pd.testing.assert_frame_equal(frame.drop(columns=["generated_at", "cutoff_at"], errors="ignore"),
@@ -115,7 +112,7 @@ def test_queues_for_a_day_are_written_checked_and_idempotent(queue_warehouse, wa
     debt = before["tag_quality_debt_log"]
     assert debt[["user_id", "concept_id", "fallback_key"]].values.tolist() == [[1, 13, "UNMAPPED"]]
     with warehouse_engine.connect() as conn:
-        stats = queue_store.day_totals(conn, TODAY, SHARDS).set_index("theme_key")
+        stats = queue_store.day_totals(conn, today, SHARDS).set_index("theme_key")
     assert stats.loc["*", "due_today"] == 4 and stats.loc["*", "n_learners"] == 2
     assert stats.loc["1", "due_today"] == 3
     assert set(before["queue_stats_daily"]["learner_shard"]) == set(SHARDS), "every shard writes its own totals"
@@ -125,11 +122,11 @@ def test_queues_for_a_day_are_written_checked_and_idempotent(queue_warehouse, wa
         assert abs(row["cutoff_at"] - pd.Timestamp(cutoff, unit="s", tz="UTC")) < pd.Timedelta(milliseconds=1)
 
 
-def test_the_stored_consistency_sees_rows_that_disagree(queue_warehouse, warehouse_engine):
-    _queue(queue_warehouse)
+def test_the_stored_consistency_sees_rows_that_disagree(queue_warehouse, warehouse_engine, today):
+    _queue(queue_warehouse, today)
     everyone = [1, 2]
     with warehouse_engine.connect() as conn:
-        assert queue_store.stored_consistency(conn, TODAY, everyone) == {
+        assert queue_store.stored_consistency(conn, today, everyone) == {
             "learners_mismatched": 0, "due_in_mapped_themes": 3, "logged_as_debt": 1, "due_today_total": 4}
     theme, summary, debt = tables.revision_queue_theme, tables.revision_queue_user_summary, tables.tag_quality_debt_log
     with warehouse_engine.begin() as conn:
@@ -138,13 +135,13 @@ def test_the_stored_consistency_sees_rows_that_disagree(queue_warehouse, warehou
                      .values(due_today=theme.c.due_today + 5))
         conn.execute(debt.delete())
     with warehouse_engine.connect() as conn:
-        assert queue_store.stored_consistency(conn, TODAY, everyone) == {
+        assert queue_store.stored_consistency(conn, today, everyone) == {
             "learners_mismatched": 2, "due_in_mapped_themes": 8, "logged_as_debt": 0, "due_today_total": 4}
-        assert queue_store.stored_consistency(conn, TODAY, [1])["learners_mismatched"] == 1
+        assert queue_store.stored_consistency(conn, today, [1])["learners_mismatched"] == 1
 
 
-def test_a_past_day_is_refused_rather_than_built_from_todays_states(queue_warehouse, warehouse_engine):
-    yesterday = (TODAY - dt.timedelta(days=1)).isoformat()
+def test_a_past_day_is_refused_rather_than_built_from_todays_states(queue_warehouse, warehouse_engine, today):
+    yesterday = (today - dt.timedelta(days=1)).isoformat()
     result = _queue_shard(queue_warehouse, _shard_of(1), yesterday, raise_on_error=False)
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
@@ -152,14 +149,15 @@ def test_a_past_day_is_refused_rather_than_built_from_todays_states(queue_wareho
     assert _frame(warehouse_engine, sa.select(tables.revision_queue_user_summary)).empty
 
 
-def test_queues_refuse_memory_states_that_miss_reviews_stored_before_the_cutoff(queue_warehouse, warehouse_engine):
+def test_queues_refuse_memory_states_that_miss_reviews_stored_before_the_cutoff(queue_warehouse, warehouse_engine,
+                                                                                 today):
     """Reviews stored after the states were brought up to date: the queue is not built from them."""
     with warehouse_engine.begin() as conn:
         write_progress(conn, Progress(0, 0, [], dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1),
                                       None, None, None))
-        bulk.insert_review_logs(conn, pd.DataFrame({"id": [1], "reviewed_at": [t("01:00")], "user_id": [1],
+        bulk.insert_review_logs(conn, pd.DataFrame({"id": [1], "reviewed_at": [t(today, "01:00")], "user_id": [1],
                                                     "concept_id": [10], "rating": [3], "review_duration_ms": [900]}))
-    result = _queue_shard(queue_warehouse, _shard_of(1), raise_on_error=False)
+    result = _queue_shard(queue_warehouse, _shard_of(1), today, raise_on_error=False)
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
     assert "Run card_memory_states_job first" in failure.description
@@ -223,9 +221,9 @@ def _sorted(frame, key):
     return frame.sort_values(key).reset_index(drop=True)
 
 
-def test_all_shards_give_exactly_the_rows_of_the_same_computation_unsharded(platform_states_url):
+def test_all_shards_give_exactly_the_rows_of_the_same_computation_unsharded(platform_states_url, today):
     engine = get_engine(platform_states_url)
-    assert all(result.success for result in _queue(platform_states_url).values())
+    assert all(result.success for result in _queue(platform_states_url, today).values())
     with engine.connect() as conn:
         calendars, preferences = queue_store.learner_calendars(conn, learner_ids(conn))
         learners, _ = revision.effective_preferences(calendars, preferences)
@@ -233,9 +231,9 @@ def test_all_shards_give_exactly_the_rows_of_the_same_computation_unsharded(plat
         learners = learners.loc[learners["user_id"].isin(states["user_id"])]
         concept_ids, theme_map, edges = concept_graph(conn)
         themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
-        unsharded = revision.build_queues(states, learners, themes, TODAY)
-        stored_totals = queue_store.day_totals(conn, TODAY, SHARDS)
-    stored = _day_rows(engine)
+        unsharded = revision.build_queues(states, learners, themes, today)
+        stored_totals = queue_store.day_totals(conn, today, SHARDS)
+    stored = _day_rows(engine, today)
     assert len({_shard_of(u) for u in learners["user_id"]}) == len(SHARDS) > 1, "every shard has learners"
     key = ["user_id", "theme_key"]
     theme_columns = ["user_id", "theme_key", "due_today", "overdue", "mastery", "rank"]
@@ -252,15 +250,15 @@ def test_all_shards_give_exactly_the_rows_of_the_same_computation_unsharded(plat
                                   check_dtype=False)
 
 
-def test_a_shard_rerun_replaces_exactly_its_learners_rows(platform_states_url):
+def test_a_shard_rerun_replaces_exactly_its_learners_rows(platform_states_url, today):
     engine = get_engine(platform_states_url)
-    _queue(platform_states_url)
-    before = _day_rows(engine)
+    _queue(platform_states_url, today)
+    before = _day_rows(engine, today)
     rerun, untouched = SHARDS[0], SHARDS[1]
     with engine.begin() as conn:  # every card of every learner due long ago: the queues must change
-        conn.execute(tables.card_memory_states.update().values(last_review_at=t("00:00", days=-400)))
-    _queue_shard(platform_states_url, rerun)
-    after = _day_rows(engine)
+        conn.execute(tables.card_memory_states.update().values(last_review_at=t(today, "00:00", days=-400)))
+    _queue_shard(platform_states_url, rerun, today)
+    after = _day_rows(engine, today)
 
     for name in ("revision_queue_theme", "revision_queue_user_summary", "tag_quality_debt_log"):
         shards = {table: frame["user_id"].map(_shard_of) for table, frame in (("before", before[name]),
@@ -274,19 +272,20 @@ def test_a_shard_rerun_replaces_exactly_its_learners_rows(platform_states_url):
         "the rerun shard's learners now have overdue cards"
 
 
-def test_the_nightly_refresh_launches_every_shard_with_its_cutoff(platform_states_url):
+def test_the_nightly_refresh_launches_every_shard_with_its_cutoff(platform_states_url, today):
+    day = today.isoformat()
     warehouse = {"warehouse": Warehouse(database_url=platform_states_url)}
     repository = defs().get_repository_def()
     with dg.instance_for_test() as instance:
         refresh = repository.get_job(card_memory_states_job.name).execute_in_process(
-            instance=instance, resources=warehouse, tags={QUEUE_DAY_TAG: DAY})
+            instance=instance, resources=warehouse, tags={QUEUE_DAY_TAG: day})
         as_of = refresh.asset_materializations_for_node("card_memory_states")[0].metadata["as_of"].value
         success = instance.all_logs(refresh.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)[0].dagster_event
         requests = revision_queue_shards_after_states(dg.build_run_status_sensor_context(
             sensor_name=revision_queue_shards_after_states.name, dagster_instance=instance,
             dagster_run=instance.get_run_by_id(refresh.run_id), dagster_event=success))
         assert sorted(r.partition_key for r in requests) == sorted(
-            dg.MultiPartitionKey({"day": DAY, "shard": shard}) for shard in SHARDS)
+            dg.MultiPartitionKey({"day": day, "shard": shard}) for shard in SHARDS)
         assert len({r.run_key for r in requests}) == len(requests)
         cutoff = dt.datetime.fromisoformat(requests[0].tags[STATES_CUTOFF_TAG])
         assert abs(cutoff.timestamp() - as_of) < 1e-3
@@ -314,10 +313,10 @@ def test_the_nightly_refresh_launches_every_shard_with_its_cutoff(platform_state
                                             partition_key=requests[2].partition_key).success
 
 
-def test_a_refresh_for_a_past_day_launches_no_shard(platform_states_url):
+def test_a_refresh_for_a_past_day_launches_no_shard(platform_states_url, today):
     """A late sensor tick, or an old nightly refresh re-executed: its day's queues can no longer be built."""
     repository = defs().get_repository_def()
-    yesterday = (TODAY - dt.timedelta(days=1)).isoformat()
+    yesterday = (today - dt.timedelta(days=1)).isoformat()
     with dg.instance_for_test() as instance:
         refresh = repository.get_job(card_memory_states_job.name).execute_in_process(
             instance=instance, resources={"warehouse": Warehouse(database_url=platform_states_url)},
