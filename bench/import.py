@@ -8,6 +8,8 @@ concepts and month partitions exist already (no checks, nothing rejected, nothin
 writes in chunks, in one transaction.
 
     .venv/bin/python bench/import.py [--rows 5000000]
+
+Prints one JSON object as its last line; writes its section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "tests"))
 from import_peak_rss import SPAN_SECONDS, START, write_reviews  # noqa: E402
-from report import publish  # noqa: E402
+from report import machine, publish  # noqa: E402
 from scratch import scratch_postgres  # noqa: E402
 
 from learning_pipelines.db import bulk, migrate, partitions, tables  # noqa: E402
@@ -92,6 +94,12 @@ def main() -> None:
         print(f"import: {ours}", flush=True)
     assert ours["n_loaded"] == args.rows and ours["n_rejected"] == 0, ours
     copy_rate, our_rate = args.rows / copy_seconds, args.rows / ours["seconds"]
+    figures = {"rows": args.rows, "csv_mib": round(size_mib, 1),
+               "import_seconds": round(ours["seconds"], 2), "import_rows_per_second": round(our_rate),
+               "copy_seconds": round(copy_seconds, 2), "copy_rows_per_second": round(copy_rate),
+               "rows_per_second_over_copy": round(our_rate / copy_rate, 3),
+               "peak_rss_mib": round(ours["peak_mib"]), "peak_rss_mib_before_import": round(ours["peak_before_mib"]),
+               "peak_rss_goal_mib": RSS_GOAL_MIB, "machine": machine()}
     publish("Import of a large CSV", [
         f"`bench/import.py`: {args.rows:,} generated reviews ({LEARNERS:,} learners, {CONCEPTS} concepts, 20 months in "
         "time order, ids increasing with time as in a review log; "
@@ -113,7 +121,7 @@ def main() -> None:
         "History: with the good rows' ids kept in memory instead of a temporary table, 446 MiB and 0.77; with "
         "stored reviews looked up by `id IN (...)` on the partitioned table (every partition's index searched for "
         "every id), the import had not finished after 10 minutes.",
-    ])
+    ], figures)
     assert ours["peak_mib"] < RSS_GOAL_MIB, f"peak RSS {ours['peak_mib']:.0f} MiB, goal < {RSS_GOAL_MIB} MiB"
 
 
