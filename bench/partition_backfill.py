@@ -9,6 +9,8 @@ reference: one `INSERT INTO ... SELECT` of the whole table into an empty partiti
 same writer runs.
 
     .venv/bin/python bench/partition_backfill.py [--rows 2000000] [--months 24]
+
+Prints one JSON object as its last line; writes its section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests/partition_rehearsal.py
-from report import publish  # noqa: E402
+from report import machine, publish  # noqa: E402
 from scratch import ADMIN_URL, scratch_postgres  # noqa: E402
 
 import dagster as dg  # noqa: E402
@@ -35,6 +37,10 @@ from learning_pipelines.defs.review_logs_partitioning import review_logs_partiti
 from tests import partition_rehearsal  # noqa: E402
 
 FIRST_MONTH = dt.date(2024, 1, 1)
+GOAL_ROWS_PER_SECOND = 40_000  # the backfill, end to end, while the app writes
+# How the old table stores its rows: the section's label and the key of its figures.
+LAYOUTS = {"in_time_order": "in time order (an append-only log)",
+           "shuffled": "shuffled (ids unrelated to time: worst case)"}
 
 
 def offline_copy_seconds(url: str) -> float:
@@ -106,7 +112,17 @@ def run(n_rows: int, n_months: int, time_ordered: bool) -> dict:
             "writer_rate": writer_ops / backfill_seconds, "writes": dict(writer.counts), "expected_rows": len(expected)}
 
 
-def report(n_rows: int, n_months: int, results: dict[str, dict]) -> list[str]:
+def rates(n_rows: int, r: dict) -> dict:
+    """One layout's figures: rows/s end to end, of which copying, the reference's; ours / reference."""
+    ours, reference = r["copied"] / r["backfill_seconds"], n_rows / r["reference_seconds"]
+    return {"rows_per_second": round(ours), "copying_rows_per_second": round(r["copied"] / r["copy_seconds"]),
+            "reference_rows_per_second": round(reference), "ratio": round(ours / reference, 3),
+            "backfill_seconds": round(r["backfill_seconds"], 2), "reference_seconds": round(r["reference_seconds"], 2),
+            "writer_tx_per_second": round(r["writer_rate"], 1), "swap_lock_seconds": round(r["swap_seconds"], 3),
+            "rows_after": r["expected_rows"]}
+
+
+def report(n_rows: int, n_months: int, results: dict[str, dict]) -> tuple[list[str], dict]:
     lines = [
         f"`bench/partition_backfill.py --rows {n_rows} --months {n_months}`: {n_rows:,} rows of an unpartitioned "
         f"review_logs (PostgreSQL {_server_version()}) over {n_months} months, moved by migration 0006, the "
@@ -118,16 +134,18 @@ def report(n_rows: int, n_months: int, results: dict[str, dict]) -> list[str]:
         "| old table stored | backfill rows/s, end to end | of which copying | reference rows/s | ratio | writer tx/s | swap lock |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    figures = {"rows": n_rows, "months": n_months, "goal_rows_per_second": GOAL_ROWS_PER_SECOND}
     for layout, r in results.items():
+        figures[layout] = rates(n_rows, r)
         ours, reference = r["copied"] / r["backfill_seconds"], n_rows / r["reference_seconds"]
-        lines.append(f"| {layout} | **{ours:,.0f}** | {r['copied'] / r['copy_seconds']:,.0f} | {reference:,.0f} "
-                     f"| {ours / reference:.2f} | {r['writer_rate']:,.0f} | {r['swap_seconds']:.2f} s |")
-    lines += ["", "Goal: at least 40,000 rows/s with zero loss. In every run review_logs afterwards equals the expected "
-              "rows exactly (seeded rows with every committed write applied), no duplicate, no deleted row back: "
-              + "; ".join(f"{layout}: {r['expected_rows']:,} rows after {r['writes']['insert']:,} inserts, "
+        lines.append(f"| {LAYOUTS[layout]} | **{ours:,.0f}** | {r['copied'] / r['copy_seconds']:,.0f} "
+                     f"| {reference:,.0f} | {ours / reference:.2f} | {r['writer_rate']:,.0f} | {r['swap_seconds']:.2f} s |")
+    lines += ["", f"Goal: at least {GOAL_ROWS_PER_SECOND:,} rows/s with zero loss. In every run review_logs afterwards "
+              "equals the expected rows exactly (seeded rows with every committed write applied), no duplicate, no deleted row back: "
+              + "; ".join(f"{LAYOUTS[layout]}: {r['expected_rows']:,} rows after {r['writes']['insert']:,} inserts, "
                           f"{r['writes']['update']:,} updates, {r['writes']['move']:,} moves, {r['writes']['delete']:,} deletes"
                           for layout, r in results.items()) + "."]
-    return lines
+    return lines, {**figures, "machine": machine()}
 
 
 def _server_version() -> str:
@@ -140,11 +158,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--months", type=int, default=24)
     args = parser.parse_args()
-    results = {
-        "in time order (an append-only log)": run(args.rows, args.months, time_ordered=True),
-        "shuffled (ids unrelated to time: worst case)": run(args.rows, args.months, time_ordered=False),
-    }
-    publish("Online partitioning backfill", report(args.rows, args.months, results))
+    results = {layout: run(args.rows, args.months, time_ordered=layout == "in_time_order") for layout in LAYOUTS}
+    publish("Online partitioning backfill", *report(args.rows, args.months, results))
 
 
 if __name__ == "__main__":
