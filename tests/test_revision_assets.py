@@ -272,6 +272,23 @@ def test_a_shard_rerun_replaces_exactly_its_learners_rows(platform_states_url, t
         "the rerun shard's learners now have overdue cards"
 
 
+def test_a_day_built_under_another_number_of_shards_is_replaced(platform_states_url, today):
+    """Rows of the day written when the learners were split another way are still found and replaced."""
+    engine = get_engine(platform_states_url)
+    _queue(platform_states_url, today)
+    before = _day_rows(engine, today)
+    stats = tables.queue_stats_daily
+    with engine.begin() as conn:  # as if the day had been built with 2 shards
+        conn.execute(stats.delete().where(stats.c.learner_shard != SHARDS[0]))
+        conn.execute(stats.update().values(learner_shard="00-of-02"))
+    assert all(result.success for result in _queue(platform_states_url, today).values())
+    after = _day_rows(engine, today)
+    for name in ("revision_queue_theme", "revision_queue_user_summary", "tag_quality_debt_log"):
+        pd.testing.assert_frame_equal(after[name].drop(columns=["generated_at", "cutoff_at"], errors="ignore"),
+                                      before[name].drop(columns=["generated_at", "cutoff_at"], errors="ignore"))
+    assert set(after["queue_stats_daily"]["learner_shard"]) == {*SHARDS, "00-of-02"}
+
+
 def test_the_nightly_refresh_launches_every_shard_with_its_cutoff(platform_states_url, today):
     day = today.isoformat()
     warehouse = {"warehouse": Warehouse(database_url=platform_states_url)}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 import sqlalchemy as sa
@@ -65,10 +66,18 @@ def card_states_read_ahead(conn: sa.Connection, learner_chunks: list) -> Iterato
 def clear_shard_day(conn: sa.Connection, day: dt.date, shard: str, user_ids) -> None:
     """Delete `day`'s rows of the learners `user_ids` (the learner shard `shard`) and the shard's statistics.
     Statistics written under another number of shards stay (day_totals reads the current count's only): deleting
-    them here would make every shard of the day wait on the same rows."""
-    for table in LEARNER_TABLES:
-        bulk.delete_with_ids(conn, table, table.c.user_id, user_ids, table.c.queue_date == day)
+    them here would make every shard of the day wait on the same rows.
+
+    A shard writes its learners' rows of a day in the transaction that writes its statistics row, so while the
+    day has no statistics of this shard nor of another count of shards, none of these learners has rows of
+    the day and the search for them is skipped (each shard's first run of the night, among the other shards'
+    rows)."""
     stats = tables.queue_stats_daily
+    written = conn.execute(sa.select(stats.c.learner_shard).where(stats.c.queue_date == day).distinct()).scalars()
+    count = shard.partition("-of-")[2]
+    if any(key == shard or key.partition("-of-")[2] != count for key in written):
+        for table in LEARNER_TABLES:
+            bulk.delete_with_ids(conn, table, table.c.user_id, user_ids, table.c.queue_date == day)
     conn.execute(stats.delete().where(stats.c.queue_date == day, stats.c.learner_shard == shard))
 
 
@@ -79,6 +88,33 @@ def write_chunk(conn: sa.Connection, day: dt.date, queues: QueueChunk, learners:
     bulk.bulk_insert(conn, tables.revision_queue_user_summary,
                      summaries.assign(queue_date=day, generated_at=generated_at, cutoff_at=cutoff_at))
     bulk.bulk_insert(conn, tables.tag_quality_debt_log, queues.debt.assign(queue_date=day))
+
+
+@contextlib.contextmanager
+def chunks_written_behind(conn: sa.Connection) -> Iterator[Callable[..., None]]:
+    """A write_chunk(conn, ...) that, on PostgreSQL, runs on a thread of its own one chunk behind the caller:
+    the server takes in chunk k while Python computes chunk k + 1 (the next call first waits for the write in
+    flight, so at most one chunk waits in memory). The caller leaves `conn` alone inside the block; when the
+    block ends every chunk is written, or the first write's error is raised. Elsewhere each write is done at
+    the call (a SQLite connection stays in its thread)."""
+    if conn.dialect.name != "postgresql":
+        yield lambda *args: write_chunk(conn, *args)
+        return
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        in_flight: list[concurrent.futures.Future] = []
+
+        def write(*args) -> None:
+            if in_flight:
+                in_flight.pop().result()
+            in_flight.append(pool.submit(write_chunk, conn, *args))
+
+        try:
+            yield write
+            if in_flight:
+                in_flight.pop().result()
+        finally:
+            for future in in_flight:  # the caller failed: let the write in flight end before the rollback
+                future.cancel() or future.exception()
 
 
 def write_shard_stats(conn: sa.Connection, day: dt.date, shard: str, stats: pd.DataFrame) -> None:

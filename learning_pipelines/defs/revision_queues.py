@@ -79,13 +79,14 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
         totals, n_theme_rows, n_learners = [], 0, 0
         chunks = [learners.iloc[offset:offset + QUEUE_LEARNER_CHUNK]
                   for offset in range(0, len(learners), QUEUE_LEARNER_CHUNK)]
-        for chunk, states in zip(chunks, store.card_states_read_ahead(conn, [c["user_id"] for c in chunks])):
-            chunk = chunk.loc[chunk["user_id"].isin(states["user_id"])]  # a learner without cards has no queue
-            queues = revision.build_queues(states, chunk, concept_themes, day)
-            store.write_chunk(conn, day, queues, chunk, dt.datetime.now(dt.timezone.utc), cutoff)
-            totals.append(revision.theme_totals(queues))
-            n_theme_rows += len(queues.themes)
-            n_learners += len(chunk)
+        with store.chunks_written_behind(conn) as write_chunk:
+            for chunk, states in zip(chunks, store.card_states_read_ahead(conn, [c["user_id"] for c in chunks])):
+                chunk = chunk.loc[chunk["user_id"].isin(states["user_id"])]  # a learner without cards has no queue
+                queues = revision.build_queues(states, chunk, concept_themes, day)
+                write_chunk(day, queues, chunk, dt.datetime.now(dt.timezone.utc), cutoff)
+                totals.append(revision.theme_totals(queues))
+                n_theme_rows += len(queues.themes)
+                n_learners += len(chunk)
         stats = revision.day_stats(totals)
         store.write_shard_stats(conn, day, shard, stats)
     with warehouse.begin() as conn:

@@ -49,7 +49,8 @@ def decay_only_weights(decay) -> np.ndarray:
     """Per-card weights carrying only w20: all that retrievability and next_interval_days read, for
     callers that stored a card's decay rather than its learner's whole weight vector."""
     decay = np.asarray(decay, dtype=float)
-    weights = np.zeros((len(decay), N_WEIGHTS))
+    # Column-major: the zero columns are pages never written (calloc), so only w20's column costs memory.
+    weights = np.zeros((len(decay), N_WEIGHTS), order="F")
     weights[:, 20] = decay
     return weights
 

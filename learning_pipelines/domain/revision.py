@@ -171,24 +171,21 @@ def build_queues(states: pd.DataFrame, learners: pd.DataFrame, concept_themes: p
     mastery = fsrs.retrievability(elapsed_days, stability, weights)
 
     theme_codes, theme_keys = pd.factorize(concept_themes["theme_key"])
-    per_concept = pd.DataFrame({"concept_id": concept_themes["concept_id"].to_numpy(), "theme": theme_codes,
-                                "fallback": concept_themes["is_fallback"].to_numpy()})
-    card = pd.DataFrame({"card": np.arange(len(states)), "concept_id": states["concept_id"].to_numpy()})
-    card_theme = card.merge(per_concept, on="concept_id", how="left")
-    missing = card_theme["theme"].isna()
-    if missing.any():  # concepts absent from concept_themes altogether
+    # -1 (a concept absent from concept_themes altogether) picks the appended element
+    concept_at = pd.Index(concept_themes["concept_id"]).get_indexer(states["concept_id"])
+    theme = np.append(theme_codes, -1)[concept_at]
+    fallback = np.append(concept_themes["is_fallback"].to_numpy(bool), True)[concept_at]
+    missing = concept_at < 0
+    if missing.any():
         theme_keys = theme_keys.append(pd.Index([UNMAPPED])) if UNMAPPED not in theme_keys else theme_keys
-        card_theme.loc[missing, "theme"] = theme_keys.get_loc(UNMAPPED)
-        card_theme.loc[missing, "fallback"] = True
-    rows = card_theme["card"].to_numpy()
-    theme = card_theme["theme"].to_numpy(int)
+        theme[missing] = theme_keys.get_loc(UNMAPPED)
     n_themes = len(theme_keys)
-    key = learner_index[rows] * n_themes + theme
+    key = learner_index * n_themes + theme
     size = len(learners) * n_themes
     count = np.bincount(key, minlength=size)
-    due_count = np.bincount(key, due_today[rows], size).astype(int)
-    overdue_count = np.bincount(key, overdue[rows], size).astype(int)
-    mastery_mean = np.bincount(key, mastery[rows], size) / np.maximum(count, 1)
+    due_count = np.bincount(key, due_today, size).astype(int)
+    overdue_count = np.bincount(key, overdue, size).astype(int)
+    mastery_mean = np.bincount(key, mastery, size) / np.maximum(count, 1)
     present = np.flatnonzero(count)
     user_pos, theme_pos = np.divmod(present, n_themes)
     themes = pd.DataFrame({
@@ -202,7 +199,6 @@ def build_queues(states: pd.DataFrame, learners: pd.DataFrame, concept_themes: p
     themes = themes.iloc[order].reset_index(drop=True)
     themes["rank"] = themes.groupby("user_id").cumcount() + 1
 
-    due_cards = due_today[rows]
     # Each learner's themes with a card due, best first: theme rows are in learner order, then rank.
     with_due = themes["due_today"].to_numpy() > 0
     due_keys = themes["theme_key"].to_numpy(object)[with_due]
@@ -214,8 +210,8 @@ def build_queues(states: pd.DataFrame, learners: pd.DataFrame, concept_themes: p
         "recommended_theme_ids": [json.dumps(due_keys[begin:end].tolist())
                                   for begin, end in zip(bounds[:-1], bounds[1:])],
     })
-    fallback_due = card_theme["fallback"].to_numpy(bool) & due_cards
-    debt_cards = rows[fallback_due]
+    fallback_due = fallback & due_today
+    debt_cards = np.flatnonzero(fallback_due)
     debt = pd.DataFrame({
         "user_id": states["user_id"].to_numpy()[debt_cards],
         "concept_id": states["concept_id"].to_numpy()[debt_cards],
@@ -250,9 +246,13 @@ ALL_THEMES = "*"
 def theme_totals(queues: QueueChunk) -> pd.DataFrame:
     """One chunk's contribution to the day's stats, indexed by theme_key (ALL_THEMES: every theme):
     learners with a card due today, due and overdue cards."""
-    themes = queues.themes.assign(has_due=queues.themes["due_today"] > 0)
-    per_theme = themes.groupby("theme_key").agg(n_learners=("has_due", "sum"), due_today=("due_today", "sum"),
-                                                overdue=("overdue", "sum"))
+    themes = queues.themes
+    theme, keys = pd.factorize(themes["theme_key"])
+    due = themes["due_today"].to_numpy()
+    per_theme = pd.DataFrame({"n_learners": np.bincount(theme, due > 0, len(keys)),
+                              "due_today": np.bincount(theme, due, len(keys)),
+                              "overdue": np.bincount(theme, themes["overdue"].to_numpy(), len(keys))},
+                             index=keys).astype(int)
     summaries = queues.summaries
     everything = pd.DataFrame({"n_learners": [int((summaries["due_today_total"] > 0).sum())],
                                "due_today": [int(summaries["due_today_total"].sum())],
