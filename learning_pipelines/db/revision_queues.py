@@ -146,29 +146,34 @@ def latest_complete_day(conn: sa.Connection, shards: list[str]) -> tuple[dt.date
 
 
 def stored_consistency(conn: sa.Connection, day: dt.date, user_ids) -> dict[str, int]:
-    """As stored for `day` and the learners `user_ids` (a learner shard): learners whose summary differs from
-    their theme rows, due cards in mapped themes, cards logged as tag-quality debt, and their due total.
-    One pass over the shard's theme rows: finding the day's rows by learner costs far more than the sums."""
+    """As stored for `day` and those of the learners `user_ids` (a learner shard) with a summary row: learners
+    whose summary differs from their theme rows, due cards in mapped themes, cards logged as tag-quality debt,
+    and their due total.
+
+    Each learner's theme and debt rows are summed by subqueries on that learner's key, so the cost follows the
+    shard's rows whatever the planner believes of the day's (a join or a filter on the day reads every shard's
+    rows of it, as many as a night's statistics have not yet seen)."""
     theme, summary, debt = tables.revision_queue_theme, tables.revision_queue_user_summary, tables.tag_quality_debt_log
     mapped = ~theme.c.theme_key.like(f"{FALLBACK_PREFIX}%") & (theme.c.theme_key != UNMAPPED)
+
+    def learners_sum(table: sa.Table, value: sa.ColumnElement) -> sa.ScalarSelect:
+        return (sa.select(sa.func.coalesce(sa.func.sum(value), 0))
+                .where(table.c.queue_date == summary.c.queue_date, table.c.user_id == summary.c.user_id)
+                .scalar_subquery())
+
     found = {"learners_mismatched": 0, "due_in_mapped_themes": 0, "logged_as_debt": 0, "due_today_total": 0}
-    for in_theme, in_summary, in_debt in zip(*(bulk.id_conditions(conn, table.c.user_id, user_ids)
-                                               for table in (theme, summary, debt))):
-        per_learner = (sa.select(theme.c.user_id, sa.func.sum(theme.c.due_today).label("due"),
-                                 sa.func.sum(theme.c.overdue).label("overdue"),
-                                 sa.func.sum(sa.case((mapped, theme.c.due_today), else_=0)).label("mapped_due"))
-                       .where(theme.c.queue_date == day, in_theme).group_by(theme.c.user_id).subquery())
-        differs = sa.or_(sa.func.coalesce(per_learner.c.due, 0) != summary.c.due_today_total,
-                         sa.func.coalesce(per_learner.c.overdue, 0) != summary.c.overdue_total)
-        mismatched, mapped_due, due_total = conn.execute(
-            sa.select(sa.func.coalesce(sa.func.sum(sa.case((differs, 1), else_=0)), 0),
-                      sa.func.coalesce(sa.func.sum(per_learner.c.mapped_due), 0),
-                      sa.func.coalesce(sa.func.sum(summary.c.due_today_total), 0))
-            .select_from(summary.outerjoin(per_learner, per_learner.c.user_id == summary.c.user_id))
-            .where(summary.c.queue_date == day, in_summary)).one()
-        found["learners_mismatched"] += mismatched
-        found["due_in_mapped_themes"] += mapped_due
-        found["due_today_total"] += due_total
-        found["logged_as_debt"] += conn.execute(sa.select(sa.func.count()).select_from(debt)
-                                                .where(debt.c.queue_date == day, in_debt)).scalar_one()
+    for in_summary in bulk.id_conditions(conn, summary.c.user_id, user_ids):
+        per_learner = sa.select(
+            summary.c.due_today_total, summary.c.overdue_total,
+            learners_sum(theme, theme.c.due_today).label("due"), learners_sum(theme, theme.c.overdue).label("overdue"),
+            learners_sum(theme, sa.case((mapped, theme.c.due_today), else_=0)).label("mapped_due"),
+            learners_sum(debt, sa.literal(1)).label("debt"),
+        ).where(summary.c.queue_date == day, in_summary).subquery()
+        differs = (per_learner.c.due != per_learner.c.due_today_total) | (
+            per_learner.c.overdue != per_learner.c.overdue_total)
+        totals = conn.execute(sa.select(*(sa.func.coalesce(sa.func.sum(value), 0) for value in (
+            sa.case((differs, 1), else_=0), per_learner.c.mapped_due, per_learner.c.debt,
+            per_learner.c.due_today_total)))).one()
+        for name, value in zip(found, totals):
+            found[name] += value
     return {name: int(value) for name, value in found.items()}
