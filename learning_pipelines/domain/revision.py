@@ -197,17 +197,19 @@ def build_queues(states: pd.DataFrame, learners: pd.DataFrame, concept_themes: p
     order = np.lexsort((themes["theme_key"].to_numpy(str), themes["mastery"].to_numpy(), -themes["due_today"].to_numpy(),
                         user_pos))
     themes = themes.iloc[order].reset_index(drop=True)
-    themes["rank"] = themes.groupby("user_id").cumcount() + 1
+    learner_of_row = user_pos[order]
+    themes["rank"] = np.arange(len(themes)) - np.searchsorted(learner_of_row, learner_of_row) + 1
 
     # Each learner's themes with a card due, best first: theme rows are in learner order, then rank.
     with_due = themes["due_today"].to_numpy() > 0
-    due_keys = themes["theme_key"].to_numpy(object)[with_due]
-    bounds = np.searchsorted(user_pos[order][with_due], np.arange(len(learners) + 1))
+    key_as_json = np.array([json.dumps(key) for key in theme_keys], dtype=object)
+    due_keys = key_as_json[theme_pos[order]][with_due]
+    bounds = np.searchsorted(learner_of_row[with_due], np.arange(len(learners) + 1))
     summaries = pd.DataFrame({
         "user_id": learners["user_id"],
         "due_today_total": np.bincount(learner_index, due_today, len(learners)).astype(int),
         "overdue_total": np.bincount(learner_index, overdue, len(learners)).astype(int),
-        "recommended_theme_ids": [json.dumps(due_keys[begin:end].tolist())
+        "recommended_theme_ids": ["[" + ", ".join(due_keys[begin:end]) + "]"  # as json.dumps writes a list
                                   for begin, end in zip(bounds[:-1], bounds[1:])],
     })
     fallback_due = fallback & due_today
