@@ -181,7 +181,9 @@ def read_frame_fixed_width(conn: sa.Connection, statement: sa.Select) -> pd.Data
                           for column in columns})
     for column in columns:
         if isinstance(column.type, UtcDateTime):
-            frame[column.name] = pd.to_datetime((frame[column.name] + _POSTGRES_EPOCH_US) * 1000, utc=True)
+            # as datetime64 values, not integers: to_datetime parses integers one by one (40 ms per 200,000)
+            microseconds = (frame[column.name].to_numpy() + _POSTGRES_EPOCH_US).view("datetime64[us]")
+            frame[column.name] = pd.to_datetime(microseconds.astype("datetime64[ns]"), utc=True)
     return frame
 
 
