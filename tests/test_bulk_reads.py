@@ -1,12 +1,15 @@
 """The batch steps' fast reads: binary COPY decoded by numpy, and card states read ahead on a second
 connection, each giving exactly what a plain read gives (real PostgreSQL and SQLite)."""
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, migrate, revision_queues as queue_store, tables
+from learning_pipelines.domain.revision import build_queues
 
 
 def _cards(n_learners: int, n_concepts: int) -> pd.DataFrame:
@@ -70,7 +73,8 @@ def test_a_null_in_a_fixed_width_read_is_refused_not_misread(empty_postgres_url)
 def test_card_states_read_ahead_gives_each_chunk_as_read_alone(warehouse_with_cards):
     chunks = [np.arange(1, 11), np.arange(11, 12), np.array([], dtype=np.int64), np.arange(12, 40)]
     with warehouse_with_cards.begin() as conn:
-        ahead = list(queue_store.card_states_read_ahead(conn, chunks))
+        with queue_store.card_states_read_ahead(conn, chunks) as reads:
+            ahead = list(reads)
         alone = [queue_store.card_states(conn, chunk) for chunk in chunks]
     assert [len(frame) for frame in ahead] == [70, 7, 0, 19 * 7]
     for read_ahead, read_alone in zip(ahead, alone):
@@ -81,12 +85,29 @@ def test_card_states_read_ahead_gives_each_chunk_as_read_alone(warehouse_with_ca
 
 def test_a_reader_stopped_early_leaves_no_read_running(warehouse_with_cards):
     with warehouse_with_cards.begin() as conn:
-        reads = queue_store.card_states_read_ahead(conn, [np.arange(1, 5), np.arange(5, 9), np.arange(9, 13)])
-        assert len(next(reads)) == 28
-        reads.close()  # what an exception in the caller's loop does
+        with pytest.raises(RuntimeError, match="the caller's loop failed"):
+            with queue_store.card_states_read_ahead(conn, [np.arange(1, 5), np.arange(5, 9), np.arange(9, 13)]) as reads:
+                assert len(next(reads)) == 28
+                raise RuntimeError("the caller's loop failed")
         assert conn.execute(sa.select(sa.func.count()).select_from(STATES)).scalar_one() == 210
     pool = warehouse_with_cards.pool
     assert pool.checkedout() == 0, "the read-ahead connection went back to the pool"
+
+
+def test_a_chunk_written_behind_that_fails_raises_in_the_caller_and_nothing_is_kept(warehouse_with_cards):
+    day, now = dt.date(2026, 1, 1), dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    learners = pd.DataFrame({"user_id": np.arange(1, 11), "timezone": "UTC", "day_start_hour": 4,
+                             "retention_target": 0.9, "spacing_multiplier": 1.0, "revision_daily_target": 30})
+    themes = pd.DataFrame({"concept_id": range(1, 8), "theme_key": "UNMAPPED", "is_fallback": True})
+    with warehouse_with_cards.connect() as conn:
+        queues = build_queues(queue_store.card_states(conn, learners["user_id"]), learners, themes, day)
+    with pytest.raises(sa.exc.IntegrityError):
+        with warehouse_with_cards.begin() as conn, queue_store.chunks_written_behind(conn) as write_chunk:
+            write_chunk(day, queues, learners, now, now)
+            write_chunk(day, queues, learners, now, now)  # the same learners again: their rows' keys are taken
+    with warehouse_with_cards.connect() as conn:
+        for table in queue_store.LEARNER_TABLES:
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 0
 
 
 def test_plan_without_jit_lasts_for_the_transaction_only(empty_postgres_url):

@@ -36,13 +36,15 @@ def card_states(conn: sa.Connection, user_ids) -> pd.DataFrame:
                       for where in bulk.id_conditions(conn, states.c.user_id, user_ids)], ignore_index=True)
 
 
-def card_states_read_ahead(conn: sa.Connection, learner_chunks: list) -> Iterator[pd.DataFrame]:
-    """card_states of each chunk of learners in turn. On PostgreSQL the next chunk is read on a connection of
-    its own while the caller works on the current one (the server scans and sends while Python computes);
-    each read sees what was committed when it started, as a read in the caller's transaction would (READ
-    COMMITTED). Elsewhere each chunk is read in the caller's connection when asked for."""
+@contextlib.contextmanager
+def card_states_read_ahead(conn: sa.Connection, learner_chunks: list) -> Iterator[Iterator[pd.DataFrame]]:
+    """An iterator over card_states of each chunk of learners in turn. On PostgreSQL the first chunk is read
+    from the start of the block, and each next one while the caller works on the current one, on a connection
+    of their own (the server scans and sends while Python computes); each read sees what was committed when it
+    started, as a read in the caller's transaction would (READ COMMITTED). Elsewhere each chunk is read in the
+    caller's connection when asked for."""
     if conn.dialect.name != "postgresql":
-        yield from (card_states(conn, chunk) for chunk in learner_chunks)
+        yield (card_states(conn, chunk) for chunk in learner_chunks)
         return
     with conn.engine.connect() as reader, concurrent.futures.ThreadPoolExecutor(1) as pool:
         # One backend per read, no JIT: the read overlaps Python's work on the previous chunk, so parallel
@@ -51,13 +53,17 @@ def card_states_read_ahead(conn: sa.Connection, learner_chunks: list) -> Iterato
         bulk.plan_without_jit(reader)
         reader.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
         pending = [pool.submit(card_states, reader, chunk) for chunk in learner_chunks[:1]]
-        try:
+
+        def in_turn() -> Iterator[pd.DataFrame]:
             for chunk in learner_chunks[1:]:
                 ready = pending.pop().result()
                 pending.append(pool.submit(card_states, reader, chunk))
                 yield ready
             if pending:
                 yield pending.pop().result()
+
+        try:
+            yield in_turn()
         finally:
             for future in pending:  # the caller stopped early: let the read in flight end before closing
                 future.cancel() or future.exception()

@@ -5,6 +5,7 @@ import time
 import zoneinfo
 
 import dagster as dg
+import numpy as np
 
 from learning_pipelines import settings
 from learning_pipelines.db import bulk, memory_states, revision_queues as store
@@ -70,23 +71,25 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
             raise dg.Failure(description=f"{stale}. Run card_memory_states_job first (the nightly schedule does, "
                                          "then launches every shard).", allow_retries=False)
         bulk.plan_without_jit(conn)
-        in_shard = shard_learners(conn, shard)
-        calendars, preferences = store.learner_calendars(conn, in_shard)
-        learners, rejected = revision.effective_preferences(calendars, preferences)
-        concept_ids, theme_map, edges = concept_graph(conn)
-        concept_themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
-        store.clear_shard_day(conn, day, shard, in_shard)
+        in_shard = np.sort(shard_learners(conn, shard))
+        id_chunks = [in_shard[offset:offset + QUEUE_LEARNER_CHUNK]
+                     for offset in range(0, len(in_shard), QUEUE_LEARNER_CHUNK)]
         totals, n_theme_rows, n_learners = [], 0, 0
-        chunks = [learners.iloc[offset:offset + QUEUE_LEARNER_CHUNK]
-                  for offset in range(0, len(learners), QUEUE_LEARNER_CHUNK)]
-        with store.chunks_written_behind(conn) as write_chunk:
-            for chunk, states in zip(chunks, store.card_states_read_ahead(conn, [c["user_id"] for c in chunks])):
-                chunk = chunk.loc[chunk["user_id"].isin(states["user_id"])]  # a learner without cards has no queue
-                queues = revision.build_queues(states, chunk, concept_themes, day)
-                write_chunk(day, queues, chunk, dt.datetime.now(dt.timezone.utc), cutoff)
-                totals.append(revision.theme_totals(queues))
-                n_theme_rows += len(queues.themes)
-                n_learners += len(chunk)
+        with store.card_states_read_ahead(conn, id_chunks) as chunk_states:  # the first read starts here
+            calendars, preferences = store.learner_calendars(conn, in_shard)
+            learners, rejected = revision.effective_preferences(calendars, preferences)
+            concept_ids, theme_map, edges = concept_graph(conn)
+            concept_themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
+            store.clear_shard_day(conn, day, shard, in_shard)
+            with store.chunks_written_behind(conn) as write_chunk:
+                for states in chunk_states:
+                    # the chunk's learners with cards (a learner without any has no queue)
+                    chunk = learners.loc[learners["user_id"].isin(states["user_id"])]
+                    queues = revision.build_queues(states, chunk, concept_themes, day)
+                    write_chunk(day, queues, chunk, dt.datetime.now(dt.timezone.utc), cutoff)
+                    totals.append(revision.theme_totals(queues))
+                    n_theme_rows += len(queues.themes)
+                    n_learners += len(chunk)
         stats = revision.day_stats(totals)
         store.write_shard_stats(conn, day, shard, stats)
     with warehouse.begin() as conn:
