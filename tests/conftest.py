@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -136,3 +137,20 @@ def now() -> dt.datetime:
 @pytest.fixture
 def today(now) -> dt.date:
     return now.date()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread_per_test_process() -> Iterator[None]:
+    """torch (NCF) keeps to one thread in each test process and in the processes the tests start (the CLI, code
+    servers): pytest-xdist already runs one test process per core, and torch's OpenMP threads on top of that spin
+    waiting for siblings that have no core. ncf_model on the 150-learner demo took 53 s of CPU with 2 threads on 2
+    busy cores, 5 s with 1, for the same model and scores; test_ncf.py 262 s of CPU, 53 s."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")  # read when a process loads torch (test_ncf.py loads it at collection)
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch else None
+        if torch:
+            torch.set_num_threads(1)
+        yield
+        if torch and threads:
+            torch.set_num_threads(threads)
