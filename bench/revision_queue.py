@@ -284,7 +284,7 @@ def end_to_end(n_cards: int, n_concepts: int, reference: bool) -> tuple[list[str
         lines.append(f"| before issue 16 (rows through `read_sql`, 200 learners a read; no Dagster) | {before:.1f} | "
                      f"{n_cards / before:,.0f} | — |")
     lines += ["", f"Ours / floor: **{ratio:.2f}x** (goal <= 2x); peak RSS **{ours['peak_rss_mb']:,.0f} MiB** (goal < 1,500)."
-              + (f" Ours against before: {before / ours['seconds']:.1f}x faster." if before is not None else "")]
+              + (f" Before issue 16 / ours: {before / ours['seconds']:.1f}x." if before is not None else "")]
     figures = {"card_states": n_cards, "end_to_end_seconds": round(ours["seconds"], 2),
                "io_floor_seconds": round(floor_seconds, 2), "ratio": round(ratio, 3),
                "peak_rss_mb": round(ours["peak_rss_mb"]), "before_seconds": round(before, 2) if before else None}
