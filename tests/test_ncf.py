@@ -21,7 +21,7 @@ from learning_pipelines.defs.ncf import (NcfTrainingConfig, ncf_model, ncf_retra
 from learning_pipelines.defs.resources import LocalModelStore, Warehouse
 from learning_pipelines.demo import load_platform
 from learning_pipelines.domain.ncf import (NcfCheckpoint, NcfConfig, NeumfTraining, evaluate_neumf, fit_and_evaluate,
-                                           leave_one_out, validation_split)
+                                           hit_rate_gap, leave_one_out, validation_split)
 from learning_pipelines.domain.ncf_search import choose_config
 from learning_pipelines.domain.learner_shards import learners_in
 from learning_pipelines.domain.simulate import simulate_platform
@@ -63,6 +63,15 @@ def _timeline(n_users: int = 30, n_items: int = 40, per_user: int = 6, seed: int
     return pd.DataFrame([{"user": user, "item": int(item), "time": int(when)} for user in range(n_users)
                          for item, when in zip(rng.choice(n_items, per_user, replace=False),
                                                rng.permutation(per_user))])
+
+
+def test_the_gap_to_a_baseline_is_paired_over_the_same_held_out_items():
+    # Held-out item in column 0: the model ranks it first for users 0-2, the baseline for users 1-2 (k=1).
+    model = np.array([[3, 1, 2], [4, 1, 2], [5, 1, 1], [0, 3, 1]])
+    baseline = np.array([[0, 1, 2], [4, 1, 2], [5, 1, 1], [0, 3, 1]])
+    # Per-user differences 1, 0, 0, 0: mean 0.25, standard deviation 0.5, half-width 1.96 * 0.5 / sqrt(4).
+    assert hit_rate_gap(model, baseline, k=1) == pytest.approx((0.25, 0.49))
+    assert hit_rate_gap(model, model, k=1) == (0.0, 0.0)
 
 
 def test_validation_holds_out_the_second_latest_item_and_never_the_evaluation_item():
@@ -121,6 +130,19 @@ def test_choosing_the_configuration_costs_at_most_three_final_trainings():
     assert trained.choice is not None and len(trained.choice.trials) == 6
     assert 0 < trained.scores.search_cost <= 3.0
     assert trained.checkpoint.config == trained.choice.config
+
+
+def test_ncf_evaluate_chooses_the_configuration_as_the_asset_does(tmp_path, capsys):
+    interactions = _interactions(simulate_platform(n_learners=60, n_concepts=20, n_resources=40, days=30, seed=4))
+    path = tmp_path / "interactions.csv"
+    interactions[["user", "item", "time"]].to_csv(path, index=False)
+    assert cli_main(["ncf", "evaluate", str(path), "--format", "csv", "--seed", "3"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    chosen = fit_and_evaluate(interactions, seed=3).checkpoint.config
+    assert printed["search_cost"] > 0 and printed["config"] == json.loads(json.dumps(dataclasses.asdict(chosen)))
+    assert cli_main(["ncf", "evaluate", str(path), "--format", "csv", "--epochs", "2"]) == 0
+    fixed = json.loads(capsys.readouterr().out)
+    assert fixed["search_cost"] == 0 and fixed["config"]["epochs"] == 2, "--epochs trains the default configuration"
 
 
 def test_launchpad_config_defaults_are_the_models_and_reach_it():

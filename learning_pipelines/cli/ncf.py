@@ -26,8 +26,9 @@ def _ncf(args: argparse.Namespace) -> int:
             return 2
         if "time" not in interactions:
             interactions["time"] = range(len(interactions))  # file order is time order
-    config = dataclasses.replace(NcfConfig(), seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
-    print(json.dumps(evaluate_neumf(interactions, config)))
+    # As ncf_model trains by default: the configuration chosen on validation, unless --epochs fixes one.
+    config = dataclasses.replace(NcfConfig(), seed=args.seed, epochs=args.epochs) if args.epochs else None
+    print(json.dumps(evaluate_neumf(interactions, config, seed=args.seed)))
     return 0
 
 
@@ -39,5 +40,7 @@ def register(commands) -> None:
     ncf_eval.add_argument("--format", choices=["movielens", "csv"], default="movielens",
                           help="movielens: tab-separated user, item, rating, time; csv: columns user, item[, time]")
     ncf_eval.add_argument("--seed", type=int, default=7)
-    ncf_eval.add_argument("--epochs", type=int, help="default: the model's configured epochs")
+    ncf_eval.add_argument("--epochs", type=int,
+                          help="train the default configuration this many epochs; default: choose the configuration "
+                               "and epochs on each user's second-latest interaction, as ncf_model does")
     ncf_eval.set_defaults(handler=_ncf)
