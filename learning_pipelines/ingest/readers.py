@@ -282,7 +282,7 @@ class _ParquetSource(ReviewSource):
                 except Exception as error:
                     raise self._unreadable(error) from error
                 if frame is None:
-                    return
+                    break
                 # Damaged pandas metadata in the footer can rename or drop columns the schema lists.
                 lost = [column for column in self.columns if column not in frame.columns]
                 if lost:
@@ -295,6 +295,10 @@ class _ParquetSource(ReviewSource):
                 text["_read_error"] = pd.Series("", index=frame.index, dtype=object)
                 position += len(frame)
                 yield RowChunk(text, 0)
+            # A damaged page header can make pyarrow decode fewer rows than the footer lists, without an error.
+            if position != parquet.metadata.num_rows:
+                raise ReviewFileError(f"{self.path}: not a readable Parquet file ({parquet.metadata.num_rows} row(s) "
+                                      f"listed in its footer, {position} decoded)")
 
 
 def _cell_text(value) -> str:
