@@ -38,8 +38,17 @@ def _insert_reviews(engine, reviews: pd.DataFrame) -> None:
         bulk.insert_review_logs(conn, reviews)
 
 
-def _update_states(url) -> dict:
-    result = dg.materialize([card_memory_states], resources={"warehouse": Warehouse(database_url=url)})
+@pytest.fixture
+def instance():
+    """One Dagster instance for a test's runs: making one for each run cost 0.14 s of CPU, a run of the asset
+    little more. The asset keeps what it has read in the warehouse, not in the instance."""
+    with dg.DagsterInstance.ephemeral() as ephemeral:
+        yield ephemeral
+
+
+def _update_states(url, instance) -> dict:
+    result = dg.materialize([card_memory_states], resources={"warehouse": Warehouse(database_url=url)},
+                            instance=instance)
     return {k: v.value for k, v in result.asset_materializations_for_node("card_memory_states")[0].metadata.items()}
 
 
@@ -54,7 +63,7 @@ def _full_replay(platform, reviews: pd.DataFrame, weights: memory_states.Learner
 
 
 @pytest.mark.slow
-def test_a_month_of_daily_increments_with_late_reviews_equals_a_full_replay(warehouse_url, warehouse_engine):
+def test_a_month_of_daily_increments_with_late_reviews_equals_a_full_replay(warehouse_url, warehouse_engine, instance):
     platform = simulate_platform(n_learners=30, n_concepts=80, n_resources=5, days=90, mean_cards_per_learner=25,
                                  as_of=AS_OF, seed=21)
     reviews = platform.review_logs
@@ -69,12 +78,12 @@ def test_a_month_of_daily_increments_with_late_reviews_equals_a_full_replay(ware
     arrival_day = arrival.dt.floor("D")
 
     _insert_reviews(warehouse_engine, reviews.loc[arrival_day <= arrival_day.min()])
-    first = _update_states(warehouse_url)
+    first = _update_states(warehouse_url, instance)
     assert first["learners_replayed"] > 0 and first["cards_advanced"] == 0
     n_late_replays = 0
     for day in sorted(arrival_day.unique())[1:]:
         _insert_reviews(warehouse_engine, reviews.loc[arrival_day == day])
-        run = _update_states(warehouse_url)
+        run = _update_states(warehouse_url, instance)
         assert run["learners_replayed"] == 0, "no weights changed: only new reviews are read"
         assert run["new_reviews"] == int((arrival_day == day).sum())
         n_late_replays += run["cards_replayed_late_review"]
@@ -95,16 +104,16 @@ def test_a_month_of_daily_increments_with_late_reviews_equals_a_full_replay(ware
     np.testing.assert_allclose(stored[["stability_days", "difficulty"]].to_numpy(),
                                independent[["stability", "difficulty"]].to_numpy(), rtol=1e-9)
 
-    again = _update_states(warehouse_url)
+    again = _update_states(warehouse_url, instance)
     assert (again["new_reviews"], again["cards_advanced"]) == (0, 0), "a run with nothing new changes nothing"
 
 
-def test_new_weights_replay_their_learners_and_preferences_move_due_dates(warehouse_url, warehouse_engine):
+def test_new_weights_replay_their_learners_and_preferences_move_due_dates(warehouse_url, warehouse_engine, instance):
     platform = simulate_platform(n_learners=6, n_concepts=30, n_resources=5, days=40, mean_cards_per_learner=10,
                                  as_of=AS_OF, seed=4)
     _load_platform_without_reviews(warehouse_engine, platform)
     _insert_reviews(warehouse_engine, platform.review_logs)
-    _update_states(warehouse_url)
+    _update_states(warehouse_url, instance)
     before = _stored_states(warehouse_engine)
 
     learner = int(platform.users["user_id"].iloc[0])
@@ -114,7 +123,7 @@ def test_new_weights_replay_their_learners_and_preferences_move_due_dates(wareho
         conn.execute(tables.srs_user_params.insert().values(
             user_id=learner, ab_group="TUNED_ELIGIBLE", weights=json.dumps(own.tolist()), n_reviews=10,
             trained_at=trained_at))
-    run = _update_states(warehouse_url)
+    run = _update_states(warehouse_url, instance)
     assert run["learners_replayed"] == 1 and run["new_reviews"] == 0
     after = _stored_states(warehouse_engine)
     mine = after.index.get_level_values("user_id") == learner
@@ -128,7 +137,7 @@ def test_new_weights_replay_their_learners_and_preferences_move_due_dates(wareho
         conn.execute(tables.user_learning_prefs.delete().where(tables.user_learning_prefs.c.user_id == other))
         conn.execute(tables.user_learning_prefs.insert().values(
             user_id=other, spacing_multiplier=2.0, updated_at=dt.datetime.now(dt.timezone.utc)))
-    run = _update_states(warehouse_url)
+    run = _update_states(warehouse_url, instance)
     # Preferences changed within PREFERENCES_LOOKBACK of the latest change are rescheduled again (harmless).
     assert run["learners_rescheduled"] >= 1 and run["learners_replayed"] == 0, "new preferences: new due times only"
     stretched = _stored_states(warehouse_engine)
@@ -156,7 +165,7 @@ def test_advance_equals_replay_in_pure_domain(n_days):
     np.testing.assert_allclose(result[STATE].to_numpy(float), expected[STATE].to_numpy(float), rtol=1e-12)
 
 
-def test_a_review_committed_late_by_a_transaction_in_flight_is_taken_in_by_the_next_run(empty_postgres_url):
+def test_a_review_committed_late_by_a_transaction_in_flight_is_taken_in_by_the_next_run(empty_postgres_url, instance):
     """PostgreSQL numbers a review when it is inserted, not when it commits: a run that read past a number
     still in flight must take that review in later, and a re-read review must not count twice."""
     from learning_pipelines.db import migrate
@@ -168,7 +177,7 @@ def test_a_review_committed_late_by_a_transaction_in_flight_is_taken_in_by_the_n
                                  as_of=AS_OF, seed=6)
     _load_platform_without_reviews(engine, platform)
     _insert_reviews(engine, platform.review_logs)
-    _update_states(empty_postgres_url)
+    _update_states(empty_postgres_url, instance)
 
     cards = platform.review_logs.drop_duplicates(["user_id", "concept_id"]).iloc[:2]
     slow, quick = (cards.iloc[[i]].assign(id=-1 - i, reviewed_at=pd.Timestamp(AS_OF) + pd.Timedelta(hours=1 + i))
@@ -177,13 +186,13 @@ def test_a_review_committed_late_by_a_transaction_in_flight_is_taken_in_by_the_n
         transaction = writer.begin()
         bulk.insert_review_logs(writer, slow.drop(columns=["ingest_seq"], errors="ignore"))  # numbered, not committed
         _insert_reviews(engine, quick.drop(columns=["ingest_seq"], errors="ignore"))  # a higher number, committed
-        first = _update_states(empty_postgres_url)
+        first = _update_states(empty_postgres_url, instance)
         transaction.commit()
     assert first["new_reviews"] == 1
-    second = _update_states(empty_postgres_url)
+    second = _update_states(empty_postgres_url, instance)
     assert second["new_reviews"] == 1, "the late-committed review is taken in; the re-read one is not counted again"
     assert second["cards_replayed_late_review"] == 0
-    third = _update_states(empty_postgres_url)
+    third = _update_states(empty_postgres_url, instance)
     assert third["new_reviews"] == 0
 
     all_reviews = pd.concat([platform.review_logs, slow, quick], ignore_index=True)
@@ -193,7 +202,7 @@ def test_a_review_committed_late_by_a_transaction_in_flight_is_taken_in_by_the_n
     assert (stored["n_reviews"] == expected["n_reviews"]).all()
 
 
-def test_a_review_moved_to_the_rejects_leaves_the_states(warehouse_url, warehouse_engine):
+def test_a_review_moved_to_the_rejects_leaves_the_states(warehouse_url, warehouse_engine, instance):
     """A bad row written around the importer reaches the states, then the review_logs asset quarantines it:
     its card is replayed without it."""
     from learning_pipelines.defs.review_logs import review_logs
@@ -202,17 +211,18 @@ def test_a_review_moved_to_the_rejects_leaves_the_states(warehouse_url, warehous
                                  as_of=AS_OF, seed=12)
     _load_platform_without_reviews(warehouse_engine, platform)
     _insert_reviews(warehouse_engine, platform.review_logs)
-    _update_states(warehouse_url)
+    _update_states(warehouse_url, instance)
     card = platform.review_logs.iloc[[-1]]
     too_long = card.assign(id=-7, reviewed_at=card["reviewed_at"] + pd.Timedelta(hours=2), rating=1,
                            review_duration_ms=3 * 60 * 60 * 1000)  # three hours: a rule the importer enforces
     with warehouse_engine.begin() as conn:  # the app's own write
         conn.execute(tables.review_logs.insert().values(too_long.drop(columns=["ingest_seq"], errors="ignore")
                                                        .to_dict("records")))
-    assert _update_states(warehouse_url)["new_reviews"] == 1
+    assert _update_states(warehouse_url, instance)["new_reviews"] == 1
     month = too_long["reviewed_at"].iloc[0].strftime("%Y-%m-01")
-    dg.materialize([review_logs], resources={"warehouse": Warehouse(database_url=warehouse_url)}, partition_key=month)
-    run = _update_states(warehouse_url)
+    dg.materialize([review_logs], resources={"warehouse": Warehouse(database_url=warehouse_url)}, partition_key=month,
+                   instance=instance)
+    run = _update_states(warehouse_url, instance)
     assert run["cards_replayed_on_request"] == 1
 
     expected, _ = _full_replay(platform, platform.review_logs,
@@ -220,7 +230,7 @@ def test_a_review_moved_to_the_rejects_leaves_the_states(warehouse_url, warehous
     stored = _stored_states(warehouse_engine)
     np.testing.assert_allclose(stored[STATE].to_numpy(), expected[STATE].to_numpy(), rtol=1e-9)
     assert (stored["n_reviews"] == expected["n_reviews"]).all()
-    assert _update_states(warehouse_url)["cards_replayed_on_request"] == 0, "a request is served once"
+    assert _update_states(warehouse_url, instance)["cards_replayed_on_request"] == 0, "a request is served once"
 
 
 def test_review_numbers_are_never_handed_out_twice(warehouse_url, warehouse_engine):
