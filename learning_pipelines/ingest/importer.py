@@ -131,7 +131,7 @@ def _import(engine: sa.Engine, source: ReviewSource, options: _Options) -> Impor
             tally.n_not_reviews += chunk.n_not_reviews
             if not chunk.rows.empty:
                 rejects = _load_chunk(conn, chunk.rows, options, taken, tally)
-                if not seen_before:
+                if not seen_before and not rejects.empty:
                     bulk.bulk_insert(conn, review_log_rejects, rejects.assign(source=stored_source, rejected_at=options.now))
         taken.drop()
         conn.execute(review_log_imports.insert().values(
@@ -222,8 +222,9 @@ def _known_ids(conn: sa.Connection, typed: pd.DataFrame) -> tuple[set[int], set[
 
 def _present(conn: sa.Connection, column: sa.Column, values: pd.Series) -> set[int]:
     """Which of `values` exist in `column`."""
-    ids = values.dropna().astype("int64").to_numpy()
-    return set(bulk.read_frame_with_ids(conn, sa.select(column), column, ids)[column.name].astype("int64").tolist())
+    ids = values.dropna().to_numpy("int64")
+    return {int(found) for where in bulk.id_conditions(conn, column, ids)
+            for found in conn.execute(sa.select(column).where(where)).scalars()}
 
 
 def _known_or_positive(ids: pd.Series, known: set[int]) -> pd.Series:
@@ -253,6 +254,8 @@ def _stored_reviews(conn: sa.Connection, ids: np.ndarray) -> pd.DataFrame:
 def _conflicts(typed: pd.DataFrame, stored: pd.DataFrame) -> pd.Series:
     """For each row whose id is stored with other content: which values differ."""
     reasons = pd.Series("", index=typed.index, dtype=object)
+    if stored.empty:
+        return reasons
     mine = typed.loc[typed["id"].isin(stored["id"])]
     if mine.empty:
         return reasons

@@ -288,9 +288,8 @@ class _ParquetSource(ReviewSource):
                 if lost:
                     raise ReviewFileError(f"{self.path}: not a readable Parquet file (column(s) {', '.join(lost)} "
                                           "listed in its schema cannot be decoded)")
-                text = pd.DataFrame(index=frame.index)
-                for column in columns:
-                    text[column] = frame[column].map(_cell_text).astype(object)
+                text = pd.DataFrame({column: [_cell_text(value) for value in frame[column].tolist()]
+                                     for column in columns}, index=frame.index, columns=list(columns), dtype=object)
                 text["line_number"] = np.arange(position + 1, position + len(frame) + 1, dtype=np.int64)
                 text["_read_error"] = pd.Series("", index=frame.index, dtype=object)
                 position += len(frame)

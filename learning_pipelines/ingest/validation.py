@@ -52,18 +52,27 @@ def check_columns(columns, source: str, has_default_user: bool) -> None:
         raise ReviewFileError(f"{source}: no user_id column; say whose reviews these are (--user-id)")
 
 
+def _texts(cells: pd.Series) -> list[str]:
+    """The cells as text, a missing one (None, NaN, NA) as "". A list, not a Series of strings: a chunk of a few
+    rows is read in a fraction of the time (a file is checked a chunk at a time)."""
+    return [cell if isinstance(cell, str) else "" if cell is None or cell is pd.NA or cell != cell else str(cell)
+            for cell in cells.tolist()]
+
+
 def _parse_integers(text: pd.Series, name: str) -> tuple[pd.Series, pd.Series]:
     """Whole numbers ("3" or "3.0") as Int64, and a reason where a value is not one."""
-    values, reasons = [], []
-    for value in text.fillna("").astype(str).tolist():
+    values, missing, reasons = [], [], []
+    for value in _texts(text):
         if _INTEGER_TEXT.fullmatch(value) and abs(number := int(value.strip().split(".")[0])) <= _INT64_MAX:
             values.append(number)
+            missing.append(False)
             reasons.append("")
         else:
-            values.append(None)
+            values.append(0)
+            missing.append(True)
             reasons.append(f"{name} {value!r} is not a whole number" if value.strip(_BLANK) else f"{name} is missing")
-    return (pd.Series(pd.array(values, dtype="Int64"), index=text.index),
-            pd.Series(reasons, index=text.index, dtype=object))
+    integers = pd.arrays.IntegerArray(np.array(values, dtype=np.int64), np.array(missing, dtype=bool))
+    return pd.Series(integers, index=text.index), pd.Series(reasons, index=text.index, dtype=object)
 
 
 def join_reasons(*parts: pd.Series) -> pd.Series:
@@ -90,8 +99,9 @@ def parse_reviews(raw: pd.DataFrame, default_user_id: int | None) -> tuple[pd.Da
         user_id = pd.Series(default_user_id, index=raw.index, dtype="Int64")
     state = pd.Series(pd.NA, index=raw.index, dtype="Int64")
     if "state" in raw:
-        state, state_reason = _parse_integers(raw["state"].replace("", np.nan), "state")
-        reasons.append(state_reason.where(raw["state"].fillna("").astype(str).str.strip(_BLANK) != "", ""))
+        state, state_reason = _parse_integers(raw["state"], "state")
+        given = np.array([value.strip(_BLANK) != "" for value in _texts(raw["state"])], dtype=bool)
+        reasons.append(state_reason.where(given, ""))  # state is optional: a blank cell is no reason
     typed = pd.DataFrame({"user_id": user_id, "concept_id": concept_id, "rating": rating,
                           "reviewed_at": reviewed_at, "review_duration_ms": duration, "state": state})
     if "review_id" in raw:
@@ -104,21 +114,22 @@ def parse_reviews(raw: pd.DataFrame, default_user_id: int | None) -> tuple[pd.Da
 
 def _parse_times(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     """ISO-8601 times as UTC timestamps (no offset: UTC), and a reason where a value is not one."""
-    text = text.fillna("").astype(str)
-    iso_looking = text.where(text.str.fullmatch(_ISO_TEXT).astype(bool), "")
+    values = _texts(text)
+    iso_looking = pd.Series([value if _ISO_TEXT.fullmatch(value) else "" for value in values], index=text.index,
+                            dtype=object)
     reviewed_at = pd.to_datetime(iso_looking, utc=True, format="ISO8601", errors="coerce")
     reasons = ["" if parsed else f"review_time {value!r} is not an ISO-8601 timestamp" if value.strip(_BLANK)
-               else "review_time is missing" for value, parsed in zip(text.tolist(), reviewed_at.notna().tolist())]
+               else "review_time is missing" for value, parsed in zip(values, reviewed_at.notna().tolist())]
     return reviewed_at, pd.Series(reasons, index=text.index, dtype=object)
 
 
 def _derived_ids(typed: pd.DataFrame) -> pd.Series:
-    ok = (typed["user_id"].notna() & typed["concept_id"].notna() & typed["reviewed_at"].notna()).to_numpy(bool)
+    user, concept, when = typed["user_id"].array, typed["concept_id"].array, typed["reviewed_at"].array
+    ok = ~(np.asarray(user.isna()) | np.asarray(concept.isna()) | np.asarray(when.isna()))
     ids = np.zeros(len(typed), dtype=np.int64)
     if ok.any():
-        ms = typed.loc[ok, "reviewed_at"].dt.as_unit("ms").astype("int64")
-        ids[ok] = derive_review_ids(typed.loc[ok, "user_id"].to_numpy("int64"),
-                                    typed.loc[ok, "concept_id"].to_numpy("int64"), ms.to_numpy())
+        ids[ok] = derive_review_ids(user.to_numpy("int64", na_value=0)[ok], concept.to_numpy("int64", na_value=0)[ok],
+                                    when[ok].as_unit("ms").asi8)
     return pd.Series(pd.arrays.IntegerArray(ids, ~ok), index=typed.index)
 
 
@@ -196,7 +207,8 @@ def split_valid(raw: pd.DataFrame, typed: pd.DataFrame, reasons: pd.Series,
         "line_number": raw.loc[bad, "line_number"],
         "review_id": typed.loc[bad, "id"],
         "reviewed_at": typed.loc[bad, "reviewed_at"],
-        "raw_row": [json.dumps(row, default=str) for row in raw.loc[bad, raw_columns].to_dict("records")],
+        "raw_row": [json.dumps(dict(zip(raw_columns, cells)), default=str)
+                    for cells in zip(*(raw[column].to_numpy(dtype=object)[bad] for column in raw_columns))],
         "reason": reasons[bad],
     })
     return ValidatedReviews(good.reset_index(drop=True), rejects.reset_index(drop=True))
