@@ -105,7 +105,7 @@ SEED_SQL = [
     # drawn per card: the lateral subquery refers to u and c, else PostgreSQL draws once for all
     "LATERAL (SELECT exp(2 + (random() + random() + random() - 1.5) * 2 + 0 * u * c) AS s, "
     "date_trunc('day', now()) - random() * interval '60 days' AS at) drawn",
-    "ANALYZE",
+    "VACUUM ANALYZE",  # hint bits set and statistics taken, as a table the night reads has had them
 ]
 STATES_COLUMNS = "user_id, concept_id, stability_days, last_review_at, decay"
 OUTPUT_TABLES = ("revision_queue_theme", "revision_queue_user_summary", "tag_quality_debt_log", "queue_stats_daily")
