@@ -263,6 +263,7 @@ def end_to_end(n_cards: int, n_concepts: int, reference: bool) -> tuple[list[str
             written = {table: conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one() for table in OUTPUT_TABLES}
         engine.dispose()
         floor = io_floor(url)
+        load = os.getloadavg()  # over the night and the floor: other work slows the night (both cores) the more
         assert floor["rows_in"] == written, (floor["rows_in"], written)
         before = todays_implementation(url) if reference else None
     floor_seconds = floor["copy_out_seconds"] + floor["copy_in_seconds"]
@@ -284,10 +285,12 @@ def end_to_end(n_cards: int, n_concepts: int, reference: bool) -> tuple[list[str
         lines.append(f"| before issue 16 (rows through `read_sql`, 200 learners a read; no Dagster) | {before:.1f} | "
                      f"{n_cards / before:,.0f} | — |")
     lines += ["", f"Ours / floor: **{ratio:.2f}x** (goal <= 2x); peak RSS **{ours['peak_rss_mb']:,.0f} MiB** (goal < 1,500)."
-              + (f" Before issue 16 / ours: {before / ours['seconds']:.1f}x." if before is not None else "")]
+              + (f" Before issue 16 / ours: {before / ours['seconds']:.1f}x." if before is not None else "")
+              + f" Load average after the floor (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in load)}."]
     figures = {"card_states": n_cards, "end_to_end_seconds": round(ours["seconds"], 2),
                "io_floor_seconds": round(floor_seconds, 2), "ratio": round(ratio, 3),
-               "peak_rss_mb": round(ours["peak_rss_mb"]), "before_seconds": round(before, 2) if before else None}
+               "peak_rss_mb": round(ours["peak_rss_mb"]), "before_seconds": round(before, 2) if before else None,
+               "load_average_5m": round(load[1], 2)}
     return lines, figures
 
 
