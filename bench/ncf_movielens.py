@@ -114,7 +114,9 @@ def single_learner_latency(model: NeuMF, n_items: int = 1000, repeats: int = 200
 def chosen(config) -> str:
     return (f"GMF {config.gmf_factors} + MLP {'-'.join(map(str, config.mlp_layers))}, "
             f"{config.negatives_per_positive} negatives, lr {config.learning_rate:g}, "
-            f"weight decay {config.weight_decay:g}, {config.epochs} "
+            f"weight decay {config.weight_decay:g}, "
+            + (f"history of {config.history_length} items, " if config.history_length else "no history, ")
+            + f"{config.epochs} "
             + (f"rounds of {config.round_positives:,} positives" if config.round_positives else "epochs")
             + f", batch {config.batch_size}")
 
@@ -125,7 +127,7 @@ def run_dataset(interactions: pd.DataFrame, seed: int) -> tuple[dict, object]:
     als, als_candidate_scores = tuned_als(split, seed)
     trained = fit_and_evaluate(interactions, seed=seed)
     scores = trained.scores
-    gap, gap_95 = hit_rate_gap(score_candidates(trained.checkpoint.model, split), als_candidate_scores)
+    gap, gap_95 = hit_rate_gap(trained.candidate_scores, als_candidate_scores)
     return {"hr_at_10": round(scores.hr_at_10, 4), "ndcg_at_10": round(scores.ndcg_at_10, 4),
             "als_hr_at_10": round(als["hr_at_10"], 4), "als_ndcg_at_10": round(als["ndcg_at_10"], 4),
             "hr_ratio_to_als": round(scores.hr_at_10 / als["hr_at_10"], 3),

@@ -101,8 +101,9 @@ def recommendation_inputs(conn: sa.Connection, user_ids) -> RecommendationInputs
         complexity=bulk.read_frame(conn, sa.select(complexity.c.concept_id, complexity.c.score))
         .set_index("concept_id")["score"],
         edges=bulk.read_frame(conn, sa.select(edges.c.prerequisite_id, edges.c.concept_id)),
-        used=bulk.read_frame_with_ids(conn, sa.select(used.c.user_id, used.c.resource_id).distinct(), used.c.user_id,
-                                      user_ids),
+        used=bulk.read_frame_with_ids(
+            conn, sa.select(used.c.user_id, used.c.resource_id, sa.func.max(used.c.occurred_at).label("last_used_at"))
+            .group_by(used.c.user_id, used.c.resource_id), used.c.user_id, user_ids),
         learner_ids=np.sort(np.asarray(user_ids, dtype=np.int64)),
     )
 

@@ -47,6 +47,9 @@ class NcfTrainingConfig(dg.Config):
     seed: int = Field(default=_DEFAULT.seed, description="seeds initialisation, sampling and the held-out split")
     round_positives: int = Field(default=_DEFAULT.round_positives,
                                  description="0: an epoch is a whole pass; else this many positives at a time")
+    history_length: int = Field(default=_DEFAULT.history_length,
+                                description="0: plain NeuMF; else a learner also counts as the mean of a history "
+                                            "embedding over the resources they used last, this many")
 
     def to_ncf_config(self) -> NcfConfig:
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(NcfConfig)}
@@ -132,13 +135,15 @@ def _search_metadata(choice: "ConfigChoice", scores: "NcfScores") -> dict:
     """The validation search behind the chosen configuration: its cost and every candidate's run."""
     rows = "\n".join(
         f"| {t.config.gmf_factors} | {'-'.join(map(str, t.config.mlp_layers))} | {t.config.negatives_per_positive} "
-        f"| {t.config.learning_rate:g} | {t.config.weight_decay:g} | {t.epochs_trained} | {t.best_epoch} "
+        f"| {t.config.learning_rate:g} | {t.config.weight_decay:g} | {t.config.history_length or '-'} "
+        f"| {t.epochs_trained} | {t.best_epoch} "
         f"| {t.validation_hr_at_10:.4f} | {t.validation_ndcg_at_10:.4f} |" for t in choice.trials)
     return {"search_seconds": dg.MetadataValue.float(scores.search_seconds),
             "search_cost": dg.MetadataValue.float(scores.search_cost),
             "search": dg.MetadataValue.md(
                 "Candidates on validation (the chosen one first)\n\n| GMF | MLP | negatives | lr | weight decay "
-                "| epochs trained | best epoch | HR@10 | NDCG@10 |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|\n"
+                "| history | epochs trained | best epoch | HR@10 | NDCG@10 |\n"
+                "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
                 + rows)}
 
 

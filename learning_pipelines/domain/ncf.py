@@ -42,9 +42,16 @@ class LeaveOneOut:
 
 
 class NeuMF(nn.Module):
+    """NeuMF; with `config.history_length` L, each user's GMF and MLP vectors also add an average of history
+    embeddings over the L items they touched last before the one scored, weighted by how recent each is (weights
+    learned per position; SVD++/FISM's idea, in time order): learners move through related resources, and the
+    latest ones say more about the next than the whole history does. Scoring without an explicit history uses
+    `recent_items`: each user's last L items of the training data, or later ones (`NcfCheckpoint.remember_latest`)."""
+
     def __init__(self, n_users: int, n_items: int, config: NcfConfig):
         super().__init__()
         half = config.mlp_layers[0] // 2
+        self.n_items, self.gmf_factors = n_items, config.gmf_factors
         self.gmf_user = nn.Embedding(n_users, config.gmf_factors)
         self.gmf_item = nn.Embedding(n_items, config.gmf_factors)
         self.mlp_user = nn.Embedding(n_users, half)
@@ -56,11 +63,62 @@ class NeuMF(nn.Module):
         self.output = nn.Linear(config.gmf_factors + config.mlp_layers[-1], 1)
         for embedding in (self.gmf_user, self.gmf_item, self.mlp_user, self.mlp_item):
             nn.init.normal_(embedding.weight, std=0.01)
+        self.history = None
+        if config.history_length:
+            # Code n_items pads a history shorter than L: its row stays zero and is never trained.
+            self.history = nn.EmbeddingBag(n_items + 1, config.gmf_factors + half, mode="sum", padding_idx=n_items)
+            nn.init.normal_(self.history.weight, std=0.01)
+            with torch.no_grad():
+                self.history.weight[n_items].zero_()
+            self.recency = nn.Parameter(torch.ones(config.history_length))
+            self.register_buffer("recent_items", torch.full((n_users, config.history_length), n_items))
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        gmf = self.gmf_user(users) * self.gmf_item(items)
-        mlp = self.mlp(torch.cat([self.mlp_user(users), self.mlp_item(items)], dim=1))
-        return self.output(torch.cat([gmf, mlp], dim=1)).squeeze(1)
+    def user_vectors(self, users: torch.Tensor, history: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(GMF, MLP) user vectors; `history`: (len(users), L) item codes, n_items where there is none."""
+        gmf, mlp = self.gmf_user(users), self.mlp_user(users)
+        if self.history is None:
+            return gmf, mlp
+        history = self.recent_items[users] if history is None else history
+        present = (history < self.n_items).sum(dim=1, keepdim=True).clamp(min=1)
+        recent = self.history(history, per_sample_weights=self.recency.expand(len(history), -1)) / present
+        return gmf + recent[:, :self.gmf_factors], mlp + recent[:, self.gmf_factors:]
+
+    def score_rows(self, users: torch.Tensor, items: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+        """(len(users), k) logits: each user against their own row of `items` (len(users), k), the user's vectors
+        computed once for the row."""
+        gmf_user, mlp_user = self.user_vectors(users, history)
+        gmf = gmf_user.unsqueeze(1) * self.gmf_item(items)
+        mlp = self.mlp(torch.cat([mlp_user.unsqueeze(1).expand(-1, items.shape[1], -1), self.mlp_item(items)], dim=2))
+        return self.output(torch.cat([gmf, mlp], dim=2)).squeeze(2)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+        """One logit per (user, item) pair."""
+        return self.score_rows(users, items.unsqueeze(1), history).squeeze(1)
+
+
+def preceding_items(users: np.ndarray, items: np.ndarray, length: int, pad: int) -> np.ndarray:
+    """users, items: interactions sorted by user then time. (len(users), length): per interaction the same user's
+    `length` items just before it, oldest first, `pad` where there are fewer."""
+    position = np.arange(len(users))
+    first_of_user = np.maximum.accumulate(np.where(np.r_[True, users[1:] != users[:-1]], position, 0))
+    history = np.full((len(users), length), pad, dtype=np.int64)
+    for offset in range(1, length + 1):
+        source = position - offset
+        history[:, length - offset] = np.where(source >= first_of_user, items[np.maximum(source, 0)], pad)
+    return history
+
+
+def latest_items(users: np.ndarray, items: np.ndarray, n_users: int, length: int, pad: int) -> np.ndarray:
+    """users, items: sorted by user then time. (n_users, length): each user's last `length` items, oldest first."""
+    latest = np.full((n_users, length), pad, dtype=np.int64)
+    if not len(users):
+        return latest
+    ends = np.flatnonzero(np.r_[users[1:] != users[:-1], True])
+    starts = np.r_[0, ends[:-1] + 1]
+    for offset in range(length):
+        source = ends - offset
+        latest[users[ends], length - 1 - offset] = np.where(source >= starts, items[np.maximum(source, 0)], pad)
+    return latest
 
 
 def _hold_out_latest(frame: pd.DataFrame, n_users: int, n_items: int, users: np.ndarray, n_candidates: int,
@@ -140,8 +198,16 @@ class NeumfTraining:
         self.model = NeuMF(n_users, n_items, config)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate,
                                           weight_decay=config.weight_decay)
+        if config.history_length:  # histories follow each user's interactions in time
+            train = train.sort_values(["user", "time"] if "time" in train else ["user"], kind="stable")
         self.users = train["user"].to_numpy(np.int64)
         self.items = train["item"].to_numpy(np.int64)
+        self.histories = None
+        if config.history_length:
+            self.histories = preceding_items(self.users, self.items, config.history_length, n_items)
+            with torch.no_grad():
+                self.model.recent_items.copy_(torch.from_numpy(
+                    latest_items(self.users, self.items, n_users, config.history_length, n_items)))
         self.positive_keys = np.unique(self.users * n_items + self.items)
         self.pass_order = np.empty(0, dtype=np.int64)  # positives of the current pass not trained on yet
         self.epochs_done = 0
@@ -152,7 +218,8 @@ class NeumfTraining:
         found = np.searchsorted(self.positive_keys, keys).clip(max=len(self.positive_keys) - 1)
         return self.positive_keys[found] == keys
 
-    def _negatives(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _negatives(self, users: np.ndarray) -> np.ndarray:
+        """`negatives_per_positive` items per user, one after another, none of them an item the user touched."""
         negative_users = np.repeat(users, self.config.negatives_per_positive)
         negative_items = self.rng.integers(0, self.n_items, size=len(negative_users))
         # Resample the few negatives that hit a positive (cheap: they are rare).
@@ -160,7 +227,7 @@ class NeumfTraining:
         while len(clash):
             negative_items[clash] = self.rng.integers(0, self.n_items, size=len(clash))
             clash = clash[self._is_positive(negative_users[clash], negative_items[clash])]
-        return negative_users, negative_items
+        return negative_items
 
     def _next_positives(self) -> np.ndarray:
         size = min(self.config.round_positives or len(self.users), len(self.users))
@@ -170,22 +237,29 @@ class NeumfTraining:
         return taken
 
     def epoch(self) -> None:
+        """A step trains about `batch_size` examples: positives in shuffled order, each with its negatives and
+        scored with its history, so a user's vectors are computed once for the positive and its negatives."""
         positives = self._next_positives()
         users, items = self.users[positives], self.items[positives]
-        negative_users, negative_items = self._negatives(users)
-        order = torch.from_numpy(self.rng.permutation(len(users) + len(negative_users)))
-        all_users = torch.from_numpy(np.concatenate([users, negative_users]))[order]
-        all_items = torch.from_numpy(np.concatenate([items, negative_items]))[order]
-        labels = torch.cat([torch.ones(len(users)), torch.zeros(len(negative_users))])[order]
+        negatives = self.config.negatives_per_positive
+        negative_items = self._negatives(users)
+        rows = torch.from_numpy(np.concatenate([items[:, None], negative_items.reshape(-1, negatives)], axis=1))
+        users = torch.from_numpy(users)
+        histories = None if self.histories is None else torch.from_numpy(self.histories[positives])
+        labels = torch.zeros(1 + negatives)
+        labels[0] = 1.0
         loss_fn = nn.BCEWithLogitsLoss()
         self.model.train()
-        for start in range(0, len(labels), self.config.batch_size):
-            stop = start + self.config.batch_size
+        step = max(1, self.config.batch_size // (1 + negatives))
+        for start in range(0, len(users), step):
+            stop = start + step
             self.optimizer.zero_grad()
-            loss_fn(self.model(all_users[start:stop], all_items[start:stop]), labels[start:stop]).backward()
+            logits = self.model.score_rows(users[start:stop], rows[start:stop],
+                                           None if histories is None else histories[start:stop])
+            loss_fn(logits, labels.expand_as(logits)).backward()
             self.optimizer.step()
         self.epochs_done += 1
-        self.examples_seen += len(labels)
+        self.examples_seen += rows.numel()
 
 
 def train_neumf(train: pd.DataFrame, n_users: int, n_items: int, config: NcfConfig = NcfConfig(),
@@ -203,9 +277,7 @@ def score_candidates(model: NeuMF, split: LeaveOneOut) -> np.ndarray:
     """(n_evaluated, n_candidates) logits of each evaluated user's candidates."""
     model.eval()
     with torch.no_grad():
-        users = torch.from_numpy(split.users).repeat_interleave(split.candidates.shape[1])
-        scores = model(users, torch.from_numpy(split.candidates.reshape(-1)))
-    return scores.reshape(split.candidates.shape).numpy()
+        return model.score_rows(torch.from_numpy(split.users), torch.from_numpy(split.candidates)).numpy()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,7 +296,8 @@ class NcfScores:
 
 @dataclasses.dataclass(frozen=True)
 class NcfEmbeddings:
-    """Each id's learned vector: GMF factors then MLP embedding (gmf_factors + mlp_layers[0] // 2 floats)."""
+    """Each id's learned vector: GMF factors then MLP embedding (gmf_factors + mlp_layers[0] // 2 floats); a
+    user's includes the mean history embedding of their latest items when the model has one."""
     user_ids: np.ndarray
     user_vectors: np.ndarray  # (len(user_ids), width)
     resource_ids: np.ndarray
@@ -279,17 +352,35 @@ class NcfCheckpoint:
         item_code = pd.Index(self.resource_ids).get_indexer(resource_ids)
         self.model.eval()
         with torch.no_grad():
-            users = torch.from_numpy(np.repeat(np.maximum(user_code, 0), len(resource_ids)))
-            items = torch.from_numpy(np.tile(np.maximum(item_code, 0), len(user_ids)))
-            probabilities = torch.sigmoid(self.model(users, items)).numpy().reshape(len(user_ids), len(resource_ids))
+            users = torch.from_numpy(np.maximum(user_code, 0))
+            items = torch.from_numpy(np.maximum(item_code, 0)).expand(len(user_ids), -1)
+            probabilities = torch.sigmoid(self.model.score_rows(users, items)).numpy()
         probabilities[:, item_code < 0] = 0.0
         probabilities[user_code < 0] = np.nan
         return probabilities
 
+    def remember_latest(self, interactions: pd.DataFrame) -> None:
+        """A history model scores each user after the items they touched last: those become their latest items in
+        `interactions` (user, item, time ids), for the users and items the model knows. Others keep theirs."""
+        if self.model.history is None:
+            return
+        frame = pd.DataFrame({"user": pd.Index(self.user_ids).get_indexer(interactions["user"]),
+                              "item": pd.Index(self.resource_ids).get_indexer(interactions["item"]),
+                              "time": interactions["time"].to_numpy()})
+        frame = frame.loc[(frame["user"] >= 0) & (frame["item"] >= 0)]
+        frame = frame.sort_values(["user", "time", "item"], kind="stable").drop_duplicates(["user", "item"],
+                                                                                           keep="last")
+        users = frame["user"].to_numpy(np.int64)
+        latest = latest_items(users, frame["item"].to_numpy(np.int64), len(self.user_ids),
+                              self.config.history_length, self.model.n_items)
+        known = np.unique(users)
+        with torch.no_grad():
+            self.model.recent_items[torch.from_numpy(known)] = torch.from_numpy(latest[known])
+
     def embeddings(self) -> NcfEmbeddings:
         model = self.model
         with torch.no_grad():
-            users = torch.cat([model.gmf_user.weight, model.mlp_user.weight], dim=1).numpy()
+            users = torch.cat(model.user_vectors(torch.arange(len(self.user_ids))), dim=1).numpy()
             items = torch.cat([model.gmf_item.weight, model.mlp_item.weight], dim=1).numpy()
         return NcfEmbeddings(self.user_ids, users, self.resource_ids, items)
 
@@ -299,6 +390,7 @@ class TrainedNcf:
     checkpoint: NcfCheckpoint
     scores: NcfScores
     choice: ConfigChoice | None = None  # how the configuration was chosen, when it was
+    candidate_scores: np.ndarray | None = None  # the evaluated users' candidates as scored (`score_candidates`)
 
 
 def fit_and_evaluate(interactions: pd.DataFrame, config: NcfConfig | None = None, seed: int = 7) -> TrainedNcf:
@@ -315,14 +407,17 @@ def fit_and_evaluate(interactions: pd.DataFrame, config: NcfConfig | None = None
     for _ in range(config.epochs):
         training.epoch()
     train_seconds = time.perf_counter() - started
-    hr, ndcg = hit_rate_and_ndcg(score_candidates(training.model, split))
+    candidate_scores = score_candidates(training.model, split)
+    hr, ndcg = hit_rate_and_ndcg(candidate_scores)
     pop_hr, pop_ndcg = hit_rate_and_ndcg(popularity_scores(split))
     checkpoint = NcfCheckpoint(training.model, config, np.sort(interactions["user"].unique()),
                                np.sort(interactions["item"].unique()))
+    checkpoint.remember_latest(interactions)  # scored: the held-out items may now count as what users did last
     search_seconds = choice.search_seconds if choice else 0.0
     search_cost = choice.search_examples / max(training.examples_seen, 1) if choice else 0.0
     return TrainedNcf(checkpoint, NcfScores(hr, ndcg, pop_hr, pop_ndcg, round(train_seconds, 2), split.n_users,
-                                            split.n_items, search_seconds, round(search_cost, 3)), choice)
+                                            split.n_items, search_seconds, round(search_cost, 3)), choice,
+                      candidate_scores)
 
 
 def evaluate_neumf(interactions: pd.DataFrame, config: NcfConfig | None = None, seed: int = 7) -> dict:

@@ -33,7 +33,7 @@ class RecommendationInputs:
     resource_concepts: pd.DataFrame  # resource_id, concept_id
     complexity: pd.Series  # score in [0, 1] by concept_id
     edges: pd.DataFrame  # prerequisite_id, concept_id
-    used: pd.DataFrame  # user_id, resource_id: resources each learner already used
+    used: pd.DataFrame  # user_id, resource_id, last_used_at: resources each learner already used, and when last
     learner_ids: np.ndarray  # every learner
 
 
@@ -102,6 +102,9 @@ def recommend(inputs: RecommendationInputs, checkpoint: NcfCheckpoint | None, no
     for the learners it knows (none when it is None)."""
     weakness = concept_weakness(inputs.memory_states, now)
     resource_ids = inputs.resources["resource_id"].to_numpy()
+    if checkpoint is not None:  # a model with a history scores after what each learner used last, even since training
+        checkpoint.remember_latest(inputs.used.rename(columns={"user_id": "user", "resource_id": "item",
+                                                               "last_used_at": "time"}))
     pieces = []
     for offset in range(0, len(inputs.learner_ids), learners_per_chunk):
         chunk = inputs.learner_ids[offset:offset + learners_per_chunk]
