@@ -141,8 +141,9 @@ def _search_metadata(choice: "ConfigChoice", scores: "NcfScores") -> dict:
     return {"search_seconds": dg.MetadataValue.float(scores.search_seconds),
             "search_cost": dg.MetadataValue.float(scores.search_cost),
             "search": dg.MetadataValue.md(
-                "Candidates on validation (the chosen one first)\n\n| GMF | MLP | negatives | lr | weight decay "
-                "| history | epochs trained | best epoch | HR@10 | NDCG@10 |\n"
+                f"Candidates on validation (the chosen one first; a round: {choice.config.round_positives:,} "
+                "interactions and their negatives)\n\n| GMF | MLP | negatives | lr | weight decay "
+                "| history | rounds trained | best round | HR@10 | NDCG@10 |\n"
                 "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
                 + rows)}
 
