@@ -20,8 +20,8 @@ from learning_pipelines.defs.ncf import (NcfTrainingConfig, ncf_model, ncf_retra
                                          recommendations_after_ncf_model)
 from learning_pipelines.defs.resources import LocalModelStore, Warehouse
 from learning_pipelines.demo import load_platform
-from learning_pipelines.domain.ncf import (NcfCheckpoint, NcfConfig, NeumfTraining, evaluate_neumf, fit_and_evaluate,
-                                           hit_rate_gap, leave_one_out, validation_split)
+from learning_pipelines.domain.ncf import (NcfCheckpoint, NcfConfig, NeuMF, NeumfTraining, evaluate_neumf,
+                                           fit_and_evaluate, hit_rate_gap, leave_one_out, validation_split)
 from learning_pipelines.domain.ncf_search import choose_config
 from learning_pipelines.domain.learner_shards import learners_in
 from learning_pipelines.domain.simulate import simulate_platform
@@ -391,3 +391,26 @@ def test_ncf_evaluate_cli_on_a_csv(tmp_path):
     bad.write_text("learner,thing\n1,2\n")
     refused = subprocess.run([cli, "ncf", "evaluate", str(bad), "--format", "csv"], capture_output=True, text=True)
     assert refused.returncode == 2 and "missing column(s) item, user" in refused.stderr
+
+
+def test_a_row_of_items_scores_as_neumfs_formula_does():
+    """score_rows splits the MLP's first layer and the output layer by input; the function must stay NeuMF's."""
+    torch.manual_seed(0)
+    model = NeuMF(5, 7, dataclasses.replace(NcfConfig(), gmf_factors=4, mlp_layers=(8, 6, 3)))
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter)
+    users, items = torch.tensor([0, 3]), torch.tensor([[1, 2, 6], [0, 0, 5]])
+    pairs_users, pairs_items = users.repeat_interleave(3), items.reshape(-1)
+    gmf = model.gmf_user(pairs_users) * model.gmf_item(pairs_items)
+    mlp = model.mlp(torch.cat([model.mlp_user(pairs_users), model.mlp_item(pairs_items)], dim=1))
+    expected = model.output(torch.cat([gmf, mlp], dim=1)).reshape(2, 3)
+    assert torch.allclose(model.score_rows(users, items), expected, atol=1e-5)
+    assert torch.allclose(model(pairs_users, pairs_items), expected.reshape(-1), atol=1e-5)
+
+
+def test_validation_can_score_a_sample_of_users_the_others_keep_their_items():
+    split = leave_one_out(_timeline())
+    sampled = validation_split(split, max_users=10)
+    assert len(sampled.users) == 10 and set(sampled.users) <= set(validation_split(split).users)
+    assert len(sampled.train) == len(split.train) - 10, "only the sampled users' latest training item is held out"
+    assert np.array_equal(validation_split(split, max_users=10).users, sampled.users), "the same sample per seed"
