@@ -414,3 +414,35 @@ def test_validation_can_score_a_sample_of_users_the_others_keep_their_items():
     assert len(sampled.users) == 10 and set(sampled.users) <= set(validation_split(split).users)
     assert len(sampled.train) == len(split.train) - 10, "only the sampled users' latest training item is held out"
     assert np.array_equal(validation_split(split, max_users=10).users, sampled.users), "the same sample per seed"
+
+
+def test_a_history_model_serves_after_what_a_learner_used_since_training(warehouse_engine, ncf_resources):
+    platform = simulate_platform(n_learners=150, n_concepts=40, n_resources=60, days=60, mean_cards_per_learner=5,
+                                 seed=5)
+    load_platform(warehouse_engine, platform)
+    history = dg.RunConfig({"ncf_model": NcfTrainingConfig(choose_by_validation=False, history_length=3, epochs=10,
+                                                           learning_rate=0.01, batch_size=256)})
+    trained = dg.materialize([ncf_model], resources=ncf_resources, run_config=history)
+    assert trained.get_asset_check_evaluations()[0].passed, "the model serves"
+    shard = learner_shards.get_partition_keys()[0]
+    learner, other = learners_in(platform.users["user_id"], shard)[:2]
+
+    def served() -> pd.DataFrame:
+        assert dg.materialize([recommendations], resources=ncf_resources, partition_key=shard).success
+        with warehouse_engine.connect() as conn:
+            rows = bulk.read_frame(conn, sa.select(tables.user_recommendations))
+        return rows.loc[rows["strategy"] == "hybrid"].set_index(["user_id", "resource_id"])["ncf_score"]
+
+    before = served()
+    used = set(platform.user_interactions.loc[platform.user_interactions["user_id"] == learner, "resource_id"])
+    new = [resource for resource in platform.resources["resource_id"] if resource not in used][:3]
+    now = pd.Timestamp.now(tz="UTC")
+    with warehouse_engine.begin() as conn:
+        bulk.bulk_insert(conn, tables.user_interactions, pd.DataFrame({
+            "user_id": learner, "resource_id": new, "interaction_type": "complete",
+            "occurred_at": [now - pd.Timedelta(minutes=3 - i) for i in range(3)]}))
+    after = served()
+    assert not set(after.loc[learner].index) & set(new), "what they just used is not recommended again"
+    common = after.loc[learner].index.intersection(before.loc[learner].index)
+    assert not np.allclose(after.loc[learner].loc[common], before.loc[learner].loc[common]), "scored after it"
+    assert np.allclose(after.loc[other], before.loc[other].loc[after.loc[other].index]), "others: unchanged"
