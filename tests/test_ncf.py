@@ -406,6 +406,20 @@ def test_a_row_of_items_scores_as_neumfs_formula_does():
     expected = model.output(torch.cat([gmf, mlp], dim=1)).reshape(2, 3)
     assert torch.allclose(model.score_rows(users, items), expected, atol=1e-5)
     assert torch.allclose(model(pairs_users, pairs_items), expected.reshape(-1), atol=1e-5)
+    # With a history: the users' vectors move, the formula around them stays.
+    model = NeuMF(5, 7, dataclasses.replace(NcfConfig(), gmf_factors=4, mlp_layers=(8, 6, 3), history_length=2))
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter)
+    history = torch.tensor([[7, 4], [2, 6]])  # 7 pads: user 0 has one item before
+    gmf_user, mlp_user = model.user_vectors(users, history)
+    gmf = gmf_user.repeat_interleave(3, dim=0) * model.gmf_item(pairs_items)
+    mlp = model.mlp(torch.cat([mlp_user.repeat_interleave(3, dim=0), model.mlp_item(pairs_items)], dim=1))
+    expected = model.output(torch.cat([gmf, mlp], dim=1)).reshape(2, 3)
+    assert torch.allclose(model.score_rows(users, items, history), expected, atol=1e-5)
+    assert torch.allclose(model(pairs_users, pairs_items, history.repeat_interleave(3, dim=0)), expected.reshape(-1),
+                          atol=1e-5)
+    only = model.history.weight[4] * model.recency[1]
+    assert torch.allclose(gmf_user[0], model.gmf_user.weight[0] + only[:4]), "one item: its weighted embedding"
 
 
 def test_validation_can_score_a_sample_of_users_the_others_keep_their_items():

@@ -57,19 +57,22 @@ def test_evaluation_scores_follow_the_training_data_and_serving_follows_the_late
     model.recent_items.copy_(torch.from_numpy(latest_items(split.train["user"].to_numpy(),
                                                            split.train["item"].to_numpy(), split.n_users, 3, 60)))
     assert np.array_equal(score_candidates(model, split), trained.candidate_scores), "no held-out item in a history"
-    assert hit_rate_and_ndcg(trained.candidate_scores)[0] == trained.scores.hr_at_10
 
 
 def test_a_checkpoint_remembers_what_a_learner_used_since_training():
-    interactions = _walks(n_users=40, seed=2)
-    assert interactions["item"].nunique() == 60
+    walks = _walks(n_users=40, seed=2)
+    assert walks["item"].nunique() == 60
+    # Ids are not codes: learner 1000 is code 0, resource 505 is code 5.
+    interactions = walks.assign(user=walks["user"] + 1000, item=walks["item"] + 500)
     checkpoint = fit_and_evaluate(interactions, dataclasses.replace(HISTORY, epochs=1)).checkpoint
-    before = checkpoint.score(np.array([0, 1]), np.arange(60)).copy()
+    learners, resources = np.array([1000, 1001]), np.arange(500, 560)
+    before = checkpoint.score(learners, resources).copy()
     loaded = NcfCheckpoint.from_bytes(checkpoint.to_bytes())
-    assert np.allclose(loaded.score(np.array([0, 1]), np.arange(60)), before), "histories travel with the model"
-    later = pd.DataFrame({"user": [0, 0, 0, 12345], "item": [5, 6, 999, 5], "time": [100, 101, 102, 100]})
+    assert np.allclose(loaded.score(learners, resources), before), "histories travel with the model"
+    later = pd.DataFrame({"user": [1000, 1000, 1000, 12345], "item": [505, 506, 999, 505],
+                          "time": [100, 101, 102, 100]})
     loaded.remember_latest(later)  # an unknown resource or learner is left out
     assert loaded.model.recent_items[0].tolist()[-2:] == [5, 6]
     assert torch.equal(loaded.model.recent_items[1], checkpoint.model.recent_items[1]), "others keep theirs"
-    after = loaded.score(np.array([0, 1]), np.arange(60))
+    after = loaded.score(learners, resources)
     assert not np.allclose(after[0], before[0]) and np.allclose(after[1], before[1])

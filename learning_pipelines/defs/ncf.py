@@ -40,7 +40,9 @@ class NcfTrainingConfig(dg.Config):
                                   description="MLP widths, input first (even: half user, half item embedding)")
     negatives_per_positive: int = Field(default=_DEFAULT.negatives_per_positive,
                                         description="negatives sampled per positive, fresh every epoch")
-    epochs: int = Field(default=_DEFAULT.epochs, description="passes over the training interactions")
+    epochs: int = Field(default=_DEFAULT.epochs,
+                        description="passes over the training interactions, or rounds of round_positives when set "
+                                    "(a chosen configuration counts rounds of half a pass)")
     batch_size: int = Field(default=_DEFAULT.batch_size, description="examples per optimizer step")
     learning_rate: float = Field(default=_DEFAULT.learning_rate, description="Adam's learning rate")
     weight_decay: float = Field(default=_DEFAULT.weight_decay, description="Adam's L2 penalty")

@@ -1,7 +1,8 @@
 """NeuMF's configuration chosen on validation inside the training data, never on the evaluation items.
 
-Validation holds out each user's latest training item (`ncf.validation_split`). Every candidate of
-`SEARCH_SPACE` trains `first_rung_epochs`; the best third are resumed (not restarted) to
+Validation holds out each user's latest training item (`ncf.validation_split`; at most `VALIDATION_USERS` users,
+drawn at random). Every candidate of `SEARCH_SPACE` trains `first_rung_epochs`; the best third (rounded up: 2 of 5)
+are resumed (not restarted) to
 `second_rung_epochs`; the best of those is resumed until its validation score has not improved for `patience`
 epochs. The choice is that candidate with its best epoch count; `ncf.fit_and_evaluate` then trains it afresh on
 all the training data. The search counts in rounds, not passes: a round is the next half pass over the positives
