@@ -25,9 +25,9 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, publish  # noqa: E402
 
-from learning_pipelines.domain.ncf import (LeaveOneOut, NeuMF, NeumfTraining, fit_and_evaluate,  # noqa: E402
-                                           hit_rate_and_ndcg, hit_rate_gap, leave_one_out, popularity_scores,
-                                           score_candidates, validation_split)
+from learning_pipelines.domain.ncf import (LeaveOneOut, NeuMF, fit_and_evaluate, hit_rate_and_ndcg,  # noqa: E402
+                                           hit_rate_gap, leave_one_out, popularity_scores, score_candidates,
+                                           train_neumf, validation_split)
 from learning_pipelines.domain.ncf_search import SEARCH_SPACE, choose_config  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -133,10 +133,7 @@ def chosen(config) -> str:
 def plain_neumf_scores(split: LeaveOneOut, seed: int) -> np.ndarray:
     """The ablation: NeuMF chosen and trained as fit_and_evaluate does, among the candidates without a history."""
     choice = choose_config(split, tuple(point for point in SEARCH_SPACE if not point.get("history_length")), seed=seed)
-    training = NeumfTraining(split.train, split.n_users, split.n_items, choice.config)
-    for _ in range(choice.config.epochs):
-        training.epoch()
-    return score_candidates(training.model, split)
+    return score_candidates(train_neumf(split.train, split.n_users, split.n_items, choice.config), split)
 
 
 def run_dataset(interactions: pd.DataFrame, seed: int) -> tuple[dict, object]:

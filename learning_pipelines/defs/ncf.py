@@ -50,8 +50,9 @@ class NcfTrainingConfig(dg.Config):
     round_positives: int = Field(default=_DEFAULT.round_positives,
                                  description="0: an epoch is a whole pass; else this many positives at a time")
     history_length: int = Field(default=_DEFAULT.history_length,
-                                description="0: plain NeuMF; else a learner also counts as the mean of a history "
-                                            "embedding over the resources they used last, this many")
+                                description="0: plain NeuMF; else a learner also counts as a recency-weighted "
+                                            "average of history embeddings over the resources they used last, "
+                                            "this many")
 
     def to_ncf_config(self) -> NcfConfig:
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(NcfConfig)}

@@ -127,10 +127,9 @@ def latest_items(users: np.ndarray, items: np.ndarray, n_users: int, length: int
     if not len(users):
         return latest
     ends = np.flatnonzero(np.r_[users[1:] != users[:-1], True])
-    starts = np.r_[0, ends[:-1] + 1]
-    for offset in range(length):
-        source = ends - offset
-        latest[users[ends], length - 1 - offset] = np.where(source >= starts, items[np.maximum(source, 0)], pad)
+    # A user's latest items: what came before their last one, then that one.
+    before_last = preceding_items(users, items, length, pad)[ends]
+    latest[users[ends]] = np.concatenate([before_last[:, 1:], items[ends, None]], axis=1)
     return latest
 
 
@@ -315,7 +314,7 @@ class NcfScores:
 @dataclasses.dataclass(frozen=True)
 class NcfEmbeddings:
     """Each id's learned vector: GMF factors then MLP embedding (gmf_factors + mlp_layers[0] // 2 floats); a
-    user's includes the mean history embedding of their latest items when the model has one."""
+    user's includes the recency-weighted average history embedding of their latest items when the model has one."""
     user_ids: np.ndarray
     user_vectors: np.ndarray  # (len(user_ids), width)
     resource_ids: np.ndarray
