@@ -4,18 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # How torch is installed, before the project: the CPU build. Elsewhere than this project's machines, e.g.
-# make TORCH_INSTALL="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" test
+# make TORCH_INSTALL="torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu" test
 TORCH_INSTALL ?= torch==2.13.0
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: install demo test dev bench clean-demo promtool pg-client chromium screenshots metrics stack stack-stop stack-restart-workers
+.PHONY: install demo test test-latest lock dev bench clean-demo promtool pg-client chromium screenshots metrics stack stack-stop stack-restart-workers
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# The CPU build first; any other torch request would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q $(TORCH_INSTALL)
-	$(BIN)/pip install -q -e '.[dev]'
+# requirements.lock: every package the tests passed with, at its exact version (torch apart, see TORCH_INSTALL).
+# A changed lock or pyproject.toml builds the venv afresh, so it holds the lock and nothing else.
+$(STAMP): pyproject.toml requirements.lock
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	# The CPU build first; any other torch request would pull a multi-GB CUDA build. Its own dependencies at the
+	# lock's versions.
+	$(BIN)/python -m pip install -q -c requirements.lock $(TORCH_INSTALL)
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	# Fails when pyproject.toml asks for what the lock does not hold (tests/test_lock.py says which).
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -76,6 +82,27 @@ metrics: install
 
 bench: install
 	@ls bench/*.py >/dev/null 2>&1 && for script in bench/*.py; do $(BIN)/python $$script || exit 1; done || echo "no benchmarks yet"
+
+# The newest versions pyproject.toml's ranges allow (torch still the CPU build), in a throw-away venv, through the
+# quick test loop: run it before updating the lock and when a dependency announces a release (README: "Dependencies").
+LATEST := .venv-latest
+test-latest: promtool pg-client
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q $(TORCH_INSTALL)
+	$(LATEST)/bin/python -m pip install -q -e '.[dev,k8s]'
+	$(LATEST)/bin/python -m pip list --format=freeze --exclude-editable
+	$(LATEST)/bin/python -m pytest -q -n auto -m 'not slow' -p no:cacheprovider --ignore tests/test_lock.py
+
+# requirements.lock from the venv `make test-latest` built and passed: its packages at their versions, less torch
+# (TORCH_INSTALL's) and the CUDA packages a torch from PyPI would bring. Then `make test` installs and checks it.
+lock:
+	test -x $(LATEST)/bin/python || { echo "run make test-latest first: the lock is what it installed"; exit 2; }
+	{ echo "# The versions the tests passed with; make install installs exactly these. Written by make lock."; \
+	  echo "# torch is outside: the Makefile's TORCH_INSTALL installs the CPU build first."; \
+	  $(LATEST)/bin/python -m pip freeze --all --exclude-editable \
+	    | grep -v -i -E '^(torch|triton|nvidia-[a-z0-9_.-]*)=='; } > requirements.lock
 
 clean-demo:
 	rm -rf dagster_home/warehouse.db* dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs dagster_home/.telemetry dagster_home/.nux

@@ -1,5 +1,11 @@
 """Sentry, through a transport that keeps envelopes here: one tagged event per failed asset, nothing without a DSN."""
 
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
 import pytest
 import sentry_sdk
@@ -28,6 +34,9 @@ class KeptEnvelopes(Transport):
 
     def events(self) -> list[dict]:
         return [item.get_event() for envelope in self.envelopes for item in envelope.items if item.type == "event"]
+
+    def item_types(self) -> set[str]:
+        return {item.type for envelope in self.envelopes for item in envelope.items}
 
 
 @pytest.fixture
@@ -60,7 +69,7 @@ def test_a_failed_shard_step_sends_one_event_tagged_like_its_logs(transport, mon
     assert event["exception"]["values"][-1]["type"] == "Failure"
     assert event["tags"] == {"run_id": result.run_id, "job": "__ephemeral_asset_job__", "asset": "fsrs_parameters",
                              "partition": SHARD, "shard": SHARD}
-    assert "user" not in event and not sentry_sdk.get_client().should_send_default_pii()
+    assert "user" not in event
 
 
 def test_an_error_event_leaves_the_rows_of_a_sql_error_out(transport, monkeypatch):
@@ -74,6 +83,65 @@ def test_an_error_event_leaves_the_rows_of_a_sql_error_out(transport, monkeypatc
     assert "UNIQUE constraint failed" in values
     assert LEARNER_EMAIL not in str(event)
     assert event["tags"]["asset"] == "duplicate_row" and "shard" not in event["tags"]
+
+
+@dg.asset
+def logs_then_fails(context: dg.AssetExecutionContext) -> None:
+    learner_row = {"email": LEARNER_EMAIL}  # a frame variable that must not be sent
+    context.log.info(f"reading {learner_row}")
+    context.log.warning(f"odd row {learner_row}")
+    logging.getLogger("learning_pipelines").warning("odd row %s", learner_row)
+    raise ValueError("the step failed")
+
+
+def test_log_lines_of_a_failed_step_are_no_breadcrumb_log_or_event_and_no_frame_variable_is_sent(
+        transport, monkeypatch):
+    monkeypatch.setenv(error_tracking.DSN_ENV, FAKE_DSN)
+    assert error_tracking.init(transport=transport)
+
+    dg.materialize([error_tracking.capture_failures(logs_then_fails)], raise_on_error=False)
+    sentry_sdk.flush()
+
+    [event] = transport.events()
+    assert transport.item_types() <= {"event", "client_report"}  # no "log" item, no other telemetry
+    assert not event.get("breadcrumbs", {}).get("values")
+    frames = [frame for exception in event["exception"]["values"]
+              for frame in (exception.get("stacktrace") or {}).get("frames", [])]
+    assert frames and not any(frame.get("vars") for frame in frames)
+    assert LEARNER_EMAIL not in str(event) and "user" not in event
+
+
+@pytest.mark.parametrize("dsn", ["not a dsn", "ftp://public@example.invalid/1", "https://example.invalid/1"])
+def test_a_dsn_sentry_refuses_is_one_warning_line_and_the_command_runs_without_it(transport, monkeypatch, capsys,
+                                                                                  dsn):
+    monkeypatch.setenv(error_tracking.DSN_ENV, dsn)
+
+    assert not error_tracking.init()  # the DSN is read by the SDK's own HTTP transport
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("warning: error tracking is off") and dsn not in line
+    assert not sentry_sdk.get_client().is_active()
+
+
+def test_an_option_this_sdk_does_not_know_is_one_warning_line(transport, monkeypatch, capsys):
+    # What sentry-sdk 3 did to 2.x's include_local_variables: an option removed under us never stops a command.
+    options = error_tracking._no_personal_data_options()
+    monkeypatch.setattr(error_tracking, "_no_personal_data_options", lambda: {**options, "no_such_option": True})
+    monkeypatch.setenv(error_tracking.DSN_ENV, FAKE_DSN)
+
+    assert not error_tracking.init(transport=transport)
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert "no_such_option" in line and FAKE_DSN not in line
+
+
+def test_a_command_runs_when_sentry_refuses_its_settings():
+    env = {**os.environ, error_tracking.DSN_ENV: "https://example.invalid/1"}  # no public key: refused
+    done = subprocess.run([str(Path(sys.executable).with_name("learning-pipelines")), "fsrs", "--help"], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0 and "usage:" in done.stdout
+    assert done.stderr.count("\n") == 1 and "error tracking is off" in done.stderr
 
 
 def test_without_a_dsn_nothing_starts_and_nothing_is_sent(transport, monkeypatch):

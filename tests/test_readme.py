@@ -43,13 +43,13 @@ def test_prerequisites_name_the_system_packages_and_services_and_how_to_point_at
 
 
 def test_the_documented_torch_choice_is_what_the_makefile_installs(tmp_path):
-    cpu = "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+    cpu = "torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu"
     assert f'TORCH_INSTALL="{cpu}"' in _section("Prerequisites")
     dry_run = subprocess.run(["make", "-n", "-B", "install", f"TORCH_INSTALL={cpu}"], cwd=ROOT, capture_output=True,
                              text=True, timeout=60)
-    assert f"pip install -q {cpu}" in dry_run.stdout, dry_run.stdout + dry_run.stderr
+    assert f"pip install -q -c requirements.lock {cpu}" in dry_run.stdout, dry_run.stdout + dry_run.stderr
     default = subprocess.run(["make", "-n", "-B", "install"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert "pip install -q torch==2.13.0\n" in default.stdout
+    assert "pip install -q -c requirements.lock torch==2.13.0\n" in default.stdout
 
 
 def test_troubleshooting_covers_what_newcomers_hit():
