@@ -111,23 +111,17 @@ def _partition_status(args: argparse.Namespace, url: str) -> int:
 
 
 def _handled(action: Action) -> Callable[[argparse.Namespace], int]:
-    """The subcommand against the warehouse the arguments name; a failed backup or restore, or a database
-    that cannot be reached, becomes one line on stderr (password hidden) and exit 1."""
+    """The subcommand against the warehouse the arguments name; a failed backup or restore becomes one line on
+    stderr (password hidden) and exit 1, as a database error does at the command line's error boundary."""
 
     def handler(args: argparse.Namespace) -> int:
-        import sqlalchemy as sa
-
         from learning_pipelines.db.engine import resolve_database_url
-        from learning_pipelines.db.maintenance import MaintenanceError, hide_password, shown_url
+        from learning_pipelines.db.maintenance import MaintenanceError
 
-        url = resolve_database_url(args.database_url)
         try:
-            return action(args, url)
+            return action(args, resolve_database_url(args.database_url))
         except MaintenanceError as error:
             print(f"error: {error}", file=sys.stderr)
-        except sa.exc.OperationalError as error:
-            reason = " ".join(str(error.orig or error).split())
-            print(f"error: {shown_url(url)}: {hide_password(reason, url)}", file=sys.stderr)
         return 1
 
     return handler

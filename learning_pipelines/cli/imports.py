@@ -6,15 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-# Exit codes: a file refused as a whole (the user can fix the file) and a database error (the
-# import was rolled back; running it again may succeed).
-REFUSED, DATABASE_ERROR = 2, 1
+from learning_pipelines import errors
+from learning_pipelines.cli.arguments import warehouse_id
+from learning_pipelines.cli.failures import FAILED, REFUSED
 
 
 def _import(args: argparse.Namespace) -> int:
-    import sqlalchemy as sa
-
     from learning_pipelines.db.engine import get_engine
+    from learning_pipelines.db.maintenance import hide_password
     from learning_pipelines.db.partitions import PartitionLockTimeout
     from learning_pipelines.ingest.importer import import_review_file
     from learning_pipelines.ingest.readers import ReadLimits
@@ -28,29 +27,27 @@ def _import(args: argparse.Namespace) -> int:
             summary = import_review_file(engine, path, user_id=args.user_id, register_unknown=args.register_unknown,
                                          limits=limits)
         except ReviewFileError as error:
-            print(f"error: {_one_line(str(error))}", file=sys.stderr)
+            print(f"error: {errors.one_line(error)}", file=sys.stderr)
             status = max(status, REFUSED)
             continue
-        except (sa.exc.SQLAlchemyError, PartitionLockTimeout) as error:
-            print(f"error: {path}: not imported, nothing was stored (database error {_database_error(error)})",
-                  file=sys.stderr)
-            status = max(status, DATABASE_ERROR)
+        except Exception as error:
+            # A database error of any wrapper (pandas wraps SQLAlchemy's): this file's transaction was rolled
+            # back, the next file is tried. No connection at all, or anything else, goes on to the command
+            # line's error boundary (learning_pipelines/cli/__init__.py).
+            failure = errors.database_failure(error)
+            if isinstance(error, PartitionLockTimeout):
+                reason = f"{type(error).__name__}: {errors.one_line(error)}"
+            elif failure is not None and not failure.connecting:
+                reason = hide_password(failure.text(), engine.url)
+            else:
+                raise
+            print(f"error: {path}: not imported, nothing was stored (database error {reason})", file=sys.stderr)
+            status = max(status, FAILED)
             continue
         print(summary.message())
         if summary.loaded_by_month:
             _tell_dagster(summary.loaded_by_month, summary.source)
     return status
-
-
-def _database_error(error: Exception) -> str:
-    """The driver's error class and first line, without SQLAlchemy's statement and parameters (learner data)."""
-    cause = getattr(error, "orig", None) or error
-    first_line = next(iter(str(cause).strip().splitlines()), "")
-    return f"{type(cause).__name__}: {first_line}" if first_line else type(cause).__name__
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _tell_dagster(loaded_by_month: dict[str, int], source: str) -> None:
@@ -73,7 +70,7 @@ def _tell_dagster(loaded_by_month: dict[str, int], source: str) -> None:
 def register(commands) -> None:
     importer = commands.add_parser("import", help="import review logs (CSV, Parquet, Anki collection)")
     importer.add_argument("files", nargs="+", type=Path, help="review files: .csv/.tsv, .parquet, .anki2/.colpkg/.apkg")
-    importer.add_argument("--user-id", type=int, help="learner of files without a user_id column")
+    importer.add_argument("--user-id", type=warehouse_id, help="learner of files without a user_id column")
     importer.add_argument("--register-unknown", action="store_true",
                           help="create learners and concepts (positive ids) seen for the first time instead of "
                                "rejecting them")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from learning_pipelines.cli.arguments import warehouse_id
+
 
 def _forget(args: argparse.Namespace) -> int:
     from learning_pipelines.db import learners
@@ -40,7 +42,7 @@ def register(commands) -> None:
     learner_commands = learners_parser.add_subparsers(dest="learners_command", required=True)
     forget = learner_commands.add_parser(
         "forget", help="remove learners from every warehouse table that holds them, in one transaction")
-    forget.add_argument("user_ids", metavar="ID", type=int, nargs="+", help="the learners' user_id")
+    forget.add_argument("user_ids", metavar="ID", type=warehouse_id, nargs="+", help="the learners' user_id")
     forget.add_argument("--dry-run", action="store_true", help="count what would be removed, remove nothing")
     forget.add_argument("--database-url", help="default: $LEARNING_PIPELINES_DATABASE_URL or the embedded SQLite")
     forget.set_defaults(handler=_forget)

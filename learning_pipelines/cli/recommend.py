@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from learning_pipelines.cli.arguments import warehouse_id
+
 
 def _recommend(args: argparse.Namespace) -> int:
     import pandas as pd
@@ -31,6 +33,6 @@ def _recommend(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     recommend = commands.add_parser("recommend", help="print a learner's recommendations and their strategy")
-    recommend.add_argument("user_id", type=int)
+    recommend.add_argument("user_id", type=warehouse_id, help="the learner's user_id")
     recommend.add_argument("--database-url")
     recommend.set_defaults(handler=_recommend)

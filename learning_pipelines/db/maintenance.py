@@ -21,6 +21,7 @@ from urllib.parse import quote, quote_plus
 import sqlalchemy as sa
 
 from learning_pipelines.db import migrate, partition_migration, partitions, tables
+from learning_pipelines.errors import one_line
 
 # A restore waits this long for the locks of the tables it replaces (a long read, a running job), then
 # fails with nothing changed, rather than queueing every other query behind it indefinitely.
@@ -54,10 +55,6 @@ def hide_password(text: str, url: str | sa.URL) -> str:
     for form in sorted({password, quote(password, safe=""), quote_plus(password)}, key=len, reverse=True):
         text = text.replace(form, "***")
     return text
-
-
-def _one_line(text: str) -> str:
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _pg_tool(name: str) -> str:
@@ -96,7 +93,7 @@ def _libpq(url: sa.URL) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 def _tool_failed(name: str, stderr: str, url: sa.URL) -> MaintenanceError:
-    return MaintenanceError(f"{name} failed: {_one_line(hide_password(stderr, url)) or 'no message'}")
+    return MaintenanceError(f"{name} failed: {one_line(hide_password(stderr, url)) or 'no message'}")
 
 
 def backup(engine: sa.Engine, path: Path) -> Path:

@@ -71,24 +71,78 @@ def write_progress(conn: sa.Connection, progress: Progress) -> None:
         progress_id=1, **{**dataclasses.asdict(progress), "pending_xids": json.dumps(progress.pending_xids)}))
 
 
+# Which transactions a run counts as in flight (HighWater.in_flight_scope), as its metadata and `deploy verify` say.
+IN_FLIGHT_DATABASE = "this database"
+IN_FLIGHT_SERVER = "every database on the server"
+IN_FLIGHT_NONE = "none (SQLite has one writer at a time)"
+
+# A role sees the transaction ids of other roles' sessions in pg_stat_activity only as a superuser or a member of
+# pg_read_all_stats (they read NULL otherwise): only then can another database's transactions be told apart.
+_SEES_EVERY_SESSION = "pg_has_role('pg_read_all_stats', 'USAGE')"
+
+# One statement, so the high-water mark, the snapshot and the sessions are read together. A transaction counts
+# as in flight when the snapshot lists it (it may hold reviews numbered below what the snapshot shows), unless a
+# session or prepared transaction of another database holds it; and when a session or prepared transaction of this
+# database holds it, even above the snapshot's xmax, whose ids pg_snapshot_xip leaves out although they are just as
+# invisible. Excluding others' rather than keeping only ours: one that ends between the snapshot and the read of
+# the sessions stays counted, and is found finished by the next run. pg_stat_activity gives 32-bit xids: each
+# becomes the xid8 within 2^31 of the snapshot's xmax, as every transaction still running is.
+_HIGH_WATER_SQL = f"""
+WITH snapshot AS (SELECT pg_current_snapshot() AS taken, {_SEES_EVERY_SESSION} AS sees_every_session),
+transactions AS (
+    SELECT backend_xid AS xid,
+           coalesce(datid = (SELECT oid FROM pg_database WHERE datname = current_database()), false) AS here
+    FROM pg_stat_activity WHERE backend_xid IS NOT NULL
+    UNION ALL
+    SELECT transaction, database = current_database() FROM pg_prepared_xacts),
+in_flight AS (
+    SELECT x FROM snapshot, pg_snapshot_xip(snapshot.taken) x
+    WHERE NOT (snapshot.sees_every_session AND xid(x) IN (SELECT xid FROM transactions WHERE NOT here))
+    UNION
+    SELECT (top.xmax + ((t.xid::text::bigint - top.xmax % 4294967296 + 6442450944) % 4294967296 - 2147483648))
+           ::text::xid8
+    FROM transactions t, (SELECT pg_snapshot_xmax(taken)::text::bigint AS xmax FROM snapshot) top
+    WHERE t.here)
+SELECT (SELECT coalesce(max(ingest_seq), 0) FROM review_logs),
+       ARRAY(SELECT x::text FROM in_flight WHERE x IS DISTINCT FROM pg_current_xact_id_if_assigned() ORDER BY x),
+       statement_timestamp(), (SELECT sees_every_session FROM snapshot)
+"""
+
+
 @dataclasses.dataclass(frozen=True)
 class HighWater:
     seq: int  # the highest ingest_seq committed
     in_flight: list[str]  # transactions running at that moment: their reviews may carry lower numbers
     as_of: dt.datetime
+    in_flight_scope: str  # whose transactions `in_flight` lists: IN_FLIGHT_DATABASE, _SERVER or _NONE
 
 
 def high_water(conn: sa.Connection) -> HighWater:
-    """The review high-water mark, read in one snapshot with the transactions it may not include yet."""
+    """The review high-water mark, read in one snapshot with the transactions it may not include yet: this
+    database's where the role sees every session, else (IN_FLIGHT_SERVER) every database's on the server."""
     if conn.dialect.name != "postgresql":  # one writer at a time: a visible number is final
         as_of = dt.datetime.now(dt.timezone.utc)
         return HighWater(int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(logs.c.ingest_seq), 0))).scalar_one()),
-                         [], as_of)
-    seq, in_flight, as_of = conn.execute(sa.text(
-        "SELECT (SELECT coalesce(max(ingest_seq), 0) FROM review_logs), "
-        "ARRAY(SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) x "
-        "      WHERE x IS DISTINCT FROM pg_current_xact_id_if_assigned()), statement_timestamp()")).one()
-    return HighWater(int(seq), list(in_flight), as_of)
+                         [], as_of, IN_FLIGHT_NONE)
+    seq, in_flight, as_of, sees_every_session = conn.execute(sa.text(_HIGH_WATER_SQL)).one()
+    return HighWater(int(seq), list(in_flight), as_of, IN_FLIGHT_DATABASE if sees_every_session else IN_FLIGHT_SERVER)
+
+
+@dataclasses.dataclass(frozen=True)
+class InFlightScope:
+    """Whose open transactions a role's runs count as in flight, and how to narrow them to the warehouse."""
+
+    label: str  # IN_FLIGHT_DATABASE, _SERVER or _NONE
+    grant: str | None  # the statement that would make it IN_FLIGHT_DATABASE, where it is not
+
+
+def in_flight_scope(conn: sa.Connection) -> InFlightScope:
+    """Whose transactions card_memory_states counts as in flight on this connection's role (see high_water)."""
+    if conn.dialect.name != "postgresql":
+        return InFlightScope(IN_FLIGHT_NONE, None)
+    sees_every_session, grant = conn.execute(sa.text(
+        f"SELECT {_SEES_EVERY_SESSION}, format('GRANT pg_read_all_stats TO %I', current_user)")).one()
+    return InFlightScope(IN_FLIGHT_DATABASE, None) if sees_every_session else InFlightScope(IN_FLIGHT_SERVER, grant)
 
 
 def transactions_finished(conn: sa.Connection, xids: list[str]) -> bool:
@@ -135,18 +189,29 @@ def review_counts(conn: sa.Connection, cards: pd.DataFrame) -> pd.DataFrame:
                       for i in range(0, len(keys), _KEY_CHUNK)], ignore_index=True)
 
 
-def learner_histories(conn: sa.Connection, user_ids) -> pd.DataFrame:
-    """Every review of these learners with their calendar, in time order."""
-    return reads.reviews_with_calendar(conn, user_ids=[int(u) for u in user_ids])
+def learner_histories(conn: sa.Connection, user_ids, concept_from: int | None = None,
+                      concept_to: int | None = None) -> pd.DataFrame:
+    """Every review of these learners (of their cards with concept_id in [concept_from, concept_to)) with their
+    calendar, in time order."""
+    return reads.reviews_with_calendar(conn, user_ids=[int(u) for u in user_ids], concept_from=concept_from,
+                                       concept_to=concept_to)
 
 
 def card_histories(conn: sa.Connection, cards: pd.DataFrame) -> pd.DataFrame:
     """Every review of these cards (user_id, concept_id) with their learner's calendar, in time order."""
-    learners = cards["user_id"].unique()
-    histories = [learner_histories(conn, learners[i:i + _KEY_CHUNK]).merge(cards[CARD].drop_duplicates(), on=CARD)
-                 for i in range(0, len(learners), _KEY_CHUNK)]
-    return pd.concat(histories, ignore_index=True).sort_values(["reviewed_at", "id"], kind="stable") \
-        .reset_index(drop=True) if histories else learner_histories(conn, [])
+    return reads.reviews_with_calendar(conn, cards=cards)
+
+
+def learner_review_counts(conn: sa.Connection, user_ids) -> pd.DataFrame:
+    """user_id, n_reviews of these learners (those with reviews)."""
+    return reads.review_counts(conn, [int(u) for u in user_ids])
+
+
+def card_review_counts(conn: sa.Connection, user_ids) -> pd.DataFrame:
+    """user_id, concept_id, n_reviews of every card of these learners."""
+    query = (sa.select(logs.c.user_id, logs.c.concept_id, sa.func.count().label("n_reviews"))
+             .group_by(logs.c.user_id, logs.c.concept_id))
+    return bulk.read_frame_with_ids(conn, query, logs.c.user_id, [int(u) for u in user_ids])
 
 
 def states_of_learners(conn: sa.Connection, user_ids) -> pd.DataFrame:
@@ -239,9 +304,12 @@ def refresh_statistics(conn: sa.Connection) -> None:
         conn.execute(sa.text("ANALYZE card_memory_states"))
 
 
-def replace_learners(conn: sa.Connection, user_ids, frame: pd.DataFrame) -> int:
-    """Replace every stored state of these learners (cards they no longer have disappear)."""
-    bulk.delete_with_ids(conn, states, states.c.user_id, user_ids)
+def replace_learners(conn: sa.Connection, user_ids, frame: pd.DataFrame, concept_from: int | None = None,
+                     concept_to: int | None = None) -> int:
+    """Replace every stored state of these learners, of their cards with concept_id in [concept_from, concept_to)
+    when given (cards they no longer have disappear)."""
+    bulk.delete_with_ids(conn, states, states.c.user_id, user_ids,
+                         *reads.concept_range(states.c.concept_id, concept_from, concept_to))
     return bulk.bulk_insert(conn, states, frame)
 
 
@@ -285,6 +353,7 @@ class PendingWork:
     learners_to_replay: np.ndarray  # weights changed, or no states yet
     learners_to_reschedule: np.ndarray  # preferences changed: same states, new due times
     next_progress: Progress
+    in_flight_scope: str  # whose transactions were counted as in flight (HighWater.in_flight_scope)
 
 
 # A first run waits this long for transactions in flight when it reads (their reviews may carry
@@ -321,6 +390,7 @@ def pending_work(conn: sa.Connection) -> PendingWork:
         learners_to_reschedule=np.setdiff1d(new_prefs, replay) if previous else np.zeros(0, np.int64),
         next_progress=Progress(min(covered, applied), applied, high.in_flight, high.as_of, current.global_version,
                                current.own_trained_at, prefs_updated_at or (previous.prefs_updated_at if previous else None)),
+        in_flight_scope=high.in_flight_scope,
     )
 
 

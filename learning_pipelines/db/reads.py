@@ -14,9 +14,11 @@ from learning_pipelines.domain import learner_shards
 
 def reviews_with_calendar(conn: sa.Connection, start: dt.datetime | None = None, end: dt.datetime | None = None,
                           user_ids: list[int] | None = None, after_seq: int | None = None,
-                          upto_seq: int | None = None) -> pd.DataFrame:
-    """Reviews in [start, end) (of these learners; numbered in (after_seq, upto_seq]) with their
-    learner's time zone and day start, in time order (reviewed_at, then id)."""
+                          upto_seq: int | None = None, cards: pd.DataFrame | None = None,
+                          concept_from: int | None = None, concept_to: int | None = None) -> pd.DataFrame:
+    """Reviews in [start, end) (of these learners; of these cards: user_id, concept_id; with concept_id in
+    [concept_from, concept_to); numbered in (after_seq, upto_seq]) with their learner's time zone and day start,
+    in time order (reviewed_at, then id)."""
     logs, users = tables.review_logs, tables.users
     query = (sa.select(logs.c.id, logs.c.user_id, logs.c.concept_id, logs.c.rating, logs.c.reviewed_at,
                        logs.c.ingest_seq, users.c.timezone, users.c.day_start_hour)
@@ -29,11 +31,43 @@ def reviews_with_calendar(conn: sa.Connection, start: dt.datetime | None = None,
         query = query.where(logs.c.ingest_seq > after_seq)
     if upto_seq is not None:
         query = query.where(logs.c.ingest_seq <= upto_seq)
-    frame = bulk.read_frame(conn, query) if user_ids is None else \
-        bulk.read_frame_with_ids(conn, query, logs.c.user_id, user_ids)
+    query = query.where(*concept_range(logs.c.concept_id, concept_from, concept_to))
+    if cards is not None:
+        frame = _read_cards(conn, query, cards)
+    elif user_ids is not None:
+        frame = bulk.read_frame_with_ids(conn, query, logs.c.user_id, user_ids)
+    else:
+        frame = bulk.read_frame(conn, query)
     for column in ("id", "user_id", "concept_id", "rating", "day_start_hour"):
         frame[column] = frame[column].astype("int64")
     return frame.sort_values(["reviewed_at", "id"], kind="stable").reset_index(drop=True)
+
+
+def concept_range(column: sa.ColumnElement, concept_from: int | None, concept_to: int | None) -> list:
+    """Conditions for `column` in [concept_from, concept_to); None leaves that side open."""
+    return ([column >= concept_from] if concept_from is not None else []) + \
+        ([column < concept_to] if concept_to is not None else [])
+
+
+_CARDS_PER_IN_LIST = 2000  # SQLite binds two parameters per card
+
+
+def _read_cards(conn: sa.Connection, query: sa.Select, cards: pd.DataFrame) -> pd.DataFrame:
+    """`query`'s review_logs rows of these cards (user_id, concept_id) only."""
+    logs = tables.review_logs
+    keys = cards[["user_id", "concept_id"]].drop_duplicates()
+    if keys.empty:
+        return bulk.read_frame(conn, query.where(sa.false()))
+    if conn.dialect.name == "postgresql":  # one index probe per card and partition
+        key_table = sa.func.unnest(sa.literal(keys["user_id"].astype("int64").tolist(), sa.ARRAY(sa.BigInteger)),
+                                   sa.literal(keys["concept_id"].astype("int64").tolist(), sa.ARRAY(sa.BigInteger))) \
+            .table_valued(sa.column("user_id", sa.BigInteger), sa.column("concept_id", sa.BigInteger)).render_derived()
+        return bulk.read_frame(conn, query.join(key_table, sa.and_(key_table.c.user_id == logs.c.user_id,
+                                                                   key_table.c.concept_id == logs.c.concept_id)))
+    pairs = list(keys.itertuples(index=False, name=None))
+    return pd.concat([bulk.read_frame(conn, query.where(sa.tuple_(logs.c.user_id, logs.c.concept_id)
+                                                        .in_(pairs[i:i + _CARDS_PER_IN_LIST])))
+                      for i in range(0, len(pairs), _CARDS_PER_IN_LIST)], ignore_index=True)
 
 
 def learner_ids(conn: sa.Connection) -> np.ndarray:
@@ -46,10 +80,12 @@ def shard_learners(conn: sa.Connection, shard: str) -> np.ndarray:
     return learner_shards.learners_in(learner_ids(conn), shard)
 
 
-def review_counts(conn: sa.Connection) -> pd.DataFrame:
-    """user_id, n_reviews for every learner with reviews."""
+def review_counts(conn: sa.Connection, user_ids=None) -> pd.DataFrame:
+    """user_id, n_reviews for every learner with reviews (of `user_ids`, when given)."""
     logs = tables.review_logs
-    return bulk.read_frame(conn, sa.select(logs.c.user_id, sa.func.count().label("n_reviews")).group_by(logs.c.user_id))
+    query = sa.select(logs.c.user_id, sa.func.count().label("n_reviews")).group_by(logs.c.user_id)
+    return bulk.read_frame(conn, query) if user_ids is None else \
+        bulk.read_frame_with_ids(conn, query, logs.c.user_id, user_ids)
 
 
 def concept_graph(conn: sa.Connection) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -19,7 +19,20 @@ metadata = sa.MetaData(
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 AutoId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
-users = sa.Table(
+
+def _refusing_longer_text(table: sa.Table) -> sa.Table:
+    """`table` with a CHECK on SQLite for each of its varchar(n) columns: SQLite stores text of any length where
+    PostgreSQL refuses more than n characters, and a name written from outside the pipelines (the app, an import
+    with --register-unknown, the demo) must be refused on both (migration 0012). Only on SQLite: PostgreSQL
+    checks varchar(n) itself. Text the pipelines compute (theme keys, strategies) needs none."""
+    for column in table.columns:
+        if isinstance(column.type, sa.String) and column.type.length:
+            table.append_constraint(sa.CheckConstraint(f"length({column.name}) <= {column.type.length}",
+                                                       name=f"{column.name}_length").ddl_if(dialect="sqlite"))
+    return table
+
+
+users = _refusing_longer_text(sa.Table(
     "users",
     metadata,
     sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
@@ -29,23 +42,23 @@ users = sa.Table(
               comment="hour at which the learner's day starts (Anki's default is 4)"),
     sa.Column("created_at", UtcDateTime, nullable=False, server_default=sa.func.current_timestamp()),
     sa.CheckConstraint("day_start_hour BETWEEN 0 AND 23", name="day_start_hour"),
-)
+))
 
-themes = sa.Table(
+themes = _refusing_longer_text(sa.Table(
     "themes",
     metadata,
     sa.Column("theme_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("name", sa.String(200), nullable=False),
-)
+))
 
-concepts = sa.Table(
+concepts = _refusing_longer_text(sa.Table(
     "concepts",
     metadata,
     sa.Column("concept_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("external_ref", sa.String(200), nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False, server_default=sa.func.current_timestamp()),
-)
+))
 
 concept_theme_map = sa.Table(
     "concept_theme_map",
@@ -147,7 +160,7 @@ user_learning_prefs = sa.Table(
     sa.CheckConstraint("revision_daily_target IS NULL OR revision_daily_target > 0", name="revision_daily_target"),
 )
 
-resources = sa.Table(
+resources = _refusing_longer_text(sa.Table(
     "resources",
     metadata,
     sa.Column("resource_id", sa.BigInteger, primary_key=True, autoincrement=False),
@@ -155,7 +168,7 @@ resources = sa.Table(
     sa.Column("kind", sa.String(32), nullable=False, comment="video, article, exercise, ..."),
     sa.Column("difficulty", sa.Float, nullable=True, comment="0 easy .. 1 hard"),
     sa.CheckConstraint("difficulty IS NULL OR difficulty BETWEEN 0 AND 1", name="difficulty"),
-)
+))
 
 resource_concepts = sa.Table(
     "resource_concepts",

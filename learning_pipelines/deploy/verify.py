@@ -2,7 +2,9 @@
 
 Eight checks, in this order, each ok or failed with what to do about it:
 
-1. warehouse        the warehouse answers and its schema is at the Alembic head of this code.
+1. warehouse        the warehouse answers and its schema is at the Alembic head of this code; it says whose open
+                    transactions card_memory_states waits for: this database's where its role is a superuser or
+                    a member of pg_read_all_stats, else every database's on the server (with the GRANT to fix it).
 2. dagster_storage  Dagster's run, event log and schedule storage answer and are migrated (read only: the
                     instance is opened with `should_autocreate_tables: false`, so verifying never creates them).
 3. month_partitions review_logs has its month partitions for this month and the next (PostgreSQL; UTC months).
@@ -46,8 +48,10 @@ import sqlalchemy as sa
 import yaml
 from dagster._core.errors import DagsterInvalidConfigError
 
+from learning_pipelines.db import memory_states
 from learning_pipelines.db.engine import DATABASE_URL_ENV
 from learning_pipelines.deploy.stack import DESCRIPTION, Stack, read_description
+from learning_pipelines.errors import one_line
 from learning_pipelines.settings import CELERY_BROKER_ENV, CELERY_QUEUE_ENV, DEFAULT_CELERY_BROKER
 
 # Daemons a production instance runs (deploy/dagster.yaml enables all four); type names as dagster._daemon has them.
@@ -99,7 +103,7 @@ def resolve_target(run_dir: Path, environ: Mapping[str, str], metrics_url: str |
     try:
         description = read_description(run_dir) or {}
     except (OSError, ValueError) as error:
-        raise TargetMissing(f"{description_path} cannot be read ({_one_line(str(error))}): restart the stack "
+        raise TargetMissing(f"{description_path} cannot be read ({one_line(str(error))}): restart the stack "
                             "(`learning-pipelines stack start`) to write it again") from None
     origins: dict[str, str] = {}
 
@@ -213,7 +217,7 @@ class _Session:
     def reason(self, error: BaseException) -> str:
         """An exception as one line without passwords (a driver's error may quote its connection string)."""
         cause = getattr(error, "orig", None) or error
-        return self.scrub(_one_line(str(cause)).split(" (Background on this error at:")[0] or type(cause).__name__)
+        return self.scrub(one_line(str(cause)).split(" (Background on this error at:")[0] or type(cause).__name__)
 
     def scrub(self, text: str) -> str:
         for password in sorted(self.passwords, key=len, reverse=True):
@@ -265,7 +269,19 @@ def _check_warehouse(session: _Session) -> Outcome:
         session.warehouse_problem = "the warehouse is not at the Alembic head"
         return Outcome(False, f"{shown} is at revision {current or 'none (not migrated)'}, the code's head is {head}")
     session.warehouse_problem = None
-    return Outcome(True, f"{shown} at revision {current} (head)")
+    return Outcome(True, f"{shown} at revision {current} (head); {_in_flight_line(engine)}")
+
+
+def _in_flight_line(engine: sa.Engine) -> str:
+    """Whose open transactions hold card_memory_states back: a role that cannot see other roles' sessions counts
+    every database's on the server, so one left open in Dagster's storage delays the states."""
+    with engine.connect() as conn:
+        scope = memory_states.in_flight_scope(conn)
+    line = f"card_memory_states counts the open transactions of: {scope.label}"
+    if scope.grant:
+        line += (" (this role cannot see other roles' sessions, so one left open in another database, e.g. "
+                 f"Dagster's storage, holds the states back): to count this database's only, {scope.grant}")
+    return line
 
 
 def _instance(home: Path):
@@ -293,7 +309,7 @@ def _check_dagster_storage(session: _Session) -> Outcome:
         session.instance = instance = _instance(home.resolve())
     except yaml.YAMLError as error:
         session.instance_problem = "dagster.yaml cannot be read"
-        return Outcome(False, f"{home / 'dagster.yaml'} is not valid YAML: {_one_line(str(error))}",
+        return Outcome(False, f"{home / 'dagster.yaml'} is not valid YAML: {one_line(str(error))}",
                        "fix the file (deploy/dagster.yaml is the production instance)")
     except DagsterInvalidConfigError as error:
         session.instance_problem = "dagster.yaml cannot be loaded"
@@ -393,7 +409,7 @@ def _check_daemons(session: _Session) -> Outcome:
                 fine.append(f"{daemon} {age:.0f} s ago")
             if heartbeat.errors:
                 notes.append(f"{daemon} reports {len(heartbeat.errors)} recent error(s), e.g. "
-                             + session.scrub(_one_line(heartbeat.errors[0].message)[:200]))
+                             + session.scrub(one_line(heartbeat.errors[0].message)[:200]))
     if problems:
         stale = f" (a heartbeat older than {HEARTBEAT_MAX_AGE_S} s is stale)"
         return Outcome(False, "; ".join(problems + notes) + stale,
@@ -486,7 +502,7 @@ def _check_metrics(session: _Session) -> Outcome:
         return Outcome(False, f"{shown} answered HTTP {error.code}", remedy)
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = error.reason if isinstance(error, urllib.error.URLError) else error
-        return Outcome(False, f"no answer from {shown}: {session.scrub(_one_line(str(reason)))}", remedy)
+        return Outcome(False, f"no answer from {shown}: {session.scrub(one_line(str(reason)))}", remedy)
     samples = {}
     for line in body.splitlines():
         if line and not line.startswith("#"):
@@ -597,8 +613,8 @@ def _smoke(url: str, where: str) -> Outcome:
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
     failed_checks = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     if not result.success or failed_checks:
-        failures = [_one_line(str(event.step_failure_data.error.message if event.step_failure_data.error else
-                                  event.step_failure_data.user_failure_data.description))[:300]
+        failures = [one_line(str(event.step_failure_data.error.message if event.step_failure_data.error else
+                                 event.step_failure_data.user_failure_data.description))[:300]
                     for event in result.get_step_failure_events()]
         return Outcome(False, f"materializing card_memory_states and revision_queues for {day}, shard {shard} in {where} failed: "
                               + "; ".join(failures + [f"check {name} failed" for name in failed_checks]),
@@ -715,7 +731,3 @@ def _shown_url(url: str) -> str:
 def _first_line(text: str | None) -> str:
     lines = (text or "").strip().splitlines()
     return lines[0].strip() if lines else ""
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

@@ -194,3 +194,50 @@ def split_pending(new_reviews: pd.DataFrame, stored: pd.DataFrame, review_counts
     append = reviews.loc[~older & ~replayed].drop(columns=["n_reviews", "last_review_at"])
     n_new = int(per_card["n_newer"].sum() + per_card["n_late"].sum() + unseen.sum())
     return PendingReviews(append=append.reset_index(drop=True), replay_cards=to_replay, n_new=n_new)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayRead:
+    """One read of a replay: every card of `user_ids`, or, for one learner too large for a read, their cards with
+    concept_id in [concept_from, concept_to) (None: open on that side)."""
+
+    user_ids: np.ndarray
+    concept_from: int | None = None
+    concept_to: int | None = None
+
+
+def replay_reads(user_ids, learner_counts: pd.DataFrame, card_counts: pd.DataFrame,
+                 reviews_per_read: int) -> list[ReplayRead]:
+    """Reads that cover every card of `user_ids` once, each of at most `reviews_per_read` reviews (a card with
+    more alone): learners together while they fit, a larger learner's cards cut into concept_id ranges, the
+    first and last open so that a card without reviews (its state to delete) falls in one too.
+
+    learner_counts: user_id, n_reviews (a learner absent has none); card_counts: user_id, concept_id, n_reviews
+    of at least the learners with more than `reviews_per_read`."""
+    n_reviews = learner_counts.set_index("user_id")["n_reviews"].reindex(np.asarray(user_ids), fill_value=0)
+    reads, together, n_together = [], [], 0
+    for user_id, n in zip(n_reviews.index, n_reviews.to_numpy()):
+        if n > reviews_per_read:
+            reads += _card_ranges(int(user_id), card_counts.loc[card_counts["user_id"] == user_id], reviews_per_read)
+            continue
+        if together and n_together + n > reviews_per_read:
+            reads.append(ReplayRead(np.array(together, dtype=np.int64)))
+            together, n_together = [], 0
+        together.append(user_id)
+        n_together += n
+    if together:
+        reads.append(ReplayRead(np.array(together, dtype=np.int64)))
+    return reads
+
+
+def _card_ranges(user_id: int, card_counts: pd.DataFrame, reviews_per_read: int) -> list[ReplayRead]:
+    cards = card_counts.sort_values("concept_id")
+    starts, n_range = [], 0
+    for concept_id, n in zip(cards["concept_id"].to_numpy(), cards["n_reviews"].to_numpy()):
+        if n_range and n_range + n > reviews_per_read:
+            starts.append(int(concept_id))
+            n_range = 0
+        n_range += n
+    bounds = [None, *starts, None]
+    user = np.array([user_id], dtype=np.int64)
+    return [ReplayRead(user, concept_from, concept_to) for concept_from, concept_to in zip(bounds[:-1], bounds[1:])]

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from learning_pipelines.errors import one_line
 from learning_pipelines.ingest.validation import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, ReviewFileError
 
 CSV_SUFFIXES = (".csv", ".tsv")
@@ -264,7 +265,7 @@ class _ParquetSource(ReviewSource):
         self.columns = tuple(name for name in KNOWN_COLUMNS if name in names)
 
     def _unreadable(self, error: Exception) -> ReviewFileError:
-        return ReviewFileError(f"{self.path}: not a readable Parquet file ({_one_line(error)})")
+        return ReviewFileError(f"{self.path}: not a readable Parquet file ({one_line(error)})")
 
     def _chunks(self, columns: tuple[str, ...]) -> Iterator[RowChunk]:
         position = 0
@@ -309,10 +310,6 @@ def _cell_text(value) -> str:
         except (ValueError, NotImplementedError, OverflowError):  # beyond Python's datetime: the row is refused
             return str(value.to_datetime64())
     return str(value)
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
 
 
 class _AnkiSource(ReviewSource):
@@ -457,7 +454,7 @@ def _unpack(path: Path, archive: zipfile.ZipFile, name: str, target: Path, max_b
                     raise ReviewFileError(f"{path}: {_too_big(name, allowed, max_bytes, packed_size)}; refused")
                 sink.write(chunk)
     except (zipfile.BadZipFile, zstandard.ZstdError, NotImplementedError, RuntimeError, EOFError) as error:
-        raise ReviewFileError(f"{path}: cannot unpack {name} ({_one_line(error)})") from error
+        raise ReviewFileError(f"{path}: cannot unpack {name} ({one_line(error)})") from error
 
 
 def _too_big(name: str, allowed: int, max_bytes: int, packed_size: int) -> str:
