@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_INSTALL ?= torch==2.13.0
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: install demo test test-latest lock dev bench clean-demo promtool pg-client chromium screenshots metrics stack stack-stop stack-restart-workers
+.PHONY: install demo test test-faults test-latest lock dev bench clean-demo promtool pg-client chromium screenshots metrics stack stack-stop stack-restart-workers
 
 # requirements.lock: every package the tests passed with, at its exact version (torch apart, see TORCH_INSTALL).
 # A changed lock or pyproject.toml builds the venv afresh, so it holds the lock and nothing else.
@@ -59,6 +59,11 @@ test: install promtool pg-client
 	$(BIN)/dg check defs
 	$(BIN)/bandit -r learning_pipelines -ll -ii -q
 	$(BIN)/python -m pytest -q -n auto
+
+# The whole fault-injection matrix (tests/faults.py): a learner forgotten, a session terminated, a process killed at
+# every pause point of every writer of learners' rows, on SQLite and PostgreSQL. `make test` runs one point per writer.
+test-faults: install
+	$(BIN)/python -m pytest -q -n auto --faults -m faults
 
 dev: install
 	$(BIN)/alembic upgrade head

@@ -154,3 +154,45 @@ def one_torch_thread_per_test_process() -> Iterator[None]:
         yield
         if torch and threads:
             torch.set_num_threads(threads)
+
+
+# Warehouses prepared for the fault-injection harness (tests/faults.py), copied per scenario.
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('faults') / 'template.db'}"
+    from tests.faults import prepare_template
+
+    prepare_template(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_available):
+    name = f"lp_fault_template_{uuid.uuid4().hex[:8]}"
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(TEST_PG_URL).set(database=name).render_as_string(hide_password=False)
+    from tests.faults import prepare_template
+
+    try:
+        prepare_template(url)
+        yield url
+    finally:
+        get_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--faults", action="store_true",
+                     help="also run the fault-injection matrix (tests marked faults; `make test-faults`)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if config.getoption("--faults"):
+        return
+    matrix = [item for item in items if item.get_closest_marker("faults")]
+    if matrix:
+        config.hook.pytest_deselected(items=matrix)
+        items[:] = [item for item in items if not item.get_closest_marker("faults")]

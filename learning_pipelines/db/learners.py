@@ -12,17 +12,12 @@ import re
 
 import sqlalchemy as sa
 
-from learning_pipelines.db import memory_states, tables
+from learning_pipelines.db import learner_locks, memory_states, tables
 
 _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+(\.0*)?\s*")
 _DELETE_CHUNK = 5000
 _READ_CHUNK = 10_000
 rejects = tables.review_log_rejects
-
-
-def learner_tables() -> list[sa.Table]:
-    """The tables with a user_id column, those that refer to `users` before `users` itself."""
-    return [table for table in reversed(tables.metadata.sorted_tables) if "user_id" in table.c]
 
 
 def registered_learners(conn: sa.Connection, user_ids: list[int]) -> set[int]:
@@ -66,11 +61,14 @@ def forget(conn: sa.Connection, user_ids: list[int]) -> dict[str, collections.Co
     """Delete every row naming one of `user_ids`, in the caller's transaction. Per table, the rows
     removed per learner (tables that held none of them included, with an empty count).
 
-    Takes card_memory_states' lock first, so a memory-state update never writes states from reviews
-    this deletes."""
+    Locks as db/learner_locks orders it: the learners' `users` rows first (waiting for every writer that holds
+    them to commit; a writer that comes later finds them gone), then card_memory_states' lock (so a memory-state
+    update never writes states from reviews this deletes), then deletes table by table in LEARNER_TABLE_ORDER.
+    Once the caller commits, no run writes these learners again."""
+    learner_locks.lock_for_forget(conn, user_ids)
     memory_states.lock(conn)
     removed: dict[str, collections.Counter] = {}
-    for table in learner_tables():
+    for table in learner_locks.LEARNER_TABLE_ORDER:
         deleted = conn.execute(table.delete().where(table.c.user_id.in_(user_ids)).returning(table.c.user_id))
         removed[table.name] = collections.Counter(int(user_id) for user_id in deleted.scalars())
     named = rejects_naming(conn, user_ids)

@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterator
 import pandas as pd
 import sqlalchemy as sa
 
-from learning_pipelines.db import bulk, tables
+from learning_pipelines import pause_points
+from learning_pipelines.db import bulk, learner_locks, tables
 from learning_pipelines.domain.revision import FALLBACK_PREFIX, UNMAPPED, QueueChunk
 
-LEARNER_TABLES = (tables.revision_queue_theme, tables.revision_queue_user_summary, tables.tag_quality_debt_log)
+LEARNER_TABLES = learner_locks.in_lock_order(
+    (tables.revision_queue_theme, tables.revision_queue_user_summary, tables.tag_quality_debt_log))
 
 
 def learner_calendars(conn: sa.Connection, user_ids) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -84,6 +86,7 @@ def clear_shard_day(conn: sa.Connection, day: dt.date, shard: str, user_ids) -> 
     if any(key == shard or key.partition("-of-")[2] != count for key in written):
         for table in LEARNER_TABLES:
             bulk.delete_with_ids(conn, table, table.c.user_id, user_ids, table.c.queue_date == day)
+            pause_points.reached(f"revision_queues.cleared_{table.name}")
     conn.execute(stats.delete().where(stats.c.queue_date == day, stats.c.learner_shard == shard))
 
 

@@ -9,11 +9,12 @@ import time
 import dagster as dg
 from pydantic import Field
 
-from learning_pipelines import settings
-from learning_pipelines.db import fsrs_params, memory_states as memory_state_store, reads
+from learning_pipelines import pause_points, settings
+from learning_pipelines.db import fsrs_params, learner_locks, memory_states as memory_state_store, reads
 from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.memory_state_replay import REPLAY_LEARNER_CHUNK, replay_learners
 from learning_pipelines.defs.resources import Warehouse
+from learning_pipelines.defs.retries import retry_lost_races
 from learning_pipelines.defs.review_logs import review_logs
 from learning_pipelines.defs.table_metadata import preview, written_table
 from learning_pipelines.domain import fsrs_policy, fsrs_training
@@ -104,6 +105,7 @@ def fsrs_global_parameters(context: dg.AssetExecutionContext, config: GlobalFitC
                                    description="The latest global weights and the shard's learners' own weights, as "
                                                "stored, lie inside the FSRS-6 clamping bounds.")],
 )
+@retry_lost_races
 def fsrs_parameters(context: dg.AssetExecutionContext, config: ShardFitConfig,
                     warehouse: Warehouse) -> dg.MaterializeResult:
     """One learner shard's own FSRS-6 weights: eligible TUNED_ELIGIBLE learners (at least 300 reviews,
@@ -122,12 +124,19 @@ def fsrs_parameters(context: dg.AssetExecutionContext, config: ShardFitConfig,
     trained = fsrs_training.train_learners(inputs.reviews, inputs.previous, global_weights,
                                            dt.datetime.now(dt.timezone.utc), config.to_training_config(),
                                            log=asset_logger(context).info)
+    pause_points.reached("fsrs_parameters.fitted")
     with warehouse.begin() as conn:
+        # In db/learner_locks' order: the learners that still exist (locked against `learners forget` until
+        # commit), then card_memory_states' shared lock.
+        existing = learner_locks.lock_existing(conn, learners)
         memory_state_store.lock_learners(conn)
-        fsrs_params.replace_learner_params(conn, learners, trained.user_params)
-        weights = memory_state_store.current_weights(conn, learners).weights
-        stale = memory_state_store.learners_on_other_weights(conn, weights, learners)
+        fsrs_params.replace_learner_params(conn, learners,
+                                           trained.user_params.loc[trained.user_params["user_id"].isin(existing)])
+        pause_points.reached("fsrs_parameters.weights_written")
+        weights = memory_state_store.current_weights(conn, existing).weights
+        stale = memory_state_store.learners_on_other_weights(conn, weights, existing)
         replay_learners(conn, stale, weights, config.learner_chunk)
+        pause_points.reached("fsrs_parameters.before_commit")
     out_of_bounds = fsrs_training.weight_vectors_out_of_bounds(weights)
     own_ll, global_ll = trained.holdout_logloss_own, trained.holdout_logloss_global
     return dg.MaterializeResult(

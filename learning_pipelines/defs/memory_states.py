@@ -6,10 +6,12 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from learning_pipelines import pause_points
 from learning_pipelines.db import memory_states as store
 from learning_pipelines.defs.fsrs import fsrs_parameters
 from learning_pipelines.defs.memory_state_replay import REPLAY_LEARNER_CHUNK, replay_learners
 from learning_pipelines.defs.resources import Warehouse
+from learning_pipelines.defs.retries import retry_lost_races
 from learning_pipelines.defs.review_logs import review_logs
 from learning_pipelines.defs.table_metadata import preview, written_table
 from learning_pipelines.domain import memory_states
@@ -41,6 +43,7 @@ class MemoryStateConfig(dg.Config):
     owners=["team:learning-intelligence"],
     metadata=written_table("card_memory_states", "card_memory_state_progress"),
 )
+@retry_lost_races
 def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateConfig,
                        warehouse: Warehouse) -> dg.MaterializeResult:
     """Each card's stability, difficulty, last review and due time, carried forward by the reviews that
@@ -53,6 +56,7 @@ def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateCon
     with warehouse.begin() as conn:
         store.lock(conn)
         work = store.pending_work(conn)
+        pause_points.reached("card_memory_states.work_read")
         replaying = work.learners_to_replay
         counts = store.review_counts(conn, memory_states.cards_to_count(work.new_reviews, work.stored, work.reread_upto))
         nightly = memory_states.update(work.stored, work.new_reviews, work.weights, counts, work.reread_upto,
@@ -65,10 +69,12 @@ def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateCon
         store.delete_keys(conn, store.replays_table, work.replay_requests)
         scheduled = memory_states.schedule(changed, *store.learner_settings(conn, changed["user_id"]))
         store.upsert_states(conn, scheduled)
+        pause_points.reached("card_memory_states.states_written")
         replay_learners(conn, replaying, work.weights, config.learner_chunk)
         if len(replaying):
             store.refresh_statistics(conn)
         store.write_progress(conn, work.next_progress)
+        pause_points.reached("card_memory_states.before_commit")
         n_states = store.count(conn)
     progress = work.next_progress
     return dg.MaterializeResult(
@@ -82,6 +88,7 @@ def card_memory_states(context: dg.AssetExecutionContext, config: MemoryStateCon
             "learners_rescheduled": len(work.learners_to_reschedule),
             "learners_replayed": len(replaying),
             "reviews_included_up_to": dg.MetadataValue.int(progress.applied_seq),
+            "in_flight_transactions_from": work.in_flight_scope,
             "as_of": dg.MetadataValue.timestamp(progress.as_of),
             "seconds": dg.MetadataValue.float(time.perf_counter() - started),
         },

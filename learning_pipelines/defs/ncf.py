@@ -8,10 +8,11 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from learning_pipelines import settings
-from learning_pipelines.db import ncf_store, reads
+from learning_pipelines import pause_points, settings
+from learning_pipelines.db import learner_locks, ncf_store, reads
 from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.resources import ModelStore, Warehouse
+from learning_pipelines.defs.retries import retry_lost_races
 from learning_pipelines.defs.table_metadata import preview, written_table
 from learning_pipelines.domain import recommend
 from learning_pipelines.domain.chunking import LEARNER_CHUNK
@@ -71,6 +72,7 @@ class NcfTrainingConfig(dg.Config):
                                                "but never serves: recommendations keep the latest model that "
                                                "passed, or the content + graph fallback.")],
 )
+@retry_lost_races
 def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, warehouse: Warehouse,
               model_store: ModelStore) -> dg.MaterializeResult:
     """NeuMF trained on every learner's interactions but the latest (held out to score HR@10 and NDCG@10
@@ -102,12 +104,17 @@ def ncf_model(context: dg.AssetExecutionContext, config: NcfTrainingConfig, ware
     serves = ncf_store.beats_popularity(scores)
     now = dt.datetime.now(dt.timezone.utc)
     uri = model_store.save(f"ncf/{now:%Y%m%dT%H%M%S}.pt", trained.checkpoint.to_bytes())
+    pause_points.reached("ncf_model.trained")
     with warehouse.begin() as conn:
+        if serves:  # only learners that still exist, locked against `learners forget` until commit
+            embeddings = trained.checkpoint.embeddings()
+            embeddings = embeddings.of_learners(learner_locks.lock_existing(conn, embeddings.user_ids))
         model_id = ncf_store.record_model(conn, trained_at=now, checkpoint_uri=uri, n_interactions=len(interactions),
                                           scores=scores, epochs=chosen.epochs)
         if serves:
-            ncf_store.replace_embeddings(conn, model_id, trained.checkpoint.embeddings())
+            ncf_store.replace_embeddings(conn, model_id, embeddings)
         serving = ncf_store.latest_model(conn, beating_popularity=True)
+        pause_points.reached("ncf_model.before_commit")
     if not serves:
         log.warning("model does not beat popularity: recorded, not serving", model_id=model_id,
                     hr_at_10=round(scores.hr_at_10, 4), popularity_hr_at_10=round(scores.popularity_hr_at_10, 4),
@@ -155,6 +162,7 @@ def _search_metadata(choice: "ConfigChoice", scores: "NcfScores") -> dict:
           metadata=written_table("user_recommendations"),
           partitions_def=learner_shards,
           deps=[ncf_model, dg.AssetKey("concept_complexity"), dg.AssetKey("card_memory_states")])
+@retry_lost_races
 def recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse,
                     model_store: ModelStore) -> dg.MaterializeResult:
     """For the learners of one learner shard, top 10 resources each: NCF + content (resources on weak concepts
@@ -171,9 +179,15 @@ def recommendations(context: dg.AssetExecutionContext, warehouse: Warehouse,
     checkpoint = NcfCheckpoint.from_bytes(model_store.load(serving.checkpoint_uri)) if serving else None
     ranked = recommend.recommend(inputs, checkpoint, now, k=RECOMMENDATIONS_PER_LEARNER,
                                  learners_per_chunk=LEARNER_CHUNK)
+    pause_points.reached("recommendations.ranked")
     with warehouse.begin() as conn:
+        # Only learners that still exist, locked against `learners forget` until commit (db/learner_locks).
+        existing = learner_locks.lock_existing(conn, user_ids)
+        if len(ranked):
+            ranked = ranked.loc[ranked["user_id"].isin(existing)]
         written = ncf_store.replace_recommendations(conn, ranked, serving.model_id if serving else None, now,
                                                     user_ids)
+        pause_points.reached("recommendations.before_commit")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": written, "n_learners": int(ranked["user_id"].nunique()) if len(ranked) else 0,
         "learners_by_strategy": dg.MetadataValue.json(recommend.learners_by_strategy(ranked)),

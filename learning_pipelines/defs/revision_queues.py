@@ -5,14 +5,14 @@ import time
 import zoneinfo
 
 import dagster as dg
-import numpy as np
 
-from learning_pipelines import settings
-from learning_pipelines.db import bulk, memory_states, revision_queues as store
+from learning_pipelines import pause_points, settings
+from learning_pipelines.db import bulk, learner_locks, memory_states, revision_queues as store
 from learning_pipelines.db.reads import concept_graph, shard_learners
 from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.memory_states import card_memory_states, card_memory_states_job
 from learning_pipelines.defs.resources import Warehouse
+from learning_pipelines.defs.retries import retry_lost_races
 from learning_pipelines.defs.table_metadata import written_table
 from learning_pipelines.domain import revision
 from learning_pipelines.observability.structured_logs import asset_logger
@@ -46,6 +46,7 @@ QUEUE_LEARNER_CHUNK = 2000
                           description="Each learner's due/overdue totals equal the sum of their theme rows."),
     ],
 )
+@retry_lost_races
 def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """For the partition's day and learner shard: per learner and theme, concepts due by the end of the
     learner's own day (overdue ones counted apart), themes ranked by due count then weaker mastery; a
@@ -71,7 +72,9 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
             raise dg.Failure(description=f"{stale}. Run card_memory_states_job first (the nightly schedule does, "
                                          "then launches every shard).", allow_retries=False)
         bulk.plan_without_jit(conn)
-        in_shard = np.sort(shard_learners(conn, shard))
+        # Only learners that still exist, locked against `learners forget` until commit (db/learner_locks).
+        in_shard = learner_locks.lock_existing(conn, shard_learners(conn, shard))
+        pause_points.reached("revision_queues.learners_locked")
         id_chunks = [in_shard[offset:offset + QUEUE_LEARNER_CHUNK]
                      for offset in range(0, len(in_shard), QUEUE_LEARNER_CHUNK)]
         totals, n_theme_rows, n_learners = [], 0, 0
@@ -81,6 +84,7 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
             concept_ids, theme_map, edges = concept_graph(conn)
             concept_themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
             store.clear_shard_day(conn, day, shard, in_shard)
+            pause_points.reached("revision_queues.day_cleared")
             with store.chunks_written_behind(conn) as write_chunk:
                 for states in chunk_states:
                     # the chunk's learners with cards (a learner without any has no queue)
@@ -90,8 +94,10 @@ def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
                     totals.append(revision.theme_totals(queues))
                     n_theme_rows += len(queues.themes)
                     n_learners += len(chunk)
+                    pause_points.reached("revision_queues.chunk_written")
         stats = revision.day_stats(totals)
         store.write_shard_stats(conn, day, shard, stats)
+        pause_points.reached("revision_queues.before_commit")
     with warehouse.begin() as conn:
         stored = store.stored_consistency(conn, day, in_shard)
     log = asset_logger(context)

@@ -320,6 +320,11 @@ class NcfEmbeddings:
     resource_ids: np.ndarray
     resource_vectors: np.ndarray  # (len(resource_ids), width)
 
+    def of_learners(self, user_ids: np.ndarray) -> NcfEmbeddings:
+        """The same embeddings with only these users' vectors (every resource's kept)."""
+        kept = np.isin(self.user_ids, user_ids)
+        return dataclasses.replace(self, user_ids=self.user_ids[kept], user_vectors=self.user_vectors[kept])
+
 
 class CheckpointRefused(ValueError):
     """Checkpoint bytes that are not tensors, lists and numbers only: refused, never unpickled."""
