@@ -34,9 +34,9 @@ from revision_queue import DAY, synthetic  # noqa: E402
 from scratch import scratch_postgres  # noqa: E402
 
 from learning_pipelines.db import bulk, migrate, tables  # noqa: E402
-from learning_pipelines.db.memory_states import Progress, write_progress  # noqa: E402
+from learning_pipelines.db.memory_state_progress import Progress, write_progress  # noqa: E402
 from learning_pipelines.defs.learner_shards import learner_shards  # noqa: E402
-from learning_pipelines.defs.ncf import RECOMMENDATIONS_PER_LEARNER  # noqa: E402
+from learning_pipelines.flows.recommendations import RECOMMENDATIONS_PER_LEARNER  # noqa: E402
 from learning_pipelines.defs.resources import Warehouse  # noqa: E402
 from learning_pipelines.defs.revision_queues import revision_queues  # noqa: E402
 from learning_pipelines.domain import recommend  # noqa: E402

@@ -30,7 +30,7 @@ from scratch import scratch_postgres  # noqa: E402
 
 from learning_pipelines.db import bulk, migrate, tables  # noqa: E402
 from learning_pipelines.db.engine import DATABASE_URL_ENV, get_engine  # noqa: E402
-from learning_pipelines.defs.memory_state_replay import REPLAY_REVIEWS_PER_READ  # noqa: E402
+from learning_pipelines.domain.chunking import REPLAY_REVIEWS_PER_READ  # noqa: E402
 
 START = pd.Timestamp("2023-01-01", tz="UTC")
 LEARNER = 1
@@ -100,7 +100,7 @@ def materialize() -> None:
     """The child process of run_in_child."""
     import dagster as dg
 
-    from learning_pipelines.defs.memory_states import card_memory_states
+    from learning_pipelines.defs.card_memory_states import card_memory_states
     from learning_pipelines.defs.resources import Warehouse
 
     started = time.perf_counter()
@@ -165,7 +165,7 @@ def main() -> None:
         f"Late / on-time: **{time_ratio:.2f}x** the time, **{memory_ratio:.2f}x** the peak memory (goal <= "
         f"{LATE_OVER_ON_TIME_GOAL:.0f}x). First run: **{first['peak_rss_mib']:,.0f} MiB** (goal < "
         f"{FIRST_RUN_PEAK_GOAL_MIB:,} MiB): a replay reads at most REPLAY_REVIEWS_PER_READ reviews at once "
-        "(defs/memory_state_replay.py), a learner beyond it in ranges of their concept_ids. Loading the reviews (COPY, "
+        "(flows/learner_states.py), a learner beyond it in ranges of their concept_ids. Loading the reviews (COPY, "
         f"not timed above) took {load_seconds:.0f} s.",
         "History (issue 25): when a late review read its learner's whole history and a replay read whole learners, "
         "this bench on the same machine gave: first run 15.5 s and 1,644 MiB, after the on-time review 0.51 s and "

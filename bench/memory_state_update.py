@@ -28,7 +28,7 @@ from scratch import scratch_postgres  # noqa: E402
 
 from learning_pipelines.db import bulk, migrate, tables  # noqa: E402
 from learning_pipelines.db.engine import get_engine  # noqa: E402
-from learning_pipelines.defs.memory_states import card_memory_states  # noqa: E402
+from learning_pipelines.defs.card_memory_states import card_memory_states  # noqa: E402
 from learning_pipelines.defs.resources import Warehouse  # noqa: E402
 
 START = pd.Timestamp("2024-01-01", tz="UTC")

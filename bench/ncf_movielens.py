@@ -25,10 +25,13 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, publish  # noqa: E402
 
-from learning_pipelines.domain.ncf import (LeaveOneOut, NeuMF, fit_and_evaluate, hit_rate_and_ndcg,  # noqa: E402
-                                           hit_rate_gap, leave_one_out, popularity_scores, score_candidates,
-                                           train_neumf, validation_split)
+from learning_pipelines.domain.metrics import hit_rate_and_ndcg, hit_rate_gap  # noqa: E402
+from learning_pipelines.domain.ncf_fit import fit_and_evaluate  # noqa: E402
+from learning_pipelines.domain.ncf_model import NeuMF  # noqa: E402
+from learning_pipelines.domain.ncf_protocol import (LeaveOneOut, leave_one_out, popularity_scores,  # noqa: E402
+                                                    validation_split)
 from learning_pipelines.domain.ncf_search import SEARCH_SPACE, choose_config  # noqa: E402
+from learning_pipelines.domain.ncf_training import score_candidates, train_neumf  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 THREADS = 2

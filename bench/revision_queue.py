@@ -117,7 +117,7 @@ def seeded_warehouse(url: str, n_learners: int, n_concepts: int) -> None:
     import sqlalchemy as sa
 
     from learning_pipelines.db import migrate
-    from learning_pipelines.db.memory_states import Progress, write_progress
+    from learning_pipelines.db.memory_state_progress import Progress, write_progress
 
     migrate.upgrade(url)
     engine = sa.create_engine(url)
@@ -213,7 +213,7 @@ def todays_implementation(url: str) -> float:
     into the same tables (today's rows deleted first, as a rerun does). Wall seconds."""
     import sqlalchemy as sa
 
-    from learning_pipelines.db import bulk, revision_queues as store, tables
+    from learning_pipelines.db import bulk, revision_queues as queue_tables, tables
     from learning_pipelines.db.reads import concept_graph, shard_learners
     from learning_pipelines.defs.learner_shards import learner_shards
     from learning_pipelines.domain import revision
@@ -233,7 +233,7 @@ def todays_implementation(url: str) -> float:
             learners, _ = revision.effective_preferences(calendars, preferences)
             concept_ids, theme_map, edges = concept_graph(conn)
             concept_themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
-            store.clear_shard_day(conn, DAY, shard, in_shard)
+            queue_tables.clear_shard_day(conn, DAY, shard, in_shard)
             totals = []
             for offset in range(0, len(learners), 200):
                 chunk = learners.iloc[offset:offset + 200]
@@ -241,9 +241,9 @@ def todays_implementation(url: str) -> float:
                                                         states.c.last_review_at, states.c.decay)
                                         .where(states.c.user_id.in_([int(u) for u in chunk["user_id"]])))
                 queues = revision.build_queues(cards, chunk, concept_themes, DAY)
-                store.write_chunk(conn, DAY, queues, chunk, dt.datetime.now(dt.timezone.utc), dt.datetime.now(dt.timezone.utc))
+                queue_tables.write_chunk(conn, DAY, queues, chunk, dt.datetime.now(dt.timezone.utc), dt.datetime.now(dt.timezone.utc))
                 totals.append(revision.theme_totals(queues))
-            store.write_shard_stats(conn, DAY, shard, revision.day_stats(totals))
+            queue_tables.write_shard_stats(conn, DAY, shard, revision.day_stats(totals))
     seconds = time.perf_counter() - started
     engine.dispose()
     return seconds

@@ -20,7 +20,7 @@ from dagster._core.remote_representation.external import RemoteRepository
 from dagster._utils.hosted_user_process import recon_job_from_origin
 
 from learning_pipelines import settings
-from learning_pipelines.db import bulk, tables
+from learning_pipelines.db import bulk, reads, tables
 from learning_pipelines.db.maintenance import shown_url
 from learning_pipelines.db.engine import dagster_home, get_engine, resolve_database_url
 from learning_pipelines.domain.simulate import SimulatedPlatform, simulate_platform
@@ -46,15 +46,13 @@ def load_platform(engine: sa.Engine, platform: SimulatedPlatform) -> dict[str, i
 
 def simulated_learner_count(engine: sa.Engine) -> int:
     with engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(tables.users)
-                            .where(tables.users.c.external_ref.like(f"{SIMULATED_REF_PREFIX}%"))).scalar_one()
+        return reads.learners_with_ref_prefix(conn, SIMULATED_REF_PREFIX)
 
 
 def review_months(engine: sa.Engine) -> list[str]:
     """Partition keys (YYYY-MM-01) of the months that hold reviews."""
     with engine.connect() as conn:
-        first, last = conn.execute(sa.select(sa.func.min(tables.review_logs.c.reviewed_at),
-                                             sa.func.max(tables.review_logs.c.reviewed_at))).one()
+        first, last = reads.review_time_bounds(conn)
     if first is None:
         return []
     return [p.strftime("%Y-%m-01") for p in pd.period_range(first.strftime("%Y-%m"), last.strftime("%Y-%m"), freq="M")]
@@ -176,8 +174,7 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: 
 
 def table_counts(engine: sa.Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return {name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-                for name, table in tables.metadata.tables.items()}
+        return reads.exact_row_counts(conn)
 
 
 @dataclasses.dataclass

@@ -1,43 +1,18 @@
-"""Deployment settings read from the environment, in one place.
+"""Plain switches read from the environment, in one place, each with its default.
 
-Required settings (the warehouse URL in production) are `dg.EnvVar`s on the resources in
-`defs/resources.py`; this module holds the optional ones, each with its default. Asset modules
+Endpoints and secrets (the warehouse URL, the alert webhook) are not here: they are resource fields a deployment
+sets with `dg.EnvVar` (`defs/resources.py`), so the UI shows the variable's name, never its value. Asset modules
 read these names, never `os.environ`.
 """
 
 from __future__ import annotations
 
 import os
-import urllib.parse
 
 import dagster as dg
 
 # Time zone of the learner-night schedules (revision queues at 02:00).
 SCHEDULE_TIMEZONE = os.environ.get("LEARNING_PIPELINES_SCHEDULE_TIMEZONE", "UTC")
-
-# Where run failures are posted as JSON; unset: recorded in the warehouse only.
-ALERT_WEBHOOK_ENV = "LEARNING_PIPELINES_ALERT_WEBHOOK"
-# Anything else (file:, ftp:, data:) would read or write where no webhook lives.
-ALERT_WEBHOOK_SCHEMES = ("http", "https")
-
-
-def checked_webhook_url(url: str | None) -> str | None:
-    """`url` when it is an http(s) URL naming a host, None when unset; else ValueError naming the variable
-    and the scheme (never the URL, which may carry a token)."""
-    if not url:
-        return None
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme.lower() not in ALERT_WEBHOOK_SCHEMES:
-        scheme = f"{parts.scheme}:" if parts.scheme else "none"
-        raise ValueError(f"${ALERT_WEBHOOK_ENV} must be an http:// or https:// URL, its scheme is {scheme}")
-    if not parts.hostname:
-        raise ValueError(f"${ALERT_WEBHOOK_ENV} must name a host ({parts.scheme}://HOST/...)")
-    return url
-
-
-# Checked at import, so a bad value stops the code location from loading: seen at deploy, not at the first
-# failed run.
-ALERT_WEBHOOK_URL = checked_webhook_url(os.environ.get(ALERT_WEBHOOK_ENV))
 
 # Schedules and sensors start stopped in development (a newcomer's `make dev` must not fire nightly
 # jobs at the demo warehouse); the production stack sets this to `on` to start them all.

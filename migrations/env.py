@@ -1,4 +1,5 @@
-"""Alembic environment: migrates the warehouse named by the caller or by the environment."""
+"""Alembic environment: migrates the warehouse named by the caller or by the environment, resolved by
+`resolve_database_url`, the function the CLI and the code location's `warehouse` resource use too."""
 
 import sys
 from logging.config import fileConfig

@@ -45,8 +45,9 @@ from learning_pipelines.db.reads import shard_learners
 from learning_pipelines.defs.complexity import concept_complexity
 from learning_pipelines.defs.fsrs import fsrs_global_parameters, fsrs_parameters
 from learning_pipelines.defs.learner_shards import learner_shards
-from learning_pipelines.defs.memory_states import card_memory_states
-from learning_pipelines.defs.ncf import NcfTrainingConfig, ncf_model, recommendations
+from learning_pipelines.defs.card_memory_states import card_memory_states
+from learning_pipelines.defs.ncf import NcfTrainingConfig, ncf_model
+from learning_pipelines.defs.recommendations import recommendations
 from learning_pipelines.defs.resources import LocalModelStore, Warehouse
 from learning_pipelines.defs.revision_queues import revision_queues
 from learning_pipelines.demo import load_platform

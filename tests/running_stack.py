@@ -19,6 +19,7 @@ import kombu
 import sqlalchemy as sa
 
 from learning_pipelines.deploy import stack as stacks
+from learning_pipelines.deploy.topology import Stack
 from learning_pipelines.settings import CELERY_BROKER_ENV
 from tests.conftest import TEST_BROKER_URL, TEST_PG_URL, _admin_engine
 
@@ -33,10 +34,10 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_stack(run_dir: Path, workers: int = 2, warehouse_db: str | None = None,
-                  learner_shards: int | None = None) -> Iterator[stacks.Stack]:
+                  learner_shards: int | None = None) -> Iterator[Stack]:
     """`warehouse_db`: an existing database on the test server to use (and drop afterwards) as the warehouse."""
     name = f"lp_test_{uuid.uuid4().hex[:10]}"
-    stack = stacks.Stack(run_dir=run_dir, postgres=TEST_PG_URL, warehouse_db=warehouse_db or f"{name}_warehouse",
+    stack = Stack(run_dir=run_dir, postgres=TEST_PG_URL, warehouse_db=warehouse_db or f"{name}_warehouse",
                          dagster_db=f"{name}_dagster", webserver_port=free_port(), code_server_port=free_port(),
                          metrics_port=free_port(), workers=workers, queue=name, learner_shards=learner_shards)
     previous_broker = os.environ.get(CELERY_BROKER_ENV)
@@ -67,7 +68,7 @@ def _delete_queue(name: str) -> None:
                 connection.connect()
 
 
-def dagster(stack: stacks.Stack, *arguments: str) -> str:
+def dagster(stack: Stack, *arguments: str) -> str:
     """A `dagster` CLI command against the stack's instance and workspace; its output."""
     env = {**os.environ, "DAGSTER_HOME": str(stack.dagster_home)}
     done = subprocess.run([str(BIN / "dagster"), *arguments, "-w", str(stack.workspace)], env=env,
@@ -76,11 +77,11 @@ def dagster(stack: stacks.Stack, *arguments: str) -> str:
     return done.stdout
 
 
-def instance(stack: stacks.Stack) -> dg.DagsterInstance:
+def instance(stack: Stack) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(stack.dagster_home))
 
 
-def wait_for_runs(stack: stacks.Stack, job: str, count: int, seconds: float = 420) -> list[dg.DagsterRun]:
+def wait_for_runs(stack: Stack, job: str, count: int, seconds: float = 420) -> list[dg.DagsterRun]:
     """The job's latest `count` runs, once all have finished."""
     with instance(stack) as dagster_instance:
         deadline = time.monotonic() + seconds
@@ -93,7 +94,7 @@ def wait_for_runs(stack: stacks.Stack, job: str, count: int, seconds: float = 42
     raise AssertionError(f"{job}: {count} runs not finished after {seconds} s: {json.dumps(logs, indent=1)}")
 
 
-def celery_workers_of_steps(stack: stacks.Stack, run_id: str) -> dict[str, list[str]]:
+def celery_workers_of_steps(stack: Stack, run_id: str) -> dict[str, list[str]]:
     """Step key -> the Celery worker of each execution of the step (dagster-celery's engine event), in order."""
     with instance(stack) as dagster_instance:
         workers: dict[str, list[str]] = {}

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from learning_pipelines.db import bulk, migrate, tables
 from learning_pipelines.db.engine import get_engine
 from learning_pipelines.db.learner_queue import APP_VIEWS, learner_queue, revision_queue_view
-from learning_pipelines.db.memory_states import Progress, write_progress
+from learning_pipelines.db.memory_state_progress import Progress, write_progress
 from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.revision_queues import revision_queues

@@ -14,7 +14,7 @@ from app_reads import (MODEL_ID, N_RESOURCES, RECOMMENDATIONS_FLOOR_READ, RECOMM
                        recommendations_of, resources)
 
 from learning_pipelines.db import bulk, tables  # noqa: E402
-from learning_pipelines.defs.ncf import RECOMMENDATIONS_PER_LEARNER  # noqa: E402
+from learning_pipelines.flows.recommendations import RECOMMENDATIONS_PER_LEARNER  # noqa: E402
 from learning_pipelines.domain import recommend  # noqa: E402
 
 GENERATED_AT = pd.Timestamp("2026-12-03 04:00", tz="UTC")

@@ -29,7 +29,7 @@ EXPECTED_GRAPH = {
                 "recommendations_after_ncf_model",
                 "review_logs_arrivals_sensor", "review_logs_partition_backfill_sensor", "revision_queue_shards_after_states",
                 "run_failure_reporter"],
-    "resources": ["model_store", "warehouse"],
+    "resources": ["alert_webhook", "model_store", "warehouse"],
 }
 
 

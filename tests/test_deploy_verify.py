@@ -20,7 +20,7 @@ import yaml
 
 from learning_pipelines.db import migrate, scratch_schema
 from learning_pipelines.db.engine import DATABASE_URL_ENV, get_engine
-from learning_pipelines.deploy import verify
+from learning_pipelines.deploy import targets, verify
 from learning_pipelines.settings import CELERY_BROKER_ENV, CELERY_QUEUE_ENV
 from tests.conftest import scratch_postgres_database
 from tests.running_stack import free_port, running_stack
@@ -120,23 +120,30 @@ def test_nothing_to_verify_says_what_is_missing(tmp_path):
         assert missing in done.stderr
 
 
+def test_a_damaged_stack_description_is_one_line_saying_how_to_write_it_again(tmp_path):
+    (tmp_path / "stack.json").write_text('{"warehouse_url": ')  # cut short, as by a full disk
+    done = _verify(tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "stack.json cannot be read" in done.stderr and "learning-pipelines stack start" in done.stderr
+
+
 def test_stack_json_wins_over_the_environment_which_fills_what_it_lacks_and_a_hidden_password_is_left_to_libpq(
         tmp_path):
     (tmp_path / "stack.json").write_text(json.dumps({
         "dagster_home": "/stack/home", "warehouse_url": "postgresql+psycopg2://app:***@db:5432/warehouse",
         "metrics_url": "http://127.0.0.1:9464/metrics", "queue": "stack_queue", "workers": 2,
         "code_server": {"host": "127.0.0.1", "port": 4266}}))
-    from_stack = verify.resolve_target(tmp_path, {})
+    from_stack = targets.resolve_target(tmp_path, {})
     assert from_stack.warehouse_url == "postgresql+psycopg2://app@db:5432/warehouse"
     assert (from_stack.queue, from_stack.min_workers, from_stack.code_server) == ("stack_queue", 2, ("127.0.0.1", 4266))
     # A development shell's DAGSTER_HOME (the Makefile exports one) does not redirect the check of the stack.
     environment = {"DAGSTER_HOME": "/env/home", CELERY_QUEUE_ENV: "env_queue", DATABASE_URL_ENV: "sqlite:///w.db"}
-    with_environment = verify.resolve_target(tmp_path, environment, metrics_url="http://m:1/metrics",
+    with_environment = targets.resolve_target(tmp_path, environment, metrics_url="http://m:1/metrics",
                                              code_server=("h", 5))
     assert (with_environment.dagster_home, with_environment.queue) == (Path("/stack/home"), "stack_queue")
     assert (with_environment.metrics_url, with_environment.code_server) == ("http://m:1/metrics", ("h", 5))
     assert with_environment.origins["metrics"] == "flag" and with_environment.origins["queue"] == "stack.json"
-    without_stack = verify.resolve_target(tmp_path / "none", environment, metrics_url="http://m:1/metrics",
+    without_stack = targets.resolve_target(tmp_path / "none", environment, metrics_url="http://m:1/metrics",
                                           code_server=("h", 5))
     assert (without_stack.dagster_home, without_stack.queue, without_stack.warehouse_url) == (
         Path("/env/home"), "env_queue", "sqlite:///w.db")
@@ -248,6 +255,6 @@ def test_the_metrics_check_reads_only_http_urls(tmp_path):
     (tmp_path / "stack.json").write_text(json.dumps({
         "dagster_home": str(tmp_path), "warehouse_url": "sqlite:///w.db", "metrics_url": "file:///etc/passwd",
         "queue": "q", "workers": 1, "code_server": {"host": "127.0.0.1", "port": 1}}))
-    target = verify.resolve_target(tmp_path, {})
+    target = targets.resolve_target(tmp_path, {})
     [metrics] = verify.verify(target, tuple(c for c in verify.CHECKS if c.name == "metrics")).checks
     assert not metrics.ok and "is not an http:// or https:// URL" in metrics.detail

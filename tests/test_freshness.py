@@ -19,10 +19,11 @@ import sqlalchemy as sa
 from learning_pipelines.db import bulk, tables
 from learning_pipelines.definitions import defs as load_defs
 from learning_pipelines.defs.automation import review_logs_arrivals_sensor
-from learning_pipelines.defs.memory_states import card_memory_states
+from learning_pipelines.defs.card_memory_states import card_memory_states
 from learning_pipelines.defs.resources import Warehouse
-from learning_pipelines.defs.revision_queues import (QUEUE_DAY_TAG, revision_queue_shards_after_states,
-                                                     revision_queues_job, revision_queues_nightly)
+from learning_pipelines.defs.revision_queue_automation import (revision_queue_shards_after_states,
+                                                               revision_queues_nightly)
+from learning_pipelines.defs.revision_queues import QUEUE_DAY_TAG, revision_queues_job
 from learning_pipelines.demo import load_platform
 from learning_pipelines.domain import fsrs
 from learning_pipelines.domain.simulate import simulate_platform

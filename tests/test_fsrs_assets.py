@@ -9,13 +9,13 @@ import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, fsrs_params, reads, tables
 from learning_pipelines.definitions import defs as definitions
-from learning_pipelines.db.memory_states import learner_settings
-from learning_pipelines.defs.fsrs import (GlobalFitConfig, ShardFitConfig, fsrs_eligibility_sensor, fsrs_global_job,
-                                          fsrs_global_parameters, fsrs_optimization_job, fsrs_parameters,
-                                          fsrs_shadow_daily, fsrs_shadow_evaluation, fsrs_shards_after_global,
-                                          fsrs_weekly)
+from learning_pipelines.db.learner_settings import calendars_and_preferences
+from learning_pipelines.defs.fsrs import (GlobalFitConfig, ShardFitConfig, fsrs_global_job, fsrs_global_parameters,
+                                          fsrs_optimization_job, fsrs_parameters)
+from learning_pipelines.defs.fsrs_automation import fsrs_eligibility_sensor, fsrs_shards_after_global, fsrs_weekly
+from learning_pipelines.defs.shadow_evaluation import fsrs_shadow_daily, fsrs_shadow_evaluation
 from learning_pipelines.defs.learner_shards import learner_shards
-from learning_pipelines.defs.memory_states import card_memory_states
+from learning_pipelines.defs.card_memory_states import card_memory_states
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.demo import load_platform
 from learning_pipelines.domain import fsrs, fsrs_policy, fsrs_training, memory_states
@@ -96,7 +96,7 @@ def test_all_shards_give_exactly_the_rows_of_the_same_computation_unsharded(plat
         global_weights = json.loads(conn.execute(sa.select(tables.fsrs_global_params.c.weights)).scalar_one())
         reviews = reads.reviews_with_calendar(conn)
         previous = _frame(warehouse_engine, sa.select(tables.srs_user_params))
-        calendars, preferences = learner_settings(conn, reviews["user_id"].unique())
+        calendars, preferences = calendars_and_preferences(conn, reviews["user_id"].unique())
     for shard in learner_shards.get_partition_keys():
         _materialize(platform_url, [fsrs_parameters], partition_key=shard)
 
@@ -111,7 +111,7 @@ def test_all_shards_give_exactly_the_rows_of_the_same_computation_unsharded(plat
 
     own = {int(u): np.array(json.loads(w)) for u, w in expected["weights"].dropna().items()}
     weights = memory_states.LearnerWeights(np.array(global_weights), "global", own, {u: "own" for u in own})
-    replayed = memory_states.schedule(memory_states.replay(reviews, weights), calendars, preferences)
+    replayed = memory_states.schedule(memory_states.states_from_histories(reviews, weights), calendars, preferences)
     states = _frame(warehouse_engine, sa.select(tables.card_memory_states))
     key = ["user_id", "concept_id"]
     states, replayed = (f.sort_values(key).reset_index(drop=True) for f in (states, replayed))

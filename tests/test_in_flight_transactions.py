@@ -12,10 +12,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from learning_pipelines.db import memory_states as store
+from learning_pipelines.db import memory_state_progress as progress_store
 from learning_pipelines.db import migrate
 from learning_pipelines.db.engine import get_engine
-from learning_pipelines.defs.memory_states import card_memory_states
+from learning_pipelines.defs.card_memory_states import card_memory_states
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.demo import load_platform
 from learning_pipelines.deploy import verify
@@ -68,9 +68,9 @@ def _write_left_open(url: str, later_commit: bool = True):
         engine.dispose()
 
 
-def _high_water(url: str) -> store.HighWater:
+def _high_water(url: str) -> progress_store.HighWater:
     with get_engine(url).connect() as conn:
-        return store.high_water(conn)
+        return progress_store.high_water(conn)
 
 
 def _materialize(url: str) -> dict:
@@ -78,18 +78,18 @@ def _materialize(url: str) -> dict:
     return {k: v.value for k, v in result.asset_materializations_for_node("card_memory_states")[0].metadata.items()}
 
 
-def _progress(url: str) -> store.Progress:
+def _progress(url: str) -> progress_store.Progress:
     with get_engine(url).connect() as conn:
-        return store.read_progress(conn)
+        return progress_store.read_progress(conn)
 
 
 def test_a_transaction_open_in_another_database_does_not_hold_the_states_back(warehouse, other_database):
     with _write_left_open(other_database) as elsewhere:
         high = _high_water(warehouse)
         assert elsewhere not in high.in_flight
-        assert high.in_flight_scope == store.IN_FLIGHT_DATABASE
+        assert high.in_flight_scope == progress_store.IN_FLIGHT_DATABASE
         run = _materialize(warehouse)  # a first run: before, it waited FIRST_RUN_SETTLE for that transaction
-    assert run["in_flight_transactions_from"] == store.IN_FLIGHT_DATABASE
+    assert run["in_flight_transactions_from"] == progress_store.IN_FLIGHT_DATABASE
     progress = _progress(warehouse)
     assert progress.covered_seq == progress.applied_seq == high.seq > 0, "covered_seq does not lag"
     assert elsewhere not in progress.pending_xids
@@ -141,25 +141,25 @@ def test_a_role_that_cannot_see_other_sessions_counts_the_whole_server_and_says_
     with _write_left_open(other_database) as elsewhere:  # the postgres role's: its xid reads NULL for `role`
         high = _high_water(url)
     assert elsewhere in high.in_flight, "without pg_read_all_stats the cluster-wide list is kept"
-    assert high.in_flight_scope == store.IN_FLIGHT_SERVER
+    assert high.in_flight_scope == progress_store.IN_FLIGHT_SERVER
 
     _materialize(warehouse)  # a first run counting the whole server would wait for any transaction open on it
     run = _materialize(url)
-    assert run["in_flight_transactions_from"] == store.IN_FLIGHT_SERVER
+    assert run["in_flight_transactions_from"] == progress_store.IN_FLIGHT_SERVER
     check = _warehouse_check(url)
-    assert check.ok and store.IN_FLIGHT_SERVER in check.detail
+    assert check.ok and progress_store.IN_FLIGHT_SERVER in check.detail
     assert f"GRANT pg_read_all_stats TO {role}" in check.detail
     as_owner = _warehouse_check(warehouse).detail
-    assert as_owner.endswith(store.IN_FLIGHT_DATABASE) and "GRANT" not in as_owner
+    assert as_owner.endswith(progress_store.IN_FLIGHT_DATABASE) and "GRANT" not in as_owner
 
     with _admin_engine().connect() as conn:  # the remedy the check names
         conn.execute(sa.text(f'GRANT pg_read_all_stats TO "{role}"'))
     try:
         with _write_left_open(other_database) as elsewhere:
             high = _high_water(url)
-        assert elsewhere not in high.in_flight and high.in_flight_scope == store.IN_FLIGHT_DATABASE
+        assert elsewhere not in high.in_flight and high.in_flight_scope == progress_store.IN_FLIGHT_DATABASE
         granted = _warehouse_check(url).detail
-        assert granted.endswith(store.IN_FLIGHT_DATABASE) and "GRANT" not in granted
+        assert granted.endswith(progress_store.IN_FLIGHT_DATABASE) and "GRANT" not in granted
     finally:
         with _admin_engine().connect() as conn:
             conn.execute(sa.text(f'REVOKE pg_read_all_stats FROM "{role}"'))

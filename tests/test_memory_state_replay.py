@@ -13,14 +13,15 @@ import pytest
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, reads, tables
-from learning_pipelines.db import memory_states as store
+from learning_pipelines.db import memory_state_reads, memory_state_writes
 from learning_pipelines.db.engine import get_engine
-from learning_pipelines.defs.memory_state_replay import REPLAY_REVIEWS_PER_READ, replay_learners
-from learning_pipelines.defs.memory_states import card_memory_states
+from learning_pipelines.defs.card_memory_states import card_memory_states
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.demo import load_platform
 from learning_pipelines.domain import fsrs, memory_states
+from learning_pipelines.domain.chunking import REPLAY_REVIEWS_PER_READ
 from learning_pipelines.domain.simulate import simulate_platform
+from learning_pipelines.flows.learner_states import rewrite_learner_states
 
 AS_OF = dt.datetime(2026, 3, 31, 12, tzinfo=dt.timezone.utc)
 CARD = ["user_id", "concept_id"]
@@ -79,7 +80,7 @@ def test_card_histories_reads_only_those_cards_reviews(warehouse_url, warehouse_
         expected = (reads.reviews_with_calendar(conn, user_ids=learners).merge(cards, on=CARD)
                     .sort_values(["reviewed_at", "id"], kind="stable").reset_index(drop=True))
         with _review_rows_returned(warehouse_engine) as returned:
-            history = store.card_histories(conn, pd.concat([cards, cards.iloc[:1]]))  # a card named twice
+            history = memory_state_reads.card_histories(conn, pd.concat([cards, cards.iloc[:1]]))  # a card named twice
     pd.testing.assert_frame_equal(history, expected)
     assert len(history) == len(wanted) < (reviews["user_id"].isin(learners)).sum()
     if warehouse_url.startswith("postgresql"):
@@ -106,7 +107,7 @@ def test_a_late_review_replays_its_card_from_that_cards_history_alone(warehouse_
         assert max(rows for rows, _ in returned) <= n_card_reviews
         assert sum(rows for rows, _ in returned) < int((all_reviews["user_id"] == learner).sum())
     with warehouse_engine.connect() as conn:
-        expected = memory_states.replay(reads.reviews_with_calendar(conn), DEFAULT_WEIGHTS).sort_values(CARD)
+        expected = memory_states.states_from_histories(reads.reviews_with_calendar(conn), DEFAULT_WEIGHTS).sort_values(CARD)
     stored = _stored_states(warehouse_engine)
     np.testing.assert_allclose(stored[["stability_days", "difficulty"]].to_numpy(),
                                expected[["stability_days", "difficulty"]].to_numpy(), rtol=1e-12)
@@ -115,7 +116,7 @@ def test_a_late_review_replays_its_card_from_that_cards_history_alone(warehouse_
 
 def _replay_everyone(engine, learners: np.ndarray, reviews_per_read: int) -> pd.DataFrame:
     with engine.begin() as conn:
-        replay_learners(conn, learners, DEFAULT_WEIGHTS, learner_chunk=2000, reviews_per_read=reviews_per_read)
+        rewrite_learner_states(conn, learners, DEFAULT_WEIGHTS, learner_chunk=2000, reviews_per_read=reviews_per_read)
     return _stored_states(engine)
 
 
@@ -133,7 +134,7 @@ def _states_without_reviews(engine, platform) -> pd.DataFrame:
         stale = pd.DataFrame({"user_id": [largest, smallest], "concept_id": [highest_concept] * 2}).assign(
             stability_days=1.0, difficulty=5.0, n_reviews=1, first_rating=3, last_review_at=pd.Timestamp(AS_OF),
             decay=0.5, weights_source="global", weights_version="stale", due_at=pd.Timestamp(AS_OF))
-        store.delete_keys(conn, tables.card_memory_states, stale)
+        memory_state_writes.delete_keys(conn, tables.card_memory_states, stale)
         bulk.bulk_insert(conn, tables.card_memory_states, stale)
     return stale
 

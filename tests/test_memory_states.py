@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, tables
-from learning_pipelines.defs.memory_states import card_memory_states
+from learning_pipelines.defs.card_memory_states import card_memory_states
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.demo import LOAD_ORDER
 from learning_pipelines.domain import fsrs, memory_states
@@ -59,7 +59,7 @@ def _stored_states(engine) -> pd.DataFrame:
 def _full_replay(platform, reviews: pd.DataFrame, weights: memory_states.LearnerWeights) -> pd.DataFrame:
     history = reviews.merge(platform.users[["user_id", "timezone", "day_start_hour"]], on="user_id")
     history = with_learner_days(history.sort_values(["reviewed_at", "id"], kind="stable").reset_index(drop=True))
-    return memory_states.replay(history, weights).set_index(["user_id", "concept_id"]).sort_index(), history
+    return memory_states.states_from_histories(history, weights).set_index(["user_id", "concept_id"]).sort_index(), history
 
 
 @pytest.mark.slow
@@ -154,7 +154,7 @@ def test_advance_equals_replay_in_pure_domain(n_days):
     weights = memory_states.LearnerWeights(fsrs.DEFAULT_WEIGHTS, "default", {}, {})
     expected, history = _full_replay(platform, platform.review_logs, weights)
     cut = history["reviewed_at"] < AS_OF - dt.timedelta(days=n_days)
-    earlier = memory_states.replay(history.loc[cut].reset_index(drop=True), weights)
+    earlier = memory_states.states_from_histories(history.loc[cut].reset_index(drop=True), weights)
     stored = earlier.merge(platform.users[["user_id", "timezone", "day_start_hour"]], on="user_id")
     touched = history.loc[~cut, ["user_id", "concept_id"]].drop_duplicates()
     nightly = memory_states.update(stored.merge(touched), history.loc[~cut].reset_index(drop=True), weights)

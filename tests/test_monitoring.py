@@ -23,7 +23,6 @@ import yaml
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from learning_pipelines import settings
 from learning_pipelines.cli import main
 from learning_pipelines.db import migrate, tables
 from learning_pipelines.db.engine import get_engine
@@ -33,6 +32,7 @@ from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.demo import load_platform
 from learning_pipelines.domain.simulate import simulate_platform
+from learning_pipelines.observability.alert_webhook import ALERT_WEBHOOK_ENV
 from learning_pipelines.observability.exporter import build_registry, code_location_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,10 +259,11 @@ def test_failure_sensor_records_the_run_and_posts_to_the_webhook(instance, empty
     migrate.upgrade(empty_sqlite_url)
     server = HTTPServer(("127.0.0.1", 0), _Webhook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    # settings reads $LEARNING_PIPELINES_ALERT_WEBHOOK when the code location loads
-    monkeypatch.setattr(settings, "ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/alerts")
+    # The code location's `alert_webhook` is dg.EnvVar("LEARNING_PIPELINES_ALERT_WEBHOOK"), resolved by the sensor.
+    monkeypatch.setenv(ALERT_WEBHOOK_ENV, f"http://127.0.0.1:{server.server_port}/alerts")
     _Webhook.received = []
-    repository = load_defs().get_repository_def()
+    definitions = load_defs()
+    repository = definitions.get_repository_def()
     broken = {"warehouse": Warehouse(database_url=f"sqlite:///{tmp_path / 'never_migrated.db'}")}
     today = dt.datetime.now(dt.timezone.utc).date().isoformat()  # a day it may build: it reaches the warehouse
     result = repository.get_job("revision_queues_job").execute_in_process(
@@ -271,7 +272,8 @@ def test_failure_sensor_records_the_run_and_posts_to_the_webhook(instance, empty
     context = dg.build_run_status_sensor_context(
         sensor_name="run_failure_reporter", dagster_instance=instance, dagster_run=result.dagster_run,
         dagster_event=result.get_run_failure_event(),
-        resources={"warehouse": Warehouse(database_url=empty_sqlite_url)},
+        resources={"warehouse": Warehouse(database_url=empty_sqlite_url),
+                   "alert_webhook": definitions.resources["alert_webhook"]},
     ).for_run_failure()
     run_failure_reporter(context)
     server.shutdown()

@@ -16,13 +16,18 @@ import torch
 from learning_pipelines.cli import main as cli_main
 from learning_pipelines.db import bulk, tables
 from learning_pipelines.defs.learner_shards import learner_shards
-from learning_pipelines.defs.ncf import (NcfTrainingConfig, ncf_model, ncf_retraining_sensor, recommendations,
-                                         recommendations_after_ncf_model)
+from learning_pipelines.defs.ncf import NcfTrainingConfig, ncf_model, ncf_retraining_sensor
+from learning_pipelines.defs.recommendations import recommendations, recommendations_after_ncf_model
 from learning_pipelines.defs.resources import LocalModelStore, Warehouse
 from learning_pipelines.demo import load_platform
-from learning_pipelines.domain.ncf import (NcfCheckpoint, NcfConfig, NeuMF, NeumfTraining, evaluate_neumf,
-                                           fit_and_evaluate, hit_rate_gap, leave_one_out, validation_split)
+from learning_pipelines.domain.metrics import hit_rate_gap
+from learning_pipelines.domain.ncf_checkpoint import NcfCheckpoint
+from learning_pipelines.domain.ncf_config import NcfConfig
+from learning_pipelines.domain.ncf_fit import evaluate_neumf, fit_and_evaluate
+from learning_pipelines.domain.ncf_model import NeuMF
+from learning_pipelines.domain.ncf_protocol import leave_one_out, validation_split
 from learning_pipelines.domain.ncf_search import choose_config
+from learning_pipelines.domain.ncf_training import NeumfTraining
 from learning_pipelines.domain.learner_shards import learners_in
 from learning_pipelines.domain.simulate import simulate_platform
 

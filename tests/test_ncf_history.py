@@ -6,8 +6,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from learning_pipelines.domain.ncf import (NcfCheckpoint, NcfConfig, fit_and_evaluate, hit_rate_and_ndcg,
-                                           latest_items, leave_one_out, preceding_items, score_candidates)
+from learning_pipelines.domain.metrics import hit_rate_and_ndcg
+from learning_pipelines.domain.ncf_checkpoint import NcfCheckpoint
+from learning_pipelines.domain.ncf_config import NcfConfig
+from learning_pipelines.domain.ncf_fit import fit_and_evaluate
+from learning_pipelines.domain.ncf_history import latest_items, preceding_items
+from learning_pipelines.domain.ncf_protocol import leave_one_out
+from learning_pipelines.domain.ncf_training import score_candidates
 
 PAD = 99
 

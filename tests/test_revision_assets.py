@@ -8,18 +8,19 @@ import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, revision_queues as queue_store, tables
 from learning_pipelines.db.engine import get_engine
+from learning_pipelines.db.learner_settings import calendars_and_preferences
 from learning_pipelines.db.preferences import write_learning_prefs
 from learning_pipelines.db.reads import learner_ids
-from learning_pipelines.db.memory_states import Progress, write_progress
+from learning_pipelines.db.memory_state_progress import Progress, write_progress
 from learning_pipelines.db.reads import concept_graph
 from learning_pipelines.definitions import defs
 from learning_pipelines.defs.complexity import concept_complexity, scores_in_unit_interval
 from learning_pipelines.defs.learner_shards import learner_shards
-from learning_pipelines.defs.memory_states import card_memory_states, card_memory_states_job
+from learning_pipelines.defs.card_memory_states import card_memory_states, card_memory_states_job
 from learning_pipelines.defs.resources import Warehouse
-from learning_pipelines.defs.revision_queues import (QUEUE_DAY_TAG, STATES_CUTOFF_TAG,
-                                                     revision_queue_shards_after_states, revision_queues,
-                                                     revision_queues_job, revision_queues_nightly)
+from learning_pipelines.defs.revision_queue_automation import (revision_queue_shards_after_states,
+                                                               revision_queues_nightly)
+from learning_pipelines.defs.revision_queues import QUEUE_DAY_TAG, STATES_CUTOFF_TAG, revision_queues, revision_queues_job
 from learning_pipelines.demo import load_platform
 from learning_pipelines.domain import revision
 from learning_pipelines.domain.learner_shards import shard_of
@@ -225,7 +226,7 @@ def test_all_shards_give_exactly_the_rows_of_the_same_computation_unsharded(plat
     engine = get_engine(platform_states_url)
     assert all(result.success for result in _queue(platform_states_url, today).values())
     with engine.connect() as conn:
-        calendars, preferences = queue_store.learner_calendars(conn, learner_ids(conn))
+        calendars, preferences = calendars_and_preferences(conn, learner_ids(conn))
         learners, _ = revision.effective_preferences(calendars, preferences)
         states = queue_store.card_states(conn, learners["user_id"])
         learners = learners.loc[learners["user_id"].isin(states["user_id"])]

@@ -1,5 +1,6 @@
 """Attacks through what one can write: a row of the model registry, a file in the model store, the alert
-webhook setting. Each is refused with a clear error, and nothing the attacker planted runs."""
+webhook setting. Each is refused with a clear error, and nothing the attacker planted runs. And what one can
+read: the UI shows the variables that hold the warehouse URL and the webhook, never their values."""
 
 import datetime as dt
 import io
@@ -17,13 +18,16 @@ import pytest
 import sqlalchemy as sa
 import torch
 
-from learning_pipelines import settings
+from dagster._core.remote_representation.external_data import RepositorySnap
+from dagster._serdes import serialize_value
+
 from learning_pipelines.db import tables
-from learning_pipelines.db.engine import get_engine
-from learning_pipelines.defs.alerts import post_alert, run_failure_reporter, short_message
+from learning_pipelines.db.engine import DATABASE_URL_ENV, get_engine
+from learning_pipelines.defs.alerts import run_failure_reporter, short_message
 from learning_pipelines.defs.learner_shards import learner_shards
-from learning_pipelines.defs.ncf import recommendations
-from learning_pipelines.defs.resources import LocalModelStore, ModelKeyRefused, Warehouse
+from learning_pipelines.defs.recommendations import recommendations
+from learning_pipelines.defs.resources import AlertWebhook, LocalModelStore, ModelKeyRefused, Warehouse, resources
+from learning_pipelines.observability.alert_webhook import ALERT_WEBHOOK_ENV, checked_webhook_url, post_alert
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,10 +143,22 @@ def test_a_webhook_that_is_not_http_is_refused(url, scheme):
 
 
 def test_a_webhook_is_an_http_url_naming_a_host():
-    assert settings.checked_webhook_url("HTTPS://hooks.example/alerts") == "HTTPS://hooks.example/alerts"
-    assert settings.checked_webhook_url("") is None
+    assert checked_webhook_url("HTTPS://hooks.example/alerts") == "HTTPS://hooks.example/alerts"
+    assert checked_webhook_url("") is None
     with pytest.raises(ValueError, match="must name a host"):
-        settings.checked_webhook_url("http:///alerts")
+        checked_webhook_url("http:///alerts")
+
+
+@pytest.mark.parametrize("url, refusal", [("file:///etc/passwd", "its scheme is file:"),
+                                          ("http:///alerts", "must name a host")])
+def test_a_bad_webhook_variable_refuses_the_resources_as_they_load(url, refusal, monkeypatch):
+    """The check runs where the definitions load (`resources()`), not when the first failure is posted."""
+    monkeypatch.setenv(ALERT_WEBHOOK_ENV, url)
+    with pytest.raises(ValueError, match=rf"^\$LEARNING_PIPELINES_ALERT_WEBHOOK .*{refusal}") as refused:
+        resources()
+    assert url not in str(refused.value)
+    monkeypatch.delenv(ALERT_WEBHOOK_ENV)
+    assert resources().resources["alert_webhook"].url == "", "unset: no webhook, and the location loads"
 
 
 def test_a_file_webhook_stops_the_code_location_from_loading(tmp_path):
@@ -201,9 +217,9 @@ def registers_a_learner_twice(warehouse: Warehouse) -> None:
             conn.execute(tables.users.insert().values(user_id=LEARNER_ID, external_ref=LEARNER_NOTE))
 
 
-def test_the_alert_carries_no_sql_parameters(warehouse_url, webhook, monkeypatch):
-    monkeypatch.setattr(settings, "ALERT_WEBHOOK_URL", f"{webhook}/alerts")
+def test_the_alert_carries_no_sql_parameters(warehouse_url, webhook):
     warehouse = Warehouse(database_url=warehouse_url)
+    alert_webhook = AlertWebhook(url=f"{webhook}/alerts")
     with dg.instance_for_test() as instance:
         result = dg.materialize([registers_a_learner_twice], instance=instance, resources={"warehouse": warehouse},
                                 raise_on_error=False)
@@ -213,7 +229,8 @@ def test_the_alert_carries_no_sql_parameters(warehouse_url, webhook, monkeypatch
         assert LEARNER_NOTE not in raw and "[parameters:" not in raw, "engines hide the parameters (the learner's data)"
         context = dg.build_run_status_sensor_context(
             sensor_name="run_failure_reporter", dagster_instance=instance, dagster_run=result.dagster_run,
-            dagster_event=result.get_run_failure_event(), resources={"warehouse": warehouse}).for_run_failure()
+            dagster_event=result.get_run_failure_event(),
+            resources={"warehouse": warehouse, "alert_webhook": alert_webhook}).for_run_failure()
         run_failure_reporter(context)
 
     [(method, path, posted)] = _Webhook.received
@@ -242,3 +259,57 @@ def test_the_alert_carries_no_sql_parameters(warehouse_url, webhook, monkeypatch
 ])
 def test_short_message_keeps_the_first_line_without_sql(message, short):
     assert short_message(message) == short
+
+
+# --- what the UI shows of the deployment's settings ------------------------------------------------------------
+
+WAREHOUSE_PASSWORD = "s3cret-warehouse-password"
+WEBHOOK_TOKEN = "s3cret-webhook-token"
+RESOURCE_CONFIG_QUERY = """
+query ($selector: ResourceSelector!) {
+  topLevelResourceDetailsOrError(resourceSelector: $selector) {
+    ... on ResourceDetails { configuredValues { key value type } }
+  }
+}
+"""
+
+
+@pytest.fixture
+def deployment_settings(tmp_path, monkeypatch):
+    """A deployment's environment: the warehouse URL with its password, the webhook with its token."""
+    monkeypatch.setenv(DATABASE_URL_ENV, f"postgresql+psycopg2://lp:{WAREHOUSE_PASSWORD}@warehouse.invalid/warehouse")
+    monkeypatch.setenv(ALERT_WEBHOOK_ENV, f"https://hooks.example/alerts?token={WEBHOOK_TOKEN}")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+
+
+@pytest.mark.slow
+def test_the_ui_shows_the_variables_never_their_values(deployment_settings):
+    """The webserver's GraphQL API (what the UI's resource page reads), over a real code server of workspace.yaml."""
+    from dagster_graphql.test.utils import (define_out_of_process_context, execute_dagster_graphql,
+                                            infer_resource_selector)
+
+    with dg.instance_for_test() as instance, \
+            define_out_of_process_context(str(ROOT / "workspace.yaml"), None, instance) as context:
+        shown = {name: execute_dagster_graphql(context, RESOURCE_CONFIG_QUERY,
+                                               {"selector": infer_resource_selector(context, name)}).data
+                 for name in ("warehouse", "alert_webhook")}
+    assert shown == {
+        "warehouse": {"topLevelResourceDetailsOrError": {"configuredValues": [
+            {"key": "database_url", "value": DATABASE_URL_ENV, "type": "ENV_VAR"}]}},
+        "alert_webhook": {"topLevelResourceDetailsOrError": {"configuredValues": [
+            {"key": "url", "value": ALERT_WEBHOOK_ENV, "type": "ENV_VAR"}]}},
+    }
+
+
+def test_nothing_the_code_location_hands_the_ui_holds_the_values(deployment_settings):
+    """The whole repository snapshot a code server sends the webserver: every job, sensor, resource and config."""
+    from learning_pipelines.definitions import defs
+
+    definitions = defs()
+    snapshot = serialize_value(RepositorySnap.from_def(definitions.get_repository_def()))
+    assert DATABASE_URL_ENV in snapshot and ALERT_WEBHOOK_ENV in snapshot
+    assert WAREHOUSE_PASSWORD not in snapshot and WEBHOOK_TOKEN not in snapshot
+    # A run resolves them in its own process.
+    with dg.build_resources({name: definitions.resources[name] for name in ("warehouse", "alert_webhook")}) as run:
+        assert run.warehouse.database_url.endswith(f":{WAREHOUSE_PASSWORD}@warehouse.invalid/warehouse")
+        assert run.alert_webhook.url.endswith(f"?token={WEBHOOK_TOKEN}")

@@ -92,3 +92,13 @@ def test_an_unknown_format_is_refused_naming_the_variable(monkeypatch):
     monkeypatch.setenv(structured_logs.LOG_FORMAT_ENV, "xml")
     with pytest.raises(ValueError, match="LEARNING_PIPELINES_LOG_FORMAT='xml': expected one of json, console"):
         structured_logs.configure()
+
+
+def test_a_step_is_on_a_learner_shard_when_its_partitions_are_the_shard_keys():
+    """The learner shards are recognised by their keys (observability/ sits below defs/ and cannot import them)."""
+    same_keys = dg.StaticPartitionsDefinition(learner_shards.get_partition_keys())
+    assert structured_logs.step_fields("r", "j", "a", same_keys, SHARD)["shard"] == SHARD
+    assert "shard" not in structured_logs.step_fields("r", "j", "a", dg.StaticPartitionsDefinition(["x", SHARD]), SHARD)
+    assert "shard" not in structured_logs.step_fields("r", "j", "a", dg.DailyPartitionsDefinition("2024-01-01"),
+                                                      "2024-03-01")
+    assert structured_logs.step_fields("r", "j", "a", None, None) == {"run_id": "r", "job": "j", "asset": "a"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -11,18 +12,18 @@ DEFAULT_RUN_DIR = Path(".stack")
 
 
 def _verify(args: argparse.Namespace) -> int:
-    import logging
-
     # Libraries that log without configuring logging (dagster-postgres' retries) would print to stderr.
     logging.getLogger().addHandler(logging.NullHandler())
     try:
-        from learning_pipelines.deploy import verify
-    except ValueError as error:  # a setting of the environment that settings.py refuses
+        # Imported here, not at the top: every command loads this module (cli/__init__.py), and these load Dagster
+        # and the assets; and a setting of the environment that settings.py refuses becomes one line, exit 2.
+        from learning_pipelines.deploy import targets, verify
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        target = verify.resolve_target(args.run_dir, os.environ, args.metrics_url, args.code_server)
-    except verify.TargetMissing as error:
+        target = targets.resolve_target(args.run_dir, os.environ, args.metrics_url, args.code_server)
+    except targets.TargetMissing as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:

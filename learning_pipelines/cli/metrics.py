@@ -42,5 +42,6 @@ def register(commands) -> None:
     metrics.add_argument("--host", default="127.0.0.1")
     metrics.add_argument("--port", type=int, default=9464)
     metrics.add_argument("--once", action="store_true", help="print one scrape to stdout and exit")
-    metrics.add_argument("--database-url")
+    metrics.add_argument("--database-url",
+                         help="the warehouse (default: $LEARNING_PIPELINES_DATABASE_URL, else the embedded SQLite)")
     metrics.set_defaults(handler=_metrics)

@@ -13,7 +13,8 @@ def _ncf(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from learning_pipelines.domain.ncf import NcfConfig, evaluate_neumf
+    from learning_pipelines.domain.ncf_config import NcfConfig
+    from learning_pipelines.domain.ncf_fit import evaluate_neumf
 
     if args.format == "movielens":
         interactions = pd.read_csv(args.file, sep="\t", names=["user", "item", "rating", "time"])

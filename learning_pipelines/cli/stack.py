@@ -1,4 +1,7 @@
-"""`learning-pipelines stack start|stop|restart-workers`: the production topology on this machine (`make stack`)."""
+"""`learning-pipelines stack start|stop|restart-workers`: the production topology on this machine (`make stack`).
+
+deploy/ and settings are imported inside the handlers: every command loads this module (cli/__init__.py), and they
+load Dagster and the assets."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ def _stack_errors_exit_2(handler: Callable[[argparse.Namespace], int]) -> Callab
     """A StackError (what could not be done, and why) becomes one line on stderr and exit 2."""
     @functools.wraps(handler)
     def handle(args: argparse.Namespace) -> int:
-        from learning_pipelines.deploy.stack import StackError
+        from learning_pipelines.deploy.topology import StackError
 
         try:
             return handler(args)
@@ -28,7 +31,8 @@ def _stack_errors_exit_2(handler: Callable[[argparse.Namespace], int]) -> Callab
 
 @_stack_errors_exit_2
 def _start(args: argparse.Namespace) -> int:
-    from learning_pipelines.deploy.stack import DEFAULT_POSTGRES, POSTGRES_ENV, Stack, start
+    from learning_pipelines.deploy.stack import start
+    from learning_pipelines.deploy.topology import DEFAULT_POSTGRES, POSTGRES_ENV, Stack
     from learning_pipelines.settings import AUTOMATION_ON
 
     stack = Stack(run_dir=args.run_dir.resolve(), postgres=os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES),

@@ -106,7 +106,7 @@ def insert_review_logs(conn: sa.Connection, frame: pd.DataFrame) -> int:
 
     Rows are numbered in `ingest_seq` in frame order: by the column's sequence default on
     PostgreSQL (the transaction takes its id first, so a run that sees the numbers handed out also
-    sees the transaction in flight: db/memory_states.py); on SQLite here, from the counter the table's
+    sees the transaction in flight: db/memory_state_progress.py); on SQLite here, from the counter the table's
     trigger uses (which would number them too, one UPDATE per row).
     """
     if frame.empty:
@@ -188,6 +188,13 @@ def read_frame_fixed_width(conn: sa.Connection, statement: sa.Select) -> pd.Data
 
 
 _IDS_PER_IN_LIST = 5000  # SQLite binds each id of an IN list as a parameter; PostgreSQL takes one array
+CARDS_PER_IN_LIST = 2000  # SQLite binds two parameters per card (user_id, concept_id) of a tuple IN list
+
+
+def card_key_arrays(cards: pd.DataFrame) -> dict[str, list[int]]:
+    """The cards' user_ids and concept_ids as two parallel lists: the `users` and `concepts` arrays a PostgreSQL
+    statement unnests into (user_id, concept_id) keys."""
+    return {"users": cards["user_id"].astype("int64").tolist(), "concepts": cards["concept_id"].astype("int64").tolist()}
 
 
 def read_frame_with_ids(conn: sa.Connection, statement: sa.Select, column: sa.ColumnElement, ids) -> pd.DataFrame:

@@ -1,4 +1,9 @@
-"""Where the warehouse lives and how to connect to it."""
+"""Where the warehouse lives and how to connect to it.
+
+`resolve_database_url` is the one place the warehouse URL is decided: the CLI (`--database-url`), Alembic
+(`migrations/env.py` through `db/migrate.py`) and the `Warehouse` resource (`defs/resources.py`) all call it, so
+with the same environment they all reach the same database.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +29,14 @@ def default_sqlite_path() -> Path:
     return dagster_home() / "warehouse.db"
 
 
+def environment_database_url() -> str | None:
+    """$LEARNING_PIPELINES_DATABASE_URL when it is set and not empty, else None (read at each call)."""
+    return os.environ.get(DATABASE_URL_ENV) or None
+
+
 def resolve_database_url(url: str | None = None) -> str:
     """An explicit URL wins, then $LEARNING_PIPELINES_DATABASE_URL, then the embedded SQLite file."""
-    return url or os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{default_sqlite_path()}"
+    return url or environment_database_url() or f"sqlite:///{default_sqlite_path()}"
 
 
 def _enable_sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -1,6 +1,6 @@
 """FSRS weights in the warehouse: what the optimization reads and writes (a new fsrs_global_params
 version from a sample of learners; a shard's srs_user_params rows from its learners' reviews), the shadow evaluation's reviews and eval_metrics_daily rows, and what the
-eligibility sensor reads. The weights in use are read by db.memory_states.current_weights."""
+eligibility sensor reads. The weights in use are read by db.memory_state_reads.current_weights."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pandas as pd
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, reads, tables
-from learning_pipelines.db.memory_states import current_weights
+from learning_pipelines.db.memory_state_reads import current_weights
 from learning_pipelines.domain.fsrs_policy import HOLDOUT_SHARE
 from learning_pipelines.domain.fsrs_training import GlobalFit
 from learning_pipelines.domain.memory_states import LearnerWeights
-from learning_pipelines.domain.review_ids import derive_review_ids
+from learning_pipelines.domain.stable_hash import salted_hash
 
 params, global_params, eval_metrics = tables.srs_user_params, tables.fsrs_global_params, tables.eval_metrics_daily
 
@@ -26,8 +26,7 @@ def global_training_sample(conn: sa.Connection, max_reviews: int) -> pd.DataFram
     """Every review (with calendar, in time order) of learners drawn in a fixed pseudo-random order until
     about `max_reviews` / (1 - HOLDOUT_SHARE) reviews: what the pooled fit needs, never the whole history."""
     counts = reads.review_counts(conn).sort_values("user_id")
-    order = np.argsort(derive_review_ids(counts["user_id"], np.full(len(counts), _SAMPLE_SALT), np.zeros(len(counts))),
-                      kind="stable")
+    order = np.argsort(salted_hash(counts["user_id"], _SAMPLE_SALT), kind="stable")
     drawn = counts.iloc[order]
     wanted = max_reviews / (1 - HOLDOUT_SHARE)
     take = int(np.searchsorted(drawn["n_reviews"].cumsum().to_numpy(), wanted)) + 1

@@ -6,8 +6,8 @@ weights, NCF user embeddings) and `learners forget` take their locks in this ord
 1. the `users` rows of the learners it writes, in user_id order: a writer `FOR KEY SHARE` (`lock_existing`, so
    writers never wait on each other, nor on a learner's change of settings), `forget` `FOR UPDATE`
    (`lock_for_forget`);
-2. card_memory_states' advisory lock (db/memory_states.lock, exclusive: the update and `forget`;
-   lock_learners, shared: a learner shard's replay);
+2. card_memory_states' lock (`lock_memory_states`, exclusive: the update and `forget`;
+   `share_memory_states_lock`, shared: a learner shard's replay);
 3. the tables, in LEARNER_TABLE_ORDER.
 
 A writer takes (1) before its first write of learner rows and writes only the learners (1) returned, the ones
@@ -62,6 +62,26 @@ def lock_for_forget(conn: sa.Connection, user_ids) -> np.ndarray:
     """Locks the `users` rows of `user_ids` for deletion, after every writer that holds them has committed; the
     sorted ids that exist."""
     return _lock(conn, user_ids, "FOR UPDATE")
+
+
+def lock_memory_states(conn: sa.Connection) -> None:
+    """card_memory_states for this transaction alone: one update at a time, and never beside a learner shard's
+    replay or `forget`. A second update waits here (on SQLite at most the 30 s busy timeout, then it fails), then
+    finds the first one's work done."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('card_memory_states'))"))
+    else:  # any write statement takes SQLite's single write lock
+        progress = tables.card_memory_state_progress
+        conn.execute(progress.update().where(sa.false()).values(progress_id=progress.c.progress_id))
+
+
+def share_memory_states_lock(conn: sa.Connection) -> None:
+    """card_memory_states shared with the other learner shards until commit: shards rewrite their own learners'
+    states side by side, never beside an update (`lock_memory_states`), which reads and writes any learner's."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock_shared(hashtext('card_memory_states'))"))
+    else:
+        lock_memory_states(conn)
 
 
 def _lock(conn: sa.Connection, user_ids, mode: str) -> np.ndarray:

@@ -12,7 +12,7 @@ import re
 
 import sqlalchemy as sa
 
-from learning_pipelines.db import learner_locks, memory_states, tables
+from learning_pipelines.db import learner_locks, tables
 
 _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+(\.0*)?\s*")
 _DELETE_CHUNK = 5000
@@ -66,7 +66,7 @@ def forget(conn: sa.Connection, user_ids: list[int]) -> dict[str, collections.Co
     update never writes states from reviews this deletes), then deletes table by table in LEARNER_TABLE_ORDER.
     Once the caller commits, no run writes these learners again."""
     learner_locks.lock_for_forget(conn, user_ids)
-    memory_states.lock(conn)
+    learner_locks.lock_memory_states(conn)
     removed: dict[str, collections.Counter] = {}
     for table in learner_locks.LEARNER_TABLE_ORDER:
         deleted = conn.execute(table.delete().where(table.c.user_id.in_(user_ids)).returning(table.c.user_id))

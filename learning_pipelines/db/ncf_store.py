@@ -5,17 +5,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, tables
+from learning_pipelines.domain.ncf_results import NcfEmbeddings, NcfScores
 from learning_pipelines.domain.recommend import RecommendationInputs
-
-if TYPE_CHECKING:  # torch loads only where a model is trained or scored
-    from learning_pipelines.domain.ncf import NcfEmbeddings, NcfScores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +24,7 @@ class ModelRecord:
 
 
 def interactions(conn: sa.Connection) -> pd.DataFrame:
-    """Every interaction as user, item, time (the columns domain.ncf trains on)."""
+    """Every interaction as user, item, time (the columns domain/ncf_fit trains on)."""
     ui = tables.user_interactions
     frame = bulk.read_frame(conn, sa.select(ui.c.user_id, ui.c.resource_id, ui.c.occurred_at))
     return frame.rename(columns={"user_id": "user", "resource_id": "item", "occurred_at": "time"})

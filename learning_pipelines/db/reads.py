@@ -111,3 +111,22 @@ def row_count(conn: sa.Connection, table: sa.Table) -> int:
         "AND (c.oid = to_regclass(:t) OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(:t)))"
     ), {"t": table.name}).scalar_one()
     return int(known) if known >= EXACT_COUNT_LIMIT else conn.execute(exact).scalar_one()
+
+
+def learners_with_ref_prefix(conn: sa.Connection, prefix: str) -> int:
+    """Learners whose users.external_ref starts with `prefix` (e.g. the demo's simulated ones)."""
+    users = tables.users
+    return conn.execute(sa.select(sa.func.count()).select_from(users)
+                        .where(users.c.external_ref.startswith(prefix, autoescape=True))).scalar_one()
+
+
+def review_time_bounds(conn: sa.Connection) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The earliest and latest reviewed_at in review_logs (None, None without reviews)."""
+    logs = tables.review_logs
+    return tuple(conn.execute(sa.select(sa.func.min(logs.c.reviewed_at), sa.func.max(logs.c.reviewed_at))).one())
+
+
+def exact_row_counts(conn: sa.Connection) -> dict[str, int]:
+    """Every warehouse table's rows, counted (for small warehouses: the demo's report)."""
+    return {name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            for name, table in tables.metadata.tables.items()}

@@ -14,7 +14,7 @@ import json
 import pandas as pd
 import sqlalchemy as sa
 
-from learning_pipelines.db import bulk, memory_states, tables
+from learning_pipelines.db import bulk, memory_state_writes, tables
 
 _DELETE_CHUNK = 5000  # ids per DELETE ... IN (...): well under every driver's parameter limit
 logs, users, rejects = tables.review_logs, tables.users, tables.review_log_rejects
@@ -48,7 +48,7 @@ def quarantine(conn: sa.Connection, bad: pd.DataFrame, reasons: pd.Series, sourc
     for offset in range(0, len(ids), _DELETE_CHUNK):
         conn.execute(logs.delete().where(logs.c.id.in_(ids[offset:offset + _DELETE_CHUNK]),
                                          _in_window(logs.c.reviewed_at, start, end)))
-    memory_states.request_replays(conn, bad, rejected_at)  # their states may include what was moved out
+    memory_state_writes.request_replays(conn, bad, rejected_at)  # their states may include what was moved out
     return moved
 
 

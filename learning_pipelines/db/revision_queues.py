@@ -18,17 +18,6 @@ LEARNER_TABLES = learner_locks.in_lock_order(
     (tables.revision_queue_theme, tables.revision_queue_user_summary, tables.tag_quality_debt_log))
 
 
-def learner_calendars(conn: sa.Connection, user_ids) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Of the learners `user_ids` (a learner shard): (user_id, timezone, day_start_hour, by user_id; their
-    stored preference rows)."""
-    users, prefs = tables.users, tables.user_learning_prefs
-    learners = bulk.read_frame_with_ids(conn, sa.select(users.c.user_id, users.c.timezone, users.c.day_start_hour),
-                                        users.c.user_id, user_ids)
-    learners = learners.sort_values("user_id", ignore_index=True)
-    learners["day_start_hour"] = learners["day_start_hour"].astype(int)
-    return learners, bulk.read_frame_with_ids(conn, sa.select(prefs), prefs.c.user_id, user_ids)
-
-
 def card_states(conn: sa.Connection, user_ids) -> pd.DataFrame:
     """user_id, concept_id, stability_days, last_review_at, decay of every card of the learners `user_ids`."""
     states = tables.card_memory_states

@@ -1,20 +1,17 @@
 """Run-failure reporting: every failed run is recorded in the warehouse and, when a webhook is
-configured, posted to it as JSON (job, run id, step, error class, a short message without SQL)."""
+configured (the `alert_webhook` resource), posted to it as JSON (job, run id, step, error class, a short
+message without SQL)."""
 
 import datetime as dt
-import json
 import re
-import urllib.error
-import urllib.request
 
 import dagster as dg
 
-from learning_pipelines import settings
 from learning_pipelines.db import run_failures
-from learning_pipelines.defs.resources import Warehouse
+from learning_pipelines.defs.resources import AlertWebhook, Warehouse
+from learning_pipelines.observability.alert_webhook import ALERT_WEBHOOK_ENV, post_alert
 from learning_pipelines.observability.structured_logs import dagster_logger
 
-WEBHOOK_TIMEOUT_SECONDS = 10
 MESSAGE_CHARS = 300  # enough for the error's first line; alerts are pointers to the run, not its log
 # SQLAlchemy appends the statement and its bound values (learner data) after the message.
 _SQL_SECTIONS = re.compile(r"\[(?:SQL|parameters): .*", re.DOTALL)
@@ -46,41 +43,16 @@ def failure_report(context: dg.RunFailureSensorContext) -> dict:
     }
 
 
-def _http_opener() -> urllib.request.OpenerDirector:
-    """An opener with handlers for http and https only (no file:, ftp: or data:) that follows no redirect."""
-    opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), urllib.request.HTTPHandler(),
-                    urllib.request.HTTPSHandler(), urllib.request.HTTPDefaultErrorHandler(),
-                    urllib.request.HTTPErrorProcessor()):
-        opener.add_handler(handler)
-    return opener
-
-
-def post_alert(url: str, report: dict) -> str:
-    """POST the report as JSON to an http(s) URL (anything else: ValueError); returns the HTTP status, or
-    why it could not be sent."""
-    settings.checked_webhook_url(url)
-    request = urllib.request.Request(url, data=json.dumps(report).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with _http_opener().open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
-            return str(response.status)
-    except urllib.error.HTTPError as error:
-        return str(error.code)
-    except (urllib.error.URLError, TimeoutError, OSError) as error:
-        return f"unreachable: {error}"[:64]
-
-
 # Running by default, in development too: it only records and posts failures, it launches nothing.
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
                        description=f"Records every failed run in pipeline_run_failures and posts it to "
-                                   f"${settings.ALERT_WEBHOOK_ENV} when that is set.")
-def run_failure_reporter(context: dg.RunFailureSensorContext, warehouse: Warehouse) -> None:
+                                   f"${ALERT_WEBHOOK_ENV} when that is set.")
+def run_failure_reporter(context: dg.RunFailureSensorContext, warehouse: Warehouse,
+                         alert_webhook: AlertWebhook) -> None:
     """Records every failed run of this code location in `pipeline_run_failures` (job, run id, step,
-    error class) and posts it to $LEARNING_PIPELINES_ALERT_WEBHOOK when that is set."""
+    error class) and posts it to the `alert_webhook` resource's URL ($LEARNING_PIPELINES_ALERT_WEBHOOK) when set."""
     report = failure_report(context)
-    url = settings.ALERT_WEBHOOK_URL
-    status = post_alert(url, report) if url else "no webhook configured"
+    status = post_alert(alert_webhook.url, report) if alert_webhook.url else "no webhook configured"
     dagster_logger(context.log, sensor=context.sensor_name).info(
         "run failure reported", failed_run_id=report["run_id"], failed_job=report["job"], step=report["step"],
         webhook=status)

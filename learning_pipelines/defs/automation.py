@@ -1,12 +1,12 @@
 """What tells Dagster that reviews arrived, and the sensor that acts on the assets' automation conditions."""
 
-import hashlib
 
 import dagster as dg
 
 from learning_pipelines import settings
-from learning_pipelines.db import memory_states
+from learning_pipelines.db.memory_state_progress import months_beyond_states
 from learning_pipelines.defs.resources import Warehouse
+from learning_pipelines.domain.fingerprints import fingerprint
 from learning_pipelines.defs.review_logs import review_logs
 
 automation = dg.AutomationConditionSensorDefinition(
@@ -29,12 +29,12 @@ automation = dg.AutomationConditionSensorDefinition(
                         "costs at most one run with nothing new."))
 def review_logs_arrivals_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse) -> dg.SensorResult:
     with warehouse.begin() as conn:
-        months = memory_states.months_beyond_states(conn)
+        months = months_beyond_states(conn)
     if months.empty:
         return dg.SensorResult(skip_reason="card_memory_states includes every stored review", cursor=context.cursor)
     # A review committed late with a lower number changes the counts, so it is reported too.
-    fingerprint = hashlib.sha256(months.to_csv(index=False).encode()).hexdigest()[:16]
-    if fingerprint == context.cursor:
+    reported = fingerprint(months)
+    if reported == context.cursor:
         return dg.SensorResult(skip_reason=f"{int(months['n_reviews'].sum())} review(s) not in card_memory_states, "
                                            "already reported", cursor=context.cursor)
     return dg.SensorResult(
@@ -44,4 +44,4 @@ def review_logs_arrivals_sensor(context: dg.SensorEvaluationContext, warehouse: 
             metadata={"reviews_not_in_memory_states": int(row.n_reviews), "highest_review_number": int(row.highest_seq)},
             tags={"dagster/data_version": str(int(row.highest_seq))})
             for row in months.itertuples()],
-        cursor=fingerprint)
+        cursor=reported)

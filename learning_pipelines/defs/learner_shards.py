@@ -7,3 +7,16 @@ from learning_pipelines import settings
 from learning_pipelines.domain.learner_shards import shard_keys
 
 learner_shards = dg.StaticPartitionsDefinition(shard_keys(settings.LEARNER_SHARDS))
+
+# The tags of a job whose run is one learner shard. Its step stays well under RabbitMQ's consumer_timeout (30
+# minutes by default): with late acks, a step still running then is delivered again. Past 25 minutes, use more
+# shards.
+SHARD_STEP_TAGS = {"dagster/max_runtime": str(25 * 60)}
+
+
+def every_shard(run_key: str, tags: dict[str, str] | None = None,
+                partition_key=lambda shard: shard) -> list[dg.RunRequest]:
+    """One run request per learner shard, keyed `<run_key>:<shard>` so that a tick evaluated again launches none
+    twice; `partition_key` makes the shard's partition key (e.g. a day x shard key)."""
+    return [dg.RunRequest(run_key=f"{run_key}:{shard}", partition_key=partition_key(shard), tags=tags or {})
+            for shard in learner_shards.get_partition_keys()]

@@ -1,7 +1,9 @@
-"""Resources shared by every asset."""
+"""Resources shared by every asset and sensor. What a deployment sets that is an endpoint or a secret is a field
+given as `dg.EnvVar` when its variable is set as the definitions load (`resources()`, at the end): the UI shows
+the variable's name, never its value. Unset, the field keeps its development default (`dg.EnvVar` would refuse
+an unset variable)."""
 
 import contextlib
-import io
 import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -13,22 +15,28 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from learning_pipelines.db import bulk
-from learning_pipelines.db.engine import DATABASE_URL_ENV, dagster_home, get_engine
+from learning_pipelines.db.engine import DATABASE_URL_ENV, dagster_home, environment_database_url, get_engine
+from learning_pipelines.observability.alert_webhook import ALERT_WEBHOOK_ENV, checked_webhook_url
 
 
 class Warehouse(dg.ConfigurableResource):
-    """The warehouse database (schema owned by Alembic).
-
-    Production sets `database_url=dg.EnvVar("LEARNING_PIPELINES_DATABASE_URL")`, so the URL (and its
-    password) is read where the run happens and never shown in the UI. Empty `database_url` (the
-    default, for development and tests) means ${LEARNING_PIPELINES_DATABASE_URL}, else the embedded
-    SQLite file `$DAGSTER_HOME/warehouse.db`.
-    """
+    """The warehouse database (schema owned by Alembic). Empty `database_url` (`make demo`, `make dev`: no
+    variable) means what `db.engine.resolve_database_url` decides: $LEARNING_PIPELINES_DATABASE_URL, else the
+    embedded SQLite file `$DAGSTER_HOME/warehouse.db`; the CLI and Alembic call the same function, so all three
+    reach the same warehouse. Where the variable is set, the code location passes it as
+    `dg.EnvVar("LEARNING_PIPELINES_DATABASE_URL")`, so the UI never shows the URL or its password."""
 
     database_url: str = Field(
         default="",
-        description=f'SQLAlchemy URL of the warehouse; production sets it with dg.EnvVar("{DATABASE_URL_ENV}"). '
+        description=f'SQLAlchemy URL of the warehouse; a deployment sets it with dg.EnvVar("{DATABASE_URL_ENV}"). '
                     f"Empty: ${DATABASE_URL_ENV} if set, else the embedded SQLite file $DAGSTER_HOME/warehouse.db.")
+
+    @classmethod
+    def from_environment(cls) -> "Warehouse":
+        """The URL as `dg.EnvVar` when $LEARNING_PIPELINES_DATABASE_URL is set now; else the embedded default."""
+        if environment_database_url() is None:
+            return cls()
+        return cls(database_url=dg.EnvVar(DATABASE_URL_ENV))
 
     @property
     def engine(self) -> sa.Engine:
@@ -117,12 +125,26 @@ class LocalModelStore(ModelStore):
         return self._path(uri).read_bytes()
 
 
-def to_bytes(save) -> bytes:
-    buffer = io.BytesIO()
-    save(buffer)
-    return buffer.getvalue()
+class AlertWebhook(dg.ConfigurableResource):
+    """Where the run-failure sensor (`defs/alerts.py`) posts every failed run; empty `url`: nowhere (failures
+    are still recorded in the warehouse). Set as `dg.EnvVar("LEARNING_PIPELINES_ALERT_WEBHOOK")` once the value
+    is checked as the definitions load: a URL that is not http(s) naming a host stops the code location from
+    loading, with the variable named (never the URL, which may carry a token), not at the first failure."""
+
+    url: str = Field(default="", description=f'http(s) URL failed runs are posted to; a deployment sets it with '
+                                             f'dg.EnvVar("{ALERT_WEBHOOK_ENV}"). Empty: no webhook.')
+
+    @classmethod
+    def from_environment(cls) -> "AlertWebhook":
+        """The URL as `dg.EnvVar` when $LEARNING_PIPELINES_ALERT_WEBHOOK is set now (a bad one: ValueError)."""
+        env_var = dg.EnvVar(ALERT_WEBHOOK_ENV)
+        if checked_webhook_url(env_var.get_value()) is None:
+            return cls()
+        return cls(url=env_var)
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"warehouse": Warehouse(), "model_store": LocalModelStore()})
+    """Built when the code location loads: the deployment's settings as `dg.EnvVar`s, or the development defaults."""
+    return dg.Definitions(resources={"warehouse": Warehouse.from_environment(), "model_store": LocalModelStore(),
+                                     "alert_webhook": AlertWebhook.from_environment()})

@@ -6,14 +6,17 @@ one month per partition: turn on `review_logs_partition_backfill_sensor`, or lau
 """
 
 import datetime as dt
-import time
 
 import dagster as dg
 from pydantic import Field
 
 from learning_pipelines.db import partition_migration
+from learning_pipelines.db.partition_migration import MonthComparison
+from learning_pipelines.defs.recipe_steps import recipe_step
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.review_logs import review_log_months
+from learning_pipelines.defs.table_metadata import shown
+from learning_pipelines.flows.partition_backfill import copy_month
 from learning_pipelines.observability.structured_logs import asset_logger
 
 
@@ -34,63 +37,27 @@ class BackfillConfig(dg.Config):
                     "read in one snapshot. Migration 0007 swaps only when every month passed.")],
     tags={"learning_pipelines/maintenance": "review_logs_partitioning"},
 )
+@recipe_step
 def review_logs_partitioned(context: dg.AssetExecutionContext, config: BackfillConfig,
                             warehouse: Warehouse) -> dg.MaterializeResult:
-    """One month of the unpartitioned review_logs copied into its monthly partition.
-
-    Batches are keyed by (reviewed_at, id) and committed with their progress, so a killed run
-    resumes after its last batch; rows are locked FOR SHARE while copied so a concurrent update
-    or delete waits and is then mirrored by the trigger.
-    """
-    log = asset_logger(context)
+    """One month of the unpartitioned review_logs copied into its monthly partition: in batches committed with
+    their progress (a killed run resumes after its last batch), rows locked FOR SHARE while copied so that a
+    concurrent update or delete waits and is then mirrored by the trigger; then compared with the old table."""
     month = context.partition_time_window.start.astimezone(dt.timezone.utc).date()
-    with warehouse.begin() as conn:
-        state = partition_migration.layout(conn)
-        if state != "migrating":
-            raise dg.Failure(description=partition_migration.progress_report(conn)["next_step"],
-                             allow_retries=False)
-        before = partition_migration.month_progress(conn, month)
-    resumed_from = int(before["rows_copied"]) if before and before["finished_at"] is None else 0
-    if resumed_from:
-        log.info("resuming after the rows an earlier run copied", rows_copied=resumed_from)
+    copied = copy_month(warehouse.engine, month, config.batch_size, config.pause_between_batches_s,
+                        log=asset_logger(context).info)
+    return dg.MaterializeResult(metadata=shown(copied.metadata()), check_results=[_month_check(copied.comparison)])
 
-    started, batches, rows_read, rows_inserted = time.perf_counter(), 0, 0, 0
-    while True:
-        with warehouse.begin() as conn:
-            batch = partition_migration.copy_month_batch(conn, month, config.batch_size)
-        batches += 1
-        rows_read += batch.rows_read
-        rows_inserted += batch.rows_inserted
-        if batch.finished:
-            break
-        if batches % 20 == 0:
-            log.info("rows copied", rows_copied=resumed_from + rows_read)
-        time.sleep(config.pause_between_batches_s)
-    seconds = time.perf_counter() - started
-    with warehouse.begin() as conn:
-        comparison = partition_migration.verify_month(conn, month)
-    constrained = partition_migration.constrain_month(warehouse.engine, month) if comparison.matches else []
 
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": comparison.new_rows,
-            "rows_copied_this_run": rows_read,
-            "rows_already_mirrored": rows_read - rows_inserted,
-            "resumed_after_rows": resumed_from,
-            "batches": batches,
-            "foreign_keys_validated_now": ", ".join(constrained) or "none",
-            "rows_per_second": dg.MetadataValue.float(rows_read / seconds if seconds else 0.0),
-        },
-        check_results=[dg.AssetCheckResult(
-            check_name="month_matches_unpartitioned_table", passed=comparison.matches,
-            description=None if comparison.matches else
-            f"{month:%Y-%m} differs: {comparison.old_rows} rows in review_logs, {comparison.new_rows} in "
-            "review_logs_partitioned. Re-run the month; if it persists, check that the mirror trigger is enabled.",
-            metadata={"month": month.isoformat(), "rows_unpartitioned": comparison.old_rows,
-                      "rows_partitioned": comparison.new_rows, "checksum_unpartitioned": comparison.old_checksum,
-                      "checksum_partitioned": comparison.new_checksum},
-        )],
-    )
+def _month_check(comparison: MonthComparison) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name="month_matches_unpartitioned_table", passed=comparison.matches,
+        description=None if comparison.matches else
+        f"{comparison.month:%Y-%m} differs: {comparison.old_rows} rows in review_logs, {comparison.new_rows} in "
+        "review_logs_partitioned. Re-run the month; if it persists, check that the mirror trigger is enabled.",
+        metadata={"month": comparison.month.isoformat(), "rows_unpartitioned": comparison.old_rows,
+                  "rows_partitioned": comparison.new_rows, "checksum_unpartitioned": comparison.old_checksum,
+                  "checksum_partitioned": comparison.new_checksum})
 
 
 review_logs_partition_backfill = dg.define_asset_job(

@@ -1,8 +1,9 @@
-"""Definition metadata that names the warehouse table an asset writes and shows its columns in the UI."""
+"""What the UI shows of an asset: the warehouse table it writes with its columns, and what a run reports."""
 
 import dagster as dg
 
 from learning_pipelines.db.table_descriptions import describe
+from learning_pipelines.flows.summaries import Instant, Markdown
 
 
 def written_table(table_name: str, *also: str) -> dict:
@@ -18,8 +19,19 @@ def written_table(table_name: str, *also: str) -> dict:
     return metadata
 
 
-def preview(frame, columns: list[str], rows: int = 5) -> dg.MetadataValue:
-    """The first `rows` rows of what was written (`columns` of pandas DataFrame `frame`) as a markdown table."""
-    if frame is None or len(frame) == 0:
-        return dg.MetadataValue.md("nothing written")
-    return dg.MetadataValue.md(frame.head(rows)[columns].to_markdown(index=False, floatfmt=".3f"))
+def shown(metadata: dict) -> dict:
+    """A recipe's summary metadata (flows/summaries.py) as Dagster metadata: markdown tables and instants as such,
+    floats as floats (the UI plots them across materializations), lists and dicts as JSON."""
+    return {key: _shown(value) for key, value in metadata.items()}
+
+
+def _shown(value):
+    if isinstance(value, Markdown):
+        return dg.MetadataValue.md(value.text)
+    if isinstance(value, Instant):
+        return dg.MetadataValue.timestamp(value.at)
+    if isinstance(value, float):
+        return dg.MetadataValue.float(value)
+    if isinstance(value, (dict, list)):
+        return dg.MetadataValue.json(value)
+    return value

@@ -1,1 +1,1 @@
-"""The production topology: Celery step execution, the local stack's processes, deployment checks."""
+"""The production topology: the local stack (`make stack`) and `deploy verify`, which checks a deployment."""

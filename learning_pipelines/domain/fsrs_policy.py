@@ -7,7 +7,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from learning_pipelines.domain.review_ids import derive_review_ids
+from learning_pipelines.domain.stable_hash import salted_hash
 
 # Fewer reviews than this give weights noisier than the global ones (platform rule).
 MIN_REVIEWS_FOR_OPTIMIZATION = 300
@@ -22,9 +22,7 @@ _AB_SALT = 0x5EED_AB  # changing it reshuffles every learner: never do it mid-ex
 
 def ab_group(user_ids) -> np.ndarray:
     """Stable 50/50 split by a hash of user_id: the same learner always lands in the same group."""
-    ids = np.asarray(user_ids, dtype=np.int64)
-    hashed = derive_review_ids(ids, np.full(len(ids), _AB_SALT), np.zeros(len(ids), dtype=np.int64))
-    return np.where(hashed % 2 == 0, BASELINE_GLOBAL, TUNED_ELIGIBLE)
+    return np.where(salted_hash(user_ids, _AB_SALT) % 2 == 0, BASELINE_GLOBAL, TUNED_ELIGIBLE)
 
 
 def eligible_for_optimization(n_reviews: pd.Series, cooldown_until: pd.Series, now: dt.datetime) -> pd.Series:

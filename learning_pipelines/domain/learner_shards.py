@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from learning_pipelines.domain.review_ids import derive_review_ids
+from learning_pipelines.domain.stable_hash import salted_hash
 
 # Changing it moves every learner to another shard: harmless (shards hold no state of their own),
 # but it turns the shards' history in the UI meaningless.
@@ -30,9 +30,7 @@ def parse_shard_key(key: str) -> tuple[int, int]:
 
 def shard_of(user_ids, n_shards: int) -> np.ndarray:
     """The shard index of each learner (the same learner always lands in the same shard)."""
-    ids = np.asarray(user_ids, dtype=np.int64)
-    hashed = derive_review_ids(ids, np.full(len(ids), _SHARD_SALT), np.zeros(len(ids), dtype=np.int64))
-    return (hashed % n_shards).astype(np.int64)
+    return (salted_hash(user_ids, _SHARD_SALT) % n_shards).astype(np.int64)
 
 
 def learners_in(user_ids, key: str) -> np.ndarray:

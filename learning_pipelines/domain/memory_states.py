@@ -19,8 +19,14 @@ from learning_pipelines.domain.review_sequences import build_sequences
 from learning_pipelines.domain.revision import due_times, effective_preferences, to_utc_ns
 
 CARD = ["user_id", "concept_id"]
-STATE_COLUMNS = ["user_id", "concept_id", "stability_days", "difficulty", "n_reviews", "first_rating",
-                 "last_review_at", "decay", "weights_source", "weights_version"]
+CARD_DTYPES = {"user_id": "int64", "concept_id": "int64"}
+# A card's state as stored, and the part of it a card's next review continues from.
+STATE_DTYPES = {**CARD_DTYPES, "stability_days": "float64", "difficulty": "float64", "n_reviews": "int64",
+                "first_rating": "int64", "last_review_at": "datetime64[ns, UTC]", "decay": "float64",
+                "weights_source": "object", "weights_version": "object"}
+STATE_COLUMNS = list(STATE_DTYPES)
+PRIOR_DTYPES = {**CARD_DTYPES, "stability_days": "float64", "difficulty": "float64", "n_reviews": "int64",
+                "first_rating": "float64", "last_learner_day": "float64"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +58,7 @@ def advance(prior: pd.DataFrame, reviews: pd.DataFrame, weights: LearnerWeights)
     later than its stored last review.
     """
     if reviews.empty:
-        return _no_states()
+        return _empty(STATE_DTYPES)
     seqs = build_sequences(reviews)
     cards = seqs.card_keys.merge(prior, on=CARD, how="left")
     learner_weights = weights.matrix(seqs.learner_ids)
@@ -85,14 +91,10 @@ def advance(prior: pd.DataFrame, reviews: pd.DataFrame, weights: LearnerWeights)
     })
 
 
-def replay(history: pd.DataFrame, weights: LearnerWeights) -> pd.DataFrame:
+def states_from_histories(history: pd.DataFrame, weights: LearnerWeights) -> pd.DataFrame:
     """States of every card in `history` (all of each card's reviews, with the learner's calendar:
     timezone, day_start_hour) from the first review on."""
-    no_states = pd.DataFrame({"user_id": pd.Series(dtype="int64"), "concept_id": pd.Series(dtype="int64"),
-                              "stability_days": pd.Series(dtype=float), "difficulty": pd.Series(dtype=float),
-                              "n_reviews": pd.Series(dtype="int64"), "first_rating": pd.Series(dtype=float),
-                              "last_learner_day": pd.Series(dtype=float)})
-    return advance(no_states, with_learner_days(history), weights)
+    return advance(_empty(PRIOR_DTYPES), with_learner_days(history), weights)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,16 +121,13 @@ def latest_per_card(*frames: pd.DataFrame) -> pd.DataFrame:
     """The frames' states together, a card in several taking its state from the last frame holding it."""
     frames = [frame[STATE_COLUMNS] for frame in frames if len(frame)]
     if not frames:
-        return _no_states()
+        return _empty(STATE_DTYPES)
     return pd.concat(frames, ignore_index=True).drop_duplicates(CARD, keep="last").reset_index(drop=True)
 
 
-def _no_states() -> pd.DataFrame:
-    return pd.DataFrame({"user_id": pd.Series(dtype="int64"), "concept_id": pd.Series(dtype="int64"),
-                         "stability_days": pd.Series(dtype=float), "difficulty": pd.Series(dtype=float),
-                         "n_reviews": pd.Series(dtype="int64"), "first_rating": pd.Series(dtype="int64"),
-                         "last_review_at": pd.Series(dtype="datetime64[ns, UTC]"), "decay": pd.Series(dtype=float),
-                         "weights_source": pd.Series(dtype=object), "weights_version": pd.Series(dtype=object)})
+def _empty(dtypes: dict[str, str]) -> pd.DataFrame:
+    """No rows, with these columns and dtypes (what a later concat or merge with real rows expects)."""
+    return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in dtypes.items()})
 
 
 def schedule(states: pd.DataFrame, calendars: pd.DataFrame, preferences: pd.DataFrame) -> pd.DataFrame:
@@ -160,7 +159,7 @@ def cards_to_count(new_reviews: pd.DataFrame, stored: pd.DataFrame, reread_upto:
     stored last one that a run may already have taken in (numbered up to `reread_upto`, the re-read
     window after transactions were in flight). Outside it such a review is simply late."""
     if reread_upto is None or new_reviews.empty:
-        return pd.DataFrame({"user_id": pd.Series(dtype="int64"), "concept_id": pd.Series(dtype="int64")})
+        return _empty(CARD_DTYPES)
     reviews, older = _older_than_last(new_reviews, stored)
     return reviews.loc[older & (reviews["ingest_seq"] <= reread_upto), CARD].drop_duplicates().reset_index(drop=True)
 

@@ -18,4 +18,4 @@ class NcfConfig:
     weight_decay: float = 0.0
     seed: int = 7
     round_positives: int = 0  # 0: an epoch is a whole pass; else the next this many positives of the current pass
-    history_length: int = 0  # 0: plain NeuMF; else a user is also the items they touched last, this many (ncf.NeuMF)
+    history_length: int = 0  # 0: plain NeuMF; else a user is also the items they touched last, this many (NeuMF)

@@ -1,18 +1,18 @@
 """NeuMF's configuration chosen on validation inside the training data, never on the evaluation items.
 
-Validation holds out each user's latest training item (`ncf.validation_split`; at most `VALIDATION_USERS` users,
-drawn at random). Every candidate of `SEARCH_SPACE` trains `first_rung_epochs`; the best third (rounded up: 2 of 5)
-are resumed (not restarted) to
-`second_rung_epochs`; the best of those is resumed until its validation score has not improved for `patience`
-epochs. The choice is that candidate with its best epoch count; `ncf.fit_and_evaluate` then trains it afresh on
-all the training data. The search counts in rounds, not passes: a round is the next half pass over the positives
-(at most `ROUND_POSITIVES`), so short runs and early stopping see the score move twice a pass and the chosen count
-is finer; the final training trains that many rounds of the same size. Cost is counted in training examples
-(positives and sampled negatives): the choice costs `search_examples`, against the final training's
-`config.epochs * (1 + negatives) * config.round_positives`. With five candidates, rungs of 2 and 4 rounds (after
-half a pass every candidate still ranks about as popularity does) and a patience of 3, that is about
-(best rounds + 13) rounds against the final's best rounds: within 3x once the best is 7 rounds or more (on both
-MovieLens sets it is 9-12). `NcfScores.search_cost` reports the measured ratio.
+Validation holds out each user's latest training item (`ncf_protocol.validation_split`; at most `VALIDATION_USERS`
+users, drawn at random). Every candidate of `SEARCH_SPACE` trains `first_rung_epochs`; the best third (rounded up: 2
+of 5) are resumed (not restarted) to `second_rung_epochs`; the best of those is resumed until its validation score
+has not improved for `patience` epochs. The choice is that candidate with its best epoch count;
+`ncf_fit.fit_and_evaluate` then trains it afresh on all the training data. The search counts in rounds, not passes:
+a round is the next half pass over the positives (at most `ROUND_POSITIVES`), so short runs and early stopping see
+the score move twice a pass and the chosen count is finer; the final training trains that many rounds of the same
+size. Cost is counted in training examples (positives and sampled negatives): the choice costs `search_examples`,
+against the final training's `config.epochs * (1 + negatives) * config.round_positives`. With five candidates, rungs
+of 2 and 4 rounds (after half a pass every candidate still ranks about as popularity does) and a patience of 3, that
+is about (best rounds + 13) rounds against the final's best rounds: within 3x once the best is 7 rounds or more.
+`NcfScores.search_cost` reports the measured ratio (the benchmark's rounds and ratios: BENCHMARKS.md, "NCF on
+MovieLens").
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ import dataclasses
 import math
 import time
 
-
-from learning_pipelines.domain.ncf import (LeaveOneOut, NeumfTraining, hit_rate_and_ndcg, score_candidates,
-                                           validation_split)
+from learning_pipelines.domain.metrics import hit_rate_and_ndcg
 from learning_pipelines.domain.ncf_config import NcfConfig
+from learning_pipelines.domain.ncf_protocol import LeaveOneOut, validation_split
+from learning_pipelines.domain.ncf_results import ConfigChoice, Trial
+from learning_pipelines.domain.ncf_training import NeumfTraining, score_candidates
 
-# Embedding sizes, negatives per positive, learning rate and history length: plain NeuMF near its
-# published settings, and NeuMF with the last 3, 5 or 10 items a user touched (`ncf.NeuMF`). On both MovieLens sets
-# a history of 3 or 5 leads validation, while plain NeuMF ties tuned ALS; where order says nothing, plain NeuMF can win.
+# Embedding sizes, negatives per positive, learning rate and history length: plain NeuMF near its published settings,
+# and NeuMF with the last 3, 5 or 10 items a user touched (`ncf_model.NeuMF`), since which wins depends on the data:
+# how much the order of a user's items says. Which each benchmark set chooses: BENCHMARKS.md, "NCF on MovieLens".
 SEARCH_SPACE: tuple[dict, ...] = (
     {"gmf_factors": 16, "mlp_layers": (64, 32, 16), "negatives_per_positive": 4, "learning_rate": 0.004},
     {"gmf_factors": 64, "mlp_layers": (128, 64, 32), "negatives_per_positive": 8, "learning_rate": 0.003},
@@ -40,8 +41,8 @@ SEARCH_SPACE: tuple[dict, ...] = (
      "history_length": 10},
 )
 MAX_EPOCHS = 40
-# Users whose held-out item scores each round: HR@10 within about +-0.02 (95 %) at this size, and scoring 100
-# candidates for 6,000 users took a quarter of the search on 1,000,000 interactions.
+# Users whose held-out item scores each round: HR@10 within about +-0.02 (95 %) at this size; scoring every user's
+# 100 candidates each round made a large set's search much slower (BENCHMARKS.md, "NCF: one-off measurements").
 VALIDATION_USERS = 2_000
 # A round is half a pass, and at most this many positives: on large sets one pass is already most of the training.
 ROUND_POSITIVES = 200_000
@@ -51,33 +52,6 @@ def batch_size_for(n_positives: int) -> int:
     """About 25 positives per step, as a power of two between 256 and 16384: large sets train fast in big batches,
     small ones still take several optimizer steps an epoch."""
     return int(2 ** round(math.log2(min(max(n_positives / 25, 256), 16384))))
-
-
-@dataclasses.dataclass(frozen=True)
-class Trial:
-    """One candidate's run in the search: how far it trained and its best validation epoch."""
-    config: NcfConfig
-    epochs_trained: int
-    best_epoch: int
-    validation_hr_at_10: float
-    validation_ndcg_at_10: float
-
-    def as_dict(self) -> dict:
-        return {"gmf_factors": self.config.gmf_factors, "mlp_layers": list(self.config.mlp_layers),
-                "negatives_per_positive": self.config.negatives_per_positive,
-                "learning_rate": self.config.learning_rate, "weight_decay": self.config.weight_decay,
-                "history_length": self.config.history_length,
-                "epochs_trained": self.epochs_trained, "best_epoch": self.best_epoch,
-                "validation_hr_at_10": round(self.validation_hr_at_10, 4),
-                "validation_ndcg_at_10": round(self.validation_ndcg_at_10, 4)}
-
-
-@dataclasses.dataclass(frozen=True)
-class ConfigChoice:
-    config: NcfConfig  # the winner, epochs = its best validation epoch
-    trials: tuple[Trial, ...]  # every candidate, the winner first
-    search_examples: int
-    search_seconds: float
 
 
 class _Candidate:

@@ -18,7 +18,7 @@ import pandas as pd
 from learning_pipelines.domain import fsrs
 
 if TYPE_CHECKING:  # torch loads only where a model is scored
-    from learning_pipelines.domain.ncf import NcfCheckpoint
+    from learning_pipelines.domain.ncf_checkpoint import NcfCheckpoint
 
 HYBRID_WEIGHTS = {"ncf": 0.5, "content": 0.3, "graph": 0.2}
 FALLBACK_WEIGHTS = {"content": 0.6, "graph": 0.4}

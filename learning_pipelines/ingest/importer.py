@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from learning_pipelines.db import bulk, partitions
+from learning_pipelines.db import bulk, partitions, review_imports
 from learning_pipelines.db.stored_reviews import stored_reviews
 from learning_pipelines.db.taken_review_ids import TakenReviewIds
-from learning_pipelines.db.tables import concepts, review_log_imports, review_log_rejects, review_logs, users
+from learning_pipelines.db.tables import concepts, review_log_rejects, review_logs, users
 from learning_pipelines.ingest import validation
 from learning_pipelines.ingest.readers import DEFAULT_CHUNK_ROWS, ReadLimits, ReviewSource, open_review_file
 from learning_pipelines.ingest.validation import ReviewFileError
@@ -115,18 +115,16 @@ class _Tally:
 
 
 def _import(engine: sa.Engine, source: ReviewSource, options: _Options) -> ImportSummary:
-    if _has_month_partitions(engine):
+    if review_imports.has_month_partitions(engine):
         # Before the transaction: creating a partition inside it deadlocks with concurrent imports.
         partitions.create_month_partitions(engine, _months_to_load(source, options.now))
     digest = _sha256(source.path)
     stored_source = _storable(options.source, _SOURCE_CHARS)
     tally = _Tally()
     with engine.begin() as conn:
-        _lock_file(conn, digest)
+        review_imports.lock_file(conn, digest)
         taken = TakenReviewIds(conn)
-        seen_before = conn.execute(
-            sa.select(sa.func.count()).select_from(review_log_imports).where(review_log_imports.c.file_sha256 == digest)
-        ).scalar()
+        seen_before = review_imports.times_imported(conn, digest)
         for chunk in source.chunks():
             tally.n_not_reviews += chunk.n_not_reviews
             if not chunk.rows.empty:
@@ -134,10 +132,10 @@ def _import(engine: sa.Engine, source: ReviewSource, options: _Options) -> Impor
                 if not seen_before and not rejects.empty:
                     bulk.bulk_insert(conn, review_log_rejects, rejects.assign(source=stored_source, rejected_at=options.now))
         taken.drop()
-        conn.execute(review_log_imports.insert().values(
-            source=stored_source, file_sha256=digest, n_rows=tally.n_rows, n_loaded=tally.n_loaded,
+        review_imports.record_import(
+            conn, source=stored_source, file_sha256=digest, n_rows=tally.n_rows, n_loaded=tally.n_loaded,
             n_already_present=tally.n_already_present, n_rejected=tally.n_rejected,
-            n_not_reviews=tally.n_not_reviews, imported_at=options.now))
+            n_not_reviews=tally.n_not_reviews, imported_at=options.now)
     return tally.summary(options.source)
 
 
@@ -154,7 +152,7 @@ def _load_chunk(conn: sa.Connection, rows: pd.DataFrame, options: _Options, take
                     & _known_or_positive(typed["concept_id"], known_concepts))
         new_users = set(typed.loc[loadable, "user_id"].astype(int)) - known_users
         new_concepts = set(typed.loc[loadable, "concept_id"].astype(int)) - known_concepts
-        _register(conn, new_users, new_concepts, options.source)
+        review_imports.register(conn, new_users, new_concepts, f"import:{Path(options.source).name}"[:200])
         known_users |= new_users
         known_concepts |= new_concepts
     reasons = validation.join_reasons(
@@ -184,13 +182,6 @@ def _load_chunk(conn: sa.Connection, rows: pd.DataFrame, options: _Options, take
     return result.rejects
 
 
-def _has_month_partitions(engine: sa.Engine) -> bool:
-    if engine.dialect.name != "postgresql":
-        return False
-    with engine.connect() as conn:
-        return partitions.partitioned_parent(conn) is not None
-
-
 def _months_to_load(source: ReviewSource, now: dt.datetime) -> list[dt.date]:
     """Every month a row of the file may be stored in (its time parses and breaks no rule on times),
     from a first reading of the file that parses the review times alone."""
@@ -216,15 +207,8 @@ def _count_by_month(reviewed_at: pd.Series) -> dict[str, int]:
 
 
 def _known_ids(conn: sa.Connection, typed: pd.DataFrame) -> tuple[set[int], set[int]]:
-    return (_present(conn, users.c.user_id, typed["user_id"]),
-            _present(conn, concepts.c.concept_id, typed["concept_id"]))
-
-
-def _present(conn: sa.Connection, column: sa.Column, values: pd.Series) -> set[int]:
-    """Which of `values` exist in `column`."""
-    ids = values.dropna().to_numpy("int64")
-    return {int(found) for where in bulk.id_conditions(conn, column, ids)
-            for found in conn.execute(sa.select(column).where(where)).scalars()}
+    return (review_imports.known_ids(conn, users.c.user_id, typed["user_id"]),
+            review_imports.known_ids(conn, concepts.c.concept_id, typed["concept_id"]))
 
 
 def _known_or_positive(ids: pd.Series, known: set[int]) -> pd.Series:
@@ -285,13 +269,6 @@ def _shown(value) -> str:
     return value.isoformat() if isinstance(value, pd.Timestamp) else str(int(value))
 
 
-def _register(conn: sa.Connection, new_users: set[int], new_concepts: set[int], source: str) -> None:
-    ref = f"import:{Path(source).name}"[:200]
-    bulk.bulk_insert(conn, users, pd.DataFrame({"user_id": sorted(new_users), "external_ref": ref}))
-    bulk.bulk_insert(conn, concepts, pd.DataFrame({
-        "concept_id": sorted(new_concepts), "name": [f"card {c}" for c in sorted(new_concepts)], "external_ref": ref}))
-
-
 _SOURCE_CHARS = review_log_rejects.c.source.type.length
 
 
@@ -312,19 +289,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# pg_advisory_xact_lock(int, int): this first key names the lock "one review file", apart from the
-# single-bigint locks of db/partitions.py.
-_FILE_LOCK_CLASS = 0x5256_4C47
-
-
-def _lock_file(conn: sa.Connection, digest: str) -> None:
-    """Imports of the same bytes wait for each other, so a file's rejects are recorded once.
-    Taken first in the import's transaction: nothing else is held while waiting for it."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:kind, :file)"),
-                     {"kind": _FILE_LOCK_CLASS, "file": int(digest[:8], 16) - 2**31})
-
-
 def _record_refusal(engine: sa.Engine, path: Path, reason: str, now: dt.datetime) -> None:
     """Keep a refused file's reason in the rejects, once per file content and reason; a path that
     is not a readable file has no content to key it by, and is not recorded."""
@@ -338,10 +302,5 @@ def _record_refusal(engine: sa.Engine, path: Path, reason: str, now: dt.datetime
     raw_row = json.dumps({"file": _storable(str(path)), "file_sha256": digest})
     reason = _storable(reason)
     with engine.begin() as conn:
-        _lock_file(conn, digest)
-        recorded = conn.execute(sa.select(sa.func.count()).select_from(review_log_rejects).where(
-            review_log_rejects.c.line_number.is_(None), review_log_rejects.c.raw_row == raw_row,
-            review_log_rejects.c.reason == reason)).scalar()
-        if not recorded:
-            conn.execute(review_log_rejects.insert().values(
-                source=source, raw_row=raw_row, reason=reason, rejected_at=now))
+        review_imports.lock_file(conn, digest)
+        review_imports.record_file_refusal(conn, source, raw_row, reason, now)

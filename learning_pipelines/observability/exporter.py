@@ -25,9 +25,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from learning_pipelines import settings
-from learning_pipelines.db import partition_migration, reads, revision_queues, tables
+from learning_pipelines.db.monitoring_reads import warehouse_figures
 from learning_pipelines.domain.learner_shards import shard_keys
-from learning_pipelines.domain.revision import ALL_THEMES
 
 FSRS_JOB = "fsrs_optimization_job"
 CDC_ASSET = "concept_complexity"
@@ -154,64 +153,44 @@ class LearningPipelinesCollector(Collector):
 
     def _warehouse(self) -> Iterator:
         with self.engine.connect() as conn:
-            optimized = conn.execute(sa.select(sa.func.count()).select_from(tables.srs_user_params)
-                                     .where(tables.srs_user_params.c.weights.is_not(None))).scalar_one()
-            reviews = reads.row_count(conn, tables.review_logs)
-            rejects = reads.row_count(conn, tables.review_log_rejects)
-            # Only a day every learner shard has built counts: a night where some shards failed is not "built".
-            shards = shard_keys(settings.LEARNER_SHARDS)
-            totals, generated = None, None
-            try:
-                with conn.begin_nested():
-                    complete = revision_queues.latest_complete_day(conn, shards)
-                    if complete is not None:
-                        everything = revision_queues.day_totals(conn, complete[0], shards).set_index("theme_key")
-                        totals, generated = everything.loc[ALL_THEMES], complete[1]
-            except sa.exc.SQLAlchemyError:
-                pass  # a warehouse still before migration 0010 (a runbook stop): no queue series, the rest stays
-            shadow = tables.eval_metrics_daily
-            shadow_day = conn.execute(sa.select(sa.func.max(shadow.c.day))).scalar()
-            logloss = conn.execute(sa.select(shadow.c.ab_group, shadow.c.logloss).where(
-                shadow.c.day == shadow_day, shadow.c.logloss.is_not(None))).all() if shadow_day else []
-            migration = partition_migration.progress_report(conn)
-            models = tables.ncf_models
-            ncf = conn.execute(sa.select(models.c.trained_at, models.c.hr_at_10, models.c.popularity_hr_at_10)
-                               .order_by(models.c.model_id.desc()).limit(1)).first()
+            figures = warehouse_figures(conn, shard_keys(settings.LEARNER_SHARDS))
         gauge = GaugeMetricFamily("fsrs_learners_optimized", "Learners with their own FSRS weights")
-        gauge.add_metric([], optimized)
+        gauge.add_metric([], figures.learners_optimized)
         yield gauge
-        for name, doc, value in (("review_logs_rows", "Reviews in the warehouse", reviews),
-                                 ("review_log_rejects_rows", "Rejected review rows kept for inspection", rejects)):
+        for name, doc, value in (("review_logs_rows", "Reviews in the warehouse", figures.reviews),
+                                 ("review_log_rejects_rows", "Rejected review rows kept for inspection",
+                                  figures.rejects)):
             family = GaugeMetricFamily(name, doc)
             family.add_metric([], value)
             yield family
         due = GaugeMetricFamily("revision_queue_due", "Concepts due on the latest day every learner shard built",
                                 labels=["kind"])
-        if totals is not None:
-            due.add_metric(["due_today"], int(totals["due_today"]))
-            due.add_metric(["overdue"], int(totals["overdue"]))
+        if figures.queue_totals is not None:
+            due.add_metric(["due_today"], int(figures.queue_totals["due_today"]))
+            due.add_metric(["overdue"], int(figures.queue_totals["overdue"]))
         yield due
         when = GaugeMetricFamily("revision_queue_generated_timestamp_seconds",
                                  "When the latest day every learner shard built was finished")
-        if generated is not None:
-            when.add_metric([], generated.timestamp())
+        if figures.queue_generated_at is not None:
+            when.add_metric([], figures.queue_generated_at.timestamp())
         yield when
         shadow_family = GaugeMetricFamily("fsrs_shadow_logloss", "Latest daily shadow-evaluation logloss per A/B group",
                                           labels=["ab_group"])
-        for group, value in logloss:
+        for group, value in figures.shadow_logloss:
             if value is not None and math.isfinite(value):
                 shadow_family.add_metric([group], value)
         yield shadow_family
         age = GaugeMetricFamily("ncf_model_age_seconds", "Age of the latest NCF model")
         hit_rate = GaugeMetricFamily("ncf_model_hr_at_10", "Held-out HR@10 of the latest NCF model and of popularity",
                                      labels=["model"])
-        if ncf is not None:
-            age.add_metric([], time.time() - ncf.trained_at.timestamp())
-            hit_rate.add_metric(["ncf"], ncf.hr_at_10)
-            hit_rate.add_metric(["popularity"], ncf.popularity_hr_at_10)
+        model = figures.latest_model
+        if model is not None:
+            age.add_metric([], time.time() - model.trained_at.timestamp())
+            hit_rate.add_metric(["ncf"], model.hr_at_10)
+            hit_rate.add_metric(["popularity"], model.popularity_hr_at_10)
         yield age
         yield hit_rate
-        yield from _migration_progress(migration)
+        yield from _migration_progress(figures.migration)
 
 
 def _migration_progress(report: dict) -> Iterator:

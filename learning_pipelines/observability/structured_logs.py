@@ -16,13 +16,16 @@ import dagster as dg
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from learning_pipelines.defs.learner_shards import learner_shards
+from learning_pipelines import settings
+from learning_pipelines.domain.learner_shards import shard_keys
 
 LOG_FORMAT_ENV = "LEARNING_PIPELINES_LOG_FORMAT"
 LOG_FORMATS = ("json", "console")
 # The Dagster run log shows these on every line already; the forwarded message leaves them out.
 _SHOWN_BY_DAGSTER = {"event", "level", "timestamp", "run_id", "job", "asset"}
 _key_values = structlog.processors.KeyValueRenderer(repr_native_str=False)
+# The partition keys of the learner shards (`defs/learner_shards.py` builds its partitions from the same call).
+_LEARNER_SHARD_KEYS = shard_keys(settings.LEARNER_SHARDS)
 
 
 def log_format() -> str:
@@ -71,13 +74,19 @@ def configure() -> None:
     )
 
 
+def _is_learner_shards(partitions_def: dg.PartitionsDefinition | None) -> bool:
+    """Whether `partitions_def` is the learner shards: static partitions with exactly their keys."""
+    return (isinstance(partitions_def, dg.StaticPartitionsDefinition)
+            and partitions_def.get_partition_keys() == _LEARNER_SHARD_KEYS)
+
+
 def step_fields(run_id: str, job: str, asset: str, partitions_def: dg.PartitionsDefinition | None,
                 partition: str | None) -> dict[str, str]:
     """What identifies a step's lines and errors; the shard is the partition of a learner-shard asset."""
     fields = {"run_id": run_id, "job": job, "asset": asset}
     if partition is not None:
         fields["partition"] = partition
-        if partitions_def is learner_shards:
+        if _is_learner_shards(partitions_def):
             fields["shard"] = partition
     return fields
 

@@ -1,4 +1,4 @@
-"""Step retries of the assets that write learners' rows: only for a transaction that lost a race."""
+"""What a recipe's errors mean for the asset step that called it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 import dagster as dg
 
 from learning_pipelines.db.lost_races import lost_a_race
+from learning_pipelines.flows.refusals import Refused
 
 # A deadlock or serialization failure rolls back one side so that the other finishes: the same step run again
 # a moment later succeeds. Any other error fails the step at once (the instance's run retries cover dead workers,
@@ -16,17 +17,19 @@ from learning_pipelines.db.lost_races import lost_a_race
 LOST_RACE_RETRIES = 3
 
 
-def retry_lost_races(asset_fn: Callable) -> Callable:
-    """`asset_fn` whose step is retried (up to LOST_RACE_RETRIES times, after 1-5 s) when its transaction was
-    rolled back by a deadlock or a serialization failure (SQLSTATE 40P01 / 40001), and only then.
+def recipe_step(asset_fn: Callable) -> Callable:
+    """`asset_fn` as the step of a recipe: a refusal (flows.refusals.Refused) fails the step for good with its
+    sentence; a transaction rolled back by a deadlock or a serialization failure (SQLSTATE 40P01 / 40001) retries
+    it, up to LOST_RACE_RETRIES times after 1-5 s; every other error fails it as it is.
 
-    Dagster's RetryPolicy would retry every failure; this raises dg.RetryRequested for those two errors only, and
-    lets every other error fail the step as it is."""
+    Dagster's RetryPolicy would retry every failure; this raises dg.RetryRequested for those two errors only."""
 
     @functools.wraps(asset_fn)
-    def retried(*args, **kwargs):
+    def step(*args, **kwargs):
         try:
             return asset_fn(*args, **kwargs)
+        except Refused as refusal:
+            raise dg.Failure(description=str(refusal), allow_retries=False) from None
         except Exception as error:
             if lost_a_race(error):
                 # A jitter, not a secret: the random module is what it needs.
@@ -34,5 +37,5 @@ def retry_lost_races(asset_fn: Callable) -> Callable:
                 raise dg.RetryRequested(max_retries=LOST_RACE_RETRIES, seconds_to_wait=wait) from error
             raise
 
-    retried.retries_lost_races = True  # what tests/test_lost_race_retries.py looks for on every such asset
-    return retried
+    step.retries_lost_races = True  # tests/test_lost_race_retries.py finds it on every asset writing learners' rows
+    return step
