@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q -c requirements.lock $(TORCH_INSTALL)
 	$(BIN)/python -m pip install -q -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
-	# Fails when pyproject.toml asks for what the lock does not hold (tests/test_lock.py says which).
+	# Fails when pyproject.toml asks for what the lock does not hold (tests/ops/test_lock.py says which).
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
@@ -56,11 +56,12 @@ screenshots: install chromium
 	$(BIN)/python docs/take_screenshots.py
 
 test: install promtool pg-client
+	$(BIN)/ruff check .
 	$(BIN)/dg check defs
 	$(BIN)/bandit -r learning_pipelines -ll -ii -q
 	$(BIN)/python -m pytest -q -n auto
 
-# The whole fault-injection matrix (tests/faults.py): a learner forgotten, a session terminated, a process killed at
+# The whole fault-injection matrix (tests/support/faults.py): a learner forgotten, a session terminated, a process killed at
 # every pause point of every writer of learners' rows, on SQLite and PostgreSQL. `make test` runs one point per writer.
 test-faults: install
 	$(BIN)/python -m pytest -q -n auto --faults -m faults
@@ -98,7 +99,7 @@ test-latest: promtool pg-client
 	$(LATEST)/bin/python -m pip install -q $(TORCH_INSTALL)
 	$(LATEST)/bin/python -m pip install -q -e '.[dev,k8s]'
 	$(LATEST)/bin/python -m pip list --format=freeze --exclude-editable
-	$(LATEST)/bin/python -m pytest -q -n auto -m 'not slow' -p no:cacheprovider --ignore tests/test_lock.py
+	$(LATEST)/bin/python -m pytest -q -n auto -m 'not slow' -p no:cacheprovider --ignore tests/ops/test_lock.py
 
 # requirements.lock from the venv `make test-latest` built and passed: its packages at their versions, less torch
 # (TORCH_INSTALL's) and the CUDA packages a torch from PyPI would bring. Then `make test` installs and checks it.

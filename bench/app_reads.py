@@ -36,11 +36,11 @@ from scratch import scratch_postgres  # noqa: E402
 from learning_pipelines.db import bulk, migrate, tables  # noqa: E402
 from learning_pipelines.db.memory_state_progress import Progress, write_progress  # noqa: E402
 from learning_pipelines.defs.learner_shards import learner_shards  # noqa: E402
-from learning_pipelines.flows.recommendations import RECOMMENDATIONS_PER_LEARNER  # noqa: E402
 from learning_pipelines.defs.resources import Warehouse  # noqa: E402
 from learning_pipelines.defs.revision_queues import revision_queues  # noqa: E402
 from learning_pipelines.domain import recommend  # noqa: E402
 from learning_pipelines.domain.simulate import RESOURCE_KINDS  # noqa: E402
+from learning_pipelines.flows.recommendations import RECOMMENDATIONS_PER_LEARNER  # noqa: E402
 
 # Each read as the README tells the app to make it, and its floor: the same rows by primary key, no view.
 QUEUE_READ = sa.text("SELECT * FROM app_revision_queue WHERE user_id = :user AND queue_date = :day ORDER BY rank")
@@ -153,7 +153,10 @@ def read_phase(url: str, statement: sa.TextClause, n_learners: int, readers: int
     wall = time.perf_counter() - started
     engine.dispose()
     every = sorted(s for mine in latencies for s in mine)
-    quantile = lambda q: every[min(len(every) - 1, int(q * len(every)))] * 1000  # noqa: E731
+
+    def quantile(q: float) -> float:
+        return every[min(len(every) - 1, int(q * len(every)))] * 1000
+
     return {"queries": len(every), "qps": len(every) / wall, "p50_ms": quantile(0.50), "p99_ms": quantile(0.99),
             "mean_ms": statistics.mean(every) * 1000, "empty": sum(empty)}
 

@@ -32,7 +32,7 @@ from learning_pipelines.domain.fsrs_replay import predict_reviews  # noqa: E402
 from learning_pipelines.domain.metrics import log_loss, recall_metrics  # noqa: E402
 from learning_pipelines.domain.review_history import with_learner_days  # noqa: E402
 from learning_pipelines.domain.simulate import simulate_platform  # noqa: E402
-from tests.fsrs_data import fsrs_rs_training_items, real_reviews, small_collections  # noqa: E402
+from tests.support.fsrs_data import fsrs_rs_training_items, real_reviews, small_collections  # noqa: E402
 
 REAL_LEARNER = ROOT.parent / "shared" / "data" / "fsrs" / "anki_one_learner_revlog.csv"
 FSRS_OPTIMIZER_LOGLOSS = 0.4505  # fsrs-optimizer 6.5.0 on the whole real file (../shared/data/README.md)

@@ -4,7 +4,7 @@
 `COPY review_logs ... FROM STDIN` of the file's bytes into a fresh migrated warehouse whose users,
 concepts and month partitions exist already (no checks, nothing rejected, nothing registered). Ours:
 `import_review_file` with `register_unknown` into another fresh warehouse, in a process of its own
-(tests/import_peak_rss.py) so its peak RSS is the import's: it reads, validates, registers and
+(tests/support/import_peak_rss.py) so its peak RSS is the import's: it reads, validates, registers and
 writes in chunks, in one transaction.
 
     .venv/bin/python bench/import.py [--rows 5000000]
@@ -29,13 +29,13 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT / "tests"))
-from import_peak_rss import SPAN_SECONDS, START, write_reviews  # noqa: E402
+sys.path.insert(0, str(ROOT))
 from report import machine, publish  # noqa: E402
 from scratch import scratch_postgres  # noqa: E402
 
 from learning_pipelines.db import bulk, migrate, partitions, tables  # noqa: E402
 from learning_pipelines.db.engine import DATABASE_URL_ENV, get_engine  # noqa: E402
+from tests.support.import_peak_rss import SPAN_SECONDS, START, write_reviews  # noqa: E402
 
 LEARNERS = 1000
 CONCEPTS = 500
@@ -70,7 +70,7 @@ def plain_copy(url: str, path: Path) -> float:
 
 
 def our_import(url: str, path: Path) -> dict:
-    result = subprocess.run([sys.executable, str(ROOT / "tests" / "import_peak_rss.py"), "import", str(path)],
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "support" / "import_peak_rss.py"), "import", str(path)],
                             env={**os.environ, DATABASE_URL_ENV: url}, capture_output=True, text=True, check=True)
     return json.loads(result.stdout)
 

@@ -25,12 +25,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, peak_rss_mib, publish  # noqa: E402
-from scratch import scratch_postgres  # noqa: E402
+from report import machine, peak_rss_mib, publish
+from scratch import scratch_postgres
 
-from learning_pipelines.db import bulk, migrate, tables  # noqa: E402
-from learning_pipelines.db.engine import DATABASE_URL_ENV, get_engine  # noqa: E402
-from learning_pipelines.domain.chunking import REPLAY_REVIEWS_PER_READ  # noqa: E402
+from learning_pipelines.db import bulk, migrate, tables
+from learning_pipelines.db.engine import DATABASE_URL_ENV, get_engine
+from learning_pipelines.domain.chunking import REPLAY_REVIEWS_PER_READ
 
 START = pd.Timestamp("2023-01-01", tz="UTC")
 LEARNER = 1

@@ -23,13 +23,13 @@ import pandas as pd
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, peak_rss_mib, publish  # noqa: E402
-from scratch import scratch_postgres  # noqa: E402
+from report import machine, peak_rss_mib, publish
+from scratch import scratch_postgres
 
-from learning_pipelines.db import bulk, migrate, tables  # noqa: E402
-from learning_pipelines.db.engine import get_engine  # noqa: E402
-from learning_pipelines.defs.card_memory_states import card_memory_states  # noqa: E402
-from learning_pipelines.defs.resources import Warehouse  # noqa: E402
+from learning_pipelines.db import bulk, migrate, tables
+from learning_pipelines.db.engine import get_engine
+from learning_pipelines.defs.card_memory_states import card_memory_states
+from learning_pipelines.defs.resources import Warehouse
 
 START = pd.Timestamp("2024-01-01", tz="UTC")
 N_CONCEPTS = 500

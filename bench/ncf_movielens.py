@@ -12,26 +12,25 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit's advice: its ALS threads itself
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pandas as pd
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, publish  # noqa: E402
+from report import machine, publish
 
-from learning_pipelines.domain.metrics import hit_rate_and_ndcg, hit_rate_gap  # noqa: E402
-from learning_pipelines.domain.ncf_fit import fit_and_evaluate  # noqa: E402
-from learning_pipelines.domain.ncf_model import NeuMF  # noqa: E402
-from learning_pipelines.domain.ncf_protocol import (LeaveOneOut, leave_one_out, popularity_scores,  # noqa: E402
-                                                    validation_split)
-from learning_pipelines.domain.ncf_search import SEARCH_SPACE, choose_config  # noqa: E402
-from learning_pipelines.domain.ncf_training import score_candidates, train_neumf  # noqa: E402
+from learning_pipelines.domain.metrics import hit_rate_and_ndcg, hit_rate_gap
+from learning_pipelines.domain.ncf_fit import fit_and_evaluate
+from learning_pipelines.domain.ncf_model import NeuMF
+from learning_pipelines.domain.ncf_protocol import LeaveOneOut, leave_one_out, popularity_scores, validation_split
+from learning_pipelines.domain.ncf_search import SEARCH_SPACE, choose_config
+from learning_pipelines.domain.ncf_training import score_candidates, train_neumf
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 THREADS = 2

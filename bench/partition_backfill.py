@@ -1,7 +1,7 @@
 """Online partitioning of an unpartitioned review_logs: backfill rows/s with a concurrent writer.
 
-2,000,000 legacy rows over 24 months, stored in time order as an append-only log is. Migration 0006, then every month through the
-review_logs_partition_backfill asset (batches of 50,000, FOR SHARE, verified per month) while a
+2,000,000 legacy rows over 24 months, stored in time order as an append-only log is. Migration 0006, then every month
+through the review_logs_partition_backfill asset (batches of 50,000, FOR SHARE, verified per month) while a
 writer inserts, updates, moves rows across months and deletes; then 0007 and 0008, and the final
 table compared row by row with what must be there. Beside it, in the same run, the offline
 reference: one `INSERT INTO ... SELECT` of the whole table into an empty partitioned copy
@@ -22,19 +22,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests/partition_rehearsal.py
-from report import machine, publish  # noqa: E402
-from scratch import ADMIN_URL, scratch_postgres  # noqa: E402
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.support
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+from report import machine, publish
+from scratch import ADMIN_URL, scratch_postgres
 
-import dagster as dg  # noqa: E402
-import pandas as pd  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
-
-from learning_pipelines.db import migrate, partition_migration  # noqa: E402
-from learning_pipelines.db.engine import get_engine  # noqa: E402
-from learning_pipelines.defs.resources import Warehouse  # noqa: E402
-from learning_pipelines.defs.review_logs_partitioning import review_logs_partitioned  # noqa: E402
-from tests import partition_rehearsal  # noqa: E402
+from learning_pipelines.db import migrate, partition_migration
+from learning_pipelines.db.engine import get_engine
+from learning_pipelines.defs.resources import Warehouse
+from learning_pipelines.defs.review_logs_partitioning import review_logs_partitioned
+from tests.support import partition_rehearsal
 
 FIRST_MONTH = dt.date(2024, 1, 1)
 GOAL_ROWS_PER_SECOND = 40_000  # the backfill, end to end, while the app writes
@@ -106,7 +105,8 @@ def run(n_rows: int, n_months: int, time_ordered: bool) -> dict:
     expected = partition_rehearsal.expected_rows(seeded, writer.changes)
     identical = len(actual) == len(expected) and actual.astype(expected.dtypes.to_dict()).equals(expected)
     if not identical or writer.counts["failed"]:
-        raise SystemExit(f"rows differ after the migration (identical={identical}, writer={writer.counts}, {writer.errors[:3]})")
+        raise SystemExit(f"rows differ after the migration (identical={identical}, writer={writer.counts}, "
+                         f"{writer.errors[:3]})")
     return {"copied": copied, "backfill_seconds": backfill_seconds, "copy_seconds": copy_seconds,
             "reference_seconds": reference_seconds, "swap_seconds": swap_seconds,
             "writer_rate": writer_ops / backfill_seconds, "writes": dict(writer.counts), "expected_rows": len(expected)}
@@ -131,7 +131,8 @@ def report(n_rows: int, n_months: int, results: dict[str, dict]) -> tuple[list[s
         "deletes. Reference, same database and moment: one `INSERT ... SELECT` of the whole table into an empty "
         "partitioned copy with the same keys (no batches, row locks or checks; what a maintenance window would run).",
         "",
-        "| old table stored | backfill rows/s, end to end | of which copying | reference rows/s | ratio | writer tx/s | swap lock |",
+        "| old table stored | backfill rows/s, end to end | of which copying | reference rows/s | ratio | writer tx/s "
+        "| swap lock |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     figures = {"rows": n_rows, "months": n_months, "goal_rows_per_second": GOAL_ROWS_PER_SECOND}
@@ -141,10 +142,11 @@ def report(n_rows: int, n_months: int, results: dict[str, dict]) -> tuple[list[s
         lines.append(f"| {LAYOUTS[layout]} | **{ours:,.0f}** | {r['copied'] / r['copy_seconds']:,.0f} "
                      f"| {reference:,.0f} | {ours / reference:.2f} | {r['writer_rate']:,.0f} | {r['swap_seconds']:.2f} s |")
     lines += ["", f"Goal: at least {GOAL_ROWS_PER_SECOND:,} rows/s with zero loss. In every run review_logs afterwards "
-              "equals the expected rows exactly (seeded rows with every committed write applied), no duplicate, no deleted row back: "
+              "equals the expected rows exactly (seeded rows with every committed write applied), no duplicate, no "
+              "deleted row back: "
               + "; ".join(f"{LAYOUTS[layout]}: {r['expected_rows']:,} rows after {r['writes']['insert']:,} inserts, "
-                          f"{r['writes']['update']:,} updates, {r['writes']['move']:,} moves, {r['writes']['delete']:,} deletes"
-                          for layout, r in results.items()) + "."]
+                          f"{r['writes']['update']:,} updates, {r['writes']['move']:,} moves, "
+                          f"{r['writes']['delete']:,} deletes" for layout, r in results.items()) + "."]
     return lines, {**figures, "machine": machine()}
 
 

@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, peak_rss_mib, publish  # noqa: E402
-from scratch import scratch_postgres  # noqa: E402
+from report import machine, peak_rss_mib, publish
+from scratch import scratch_postgres
 
-from learning_pipelines.domain import fsrs  # noqa: E402
-from learning_pipelines.domain.revision import build_queues  # noqa: E402
+from learning_pipelines.domain import fsrs
+from learning_pipelines.domain.revision import build_queues
 
 DAY = dt.datetime.now(dt.timezone.utc).date()  # queues are built for the current day only
 TIMEZONES = np.array(["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo"])
@@ -213,7 +213,8 @@ def todays_implementation(url: str) -> float:
     into the same tables (today's rows deleted first, as a rerun does). Wall seconds."""
     import sqlalchemy as sa
 
-    from learning_pipelines.db import bulk, revision_queues as queue_tables, tables
+    from learning_pipelines.db import bulk, tables
+    from learning_pipelines.db import revision_queues as queue_tables
     from learning_pipelines.db.reads import concept_graph, shard_learners
     from learning_pipelines.defs.learner_shards import learner_shards
     from learning_pipelines.domain import revision
@@ -241,7 +242,8 @@ def todays_implementation(url: str) -> float:
                                                         states.c.last_review_at, states.c.decay)
                                         .where(states.c.user_id.in_([int(u) for u in chunk["user_id"]])))
                 queues = revision.build_queues(cards, chunk, concept_themes, DAY)
-                queue_tables.write_chunk(conn, DAY, queues, chunk, dt.datetime.now(dt.timezone.utc), dt.datetime.now(dt.timezone.utc))
+                now = dt.datetime.now(dt.timezone.utc)
+                queue_tables.write_chunk(conn, DAY, queues, chunk, now, now)
                 totals.append(revision.theme_totals(queues))
             queue_tables.write_shard_stats(conn, DAY, shard, revision.day_stats(totals))
     seconds = time.perf_counter() - started
@@ -279,7 +281,8 @@ def end_to_end(n_cards: int, n_concepts: int, reference: bool) -> tuple[list[str
         "|---|---:|---:|---:|",
         f"| I/O floor: COPY out {floor['copy_out_seconds']:.1f} s + COPY in {floor['copy_in_seconds']:.1f} s | "
         f"{floor_seconds:.1f} | {n_cards / floor_seconds:,.0f} | — |",
-        f"| `revision_queues`, every shard | {ours['seconds']:.1f} | {n_cards / ours['seconds']:,.0f} | {ours['peak_rss_mb']:,.0f} |",
+        f"| `revision_queues`, every shard | {ours['seconds']:.1f} | {n_cards / ours['seconds']:,.0f} "
+        f"| {ours['peak_rss_mb']:,.0f} |",
     ]
     if before is not None:
         lines.append(f"| before issue 16 (rows through `read_sql`, 200 learners a read; no Dagster) | {before:.1f} | "

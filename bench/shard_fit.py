@@ -45,7 +45,7 @@ from learning_pipelines.defs.learner_shards import learner_shards  # noqa: E402
 from learning_pipelines.defs.resources import Warehouse  # noqa: E402
 from learning_pipelines.demo import load_platform  # noqa: E402
 from learning_pipelines.domain.simulate import simulate_platform  # noqa: E402
-from tests.running_stack import dagster, instance, running_stack, wait_for_runs  # noqa: E402
+from tests.support.running_stack import dagster, instance, running_stack, wait_for_runs  # noqa: E402
 
 JOB = "fsrs_optimization_job"
 
@@ -169,7 +169,8 @@ def report(process_wall: float, measured: dict, same: bool, n_reviews: int, fitt
     per_learner = process_wall / ARGS.learners
     per_step = measured["task_setup"] + measured["task_gap"]
     queue_wait = mean(measured["queue_wait"])
-    figures = {"learners": ARGS.learners, "fitted_learners": fitted, "shards": ARGS.shards, "workers": ARGS.workers, "reviews": n_reviews,
+    figures = {"learners": ARGS.learners, "fitted_learners": fitted, "shards": ARGS.shards, "workers": ARGS.workers,
+               "reviews": n_reviews,
                "in_process_seconds": round(process_wall, 2), "celery_seconds": round(measured["wall"], 2),
                "ratio": round(ratio, 3), "per_step_overhead_seconds": round(per_step, 3),
                "run_start_seconds": round(queue_wait, 2), "backfill_cli_seconds": round(measured["cli"], 2),

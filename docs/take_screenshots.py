@@ -35,7 +35,7 @@ def wait_until_up(url: str, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/server_info", timeout=2):  # noqa: S310  (our own localhost server)
+            with urllib.request.urlopen(f"{url}/server_info", timeout=2):
                 return
         except OSError:
             time.sleep(1)

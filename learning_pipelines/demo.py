@@ -21,8 +21,8 @@ from dagster._utils.hosted_user_process import recon_job_from_origin
 
 from learning_pipelines import settings
 from learning_pipelines.db import bulk, reads, tables
-from learning_pipelines.db.maintenance import shown_url
 from learning_pipelines.db.engine import dagster_home, get_engine, resolve_database_url
+from learning_pipelines.db.maintenance import shown_url
 from learning_pipelines.domain.simulate import SimulatedPlatform, simulate_platform
 
 SIMULATED_REF_PREFIX = "sim:"
@@ -155,7 +155,8 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: 
             if keys <= done:
                 continue
             for partition_key in partitions_to_run(repository_def, job, months, now):
-                label = ", ".join(sorted(k.to_user_string() for k in keys)) + (f" [{partition_key}]" if partition_key else "")
+                label = ", ".join(sorted(k.to_user_string() for k in keys))
+                label += f" [{partition_key}]" if partition_key else ""
                 started = time.perf_counter()
                 run_id = launch_in_process(instance, repository, job, partition_key, run_config)
                 if instance.get_run_by_id(run_id).status != dg.DagsterRunStatus.SUCCESS:

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 # Four learner shards keep the in-process optimizations short; the default (16) is pinned in test_definitions.
 os.environ.setdefault("LEARNING_PIPELINES_LEARNER_SHARDS", "4")
 
-from learning_pipelines.db import migrate  # noqa: E402  (after the shard count is set)
-from learning_pipelines.db.engine import get_engine  # noqa: E402
+from learning_pipelines.db import migrate
+from learning_pipelines.db.engine import get_engine
 
 TEST_PG_URL = os.environ.get("LEARNING_PIPELINES_TEST_DATABASE_URL",
                              "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -156,11 +156,11 @@ def one_torch_thread_per_test_process() -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
-# Warehouses prepared for the fault-injection harness (tests/faults.py), copied per scenario.
+# Warehouses prepared for the fault-injection harness (tests/support/faults.py), copied per scenario.
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('faults') / 'template.db'}"
-    from tests.faults import prepare_template
+    from tests.support.faults import prepare_template
 
     prepare_template(url)
     return url
@@ -168,20 +168,11 @@ def sqlite_template(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def postgres_template(postgres_available):
-    name = f"lp_fault_template_{uuid.uuid4().hex[:8]}"
-    admin = _admin_engine()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(TEST_PG_URL).set(database=name).render_as_string(hide_password=False)
-    from tests.faults import prepare_template
+    from tests.support.faults import prepare_template
 
-    try:
+    with scratch_postgres_database() as url:
         prepare_template(url)
         yield url
-    finally:
-        get_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def pytest_addoption(parser) -> None:

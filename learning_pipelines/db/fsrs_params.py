@@ -1,6 +1,7 @@
-"""FSRS weights in the warehouse: what the optimization reads and writes (a new fsrs_global_params
-version from a sample of learners; a shard's srs_user_params rows from its learners' reviews), the shadow evaluation's reviews and eval_metrics_daily rows, and what the
-eligibility sensor reads. The weights in use are read by db.memory_state_reads.current_weights."""
+"""FSRS weights in the warehouse: what the optimization reads and writes (a new fsrs_global_params version from a
+sample of learners; a shard's srs_user_params rows from its learners' reviews), the shadow evaluation's reviews and
+eval_metrics_daily rows, and what the eligibility sensor reads. The weights in use are read by
+db.memory_state_reads.current_weights."""
 
 from __future__ import annotations
 

@@ -152,8 +152,9 @@ def why_not_covering(conn: sa.Connection, cutoff: dt.datetime) -> str | None:
     newest = high_water(conn).seq
     if newest == progress.applied_seq and progress.covered_seq == progress.applied_seq:
         return None  # nothing reached the warehouse since the states were brought up to date
-    return (f"card_memory_states includes reviews up to {progress.as_of:%Y-%m-%d %H:%M:%S} UTC (review #{progress.applied_seq}); "
-            f"the warehouse holds reviews up to #{newest} before this run's cutoff {cutoff:%Y-%m-%d %H:%M:%S} UTC")
+    return (f"card_memory_states includes reviews up to {progress.as_of:%Y-%m-%d %H:%M:%S} UTC "
+            f"(review #{progress.applied_seq}); the warehouse holds reviews up to #{newest} before this run's cutoff "
+            f"{cutoff:%Y-%m-%d %H:%M:%S} UTC")
 
 
 def months_beyond_states(conn: sa.Connection) -> pd.DataFrame:

@@ -102,8 +102,8 @@ def current_weights(conn: sa.Connection, user_ids=None) -> CurrentWeights:
     latest = conn.execute(sa.select(global_params.c.version, global_params.c.weights)
                           .order_by(global_params.c.version.desc()).limit(1)).first()
     own_query = sa.select(params.c.user_id, params.c.weights, params.c.trained_at).where(params.c.weights.is_not(None))
-    own_rows = list((conn.execute(own_query).all() if user_ids is None else
-                     bulk.read_frame_with_ids(conn, own_query, params.c.user_id, user_ids).itertuples(index=False)))
+    own_rows = list(conn.execute(own_query).all() if user_ids is None else
+                     bulk.read_frame_with_ids(conn, own_query, params.c.user_id, user_ids).itertuples(index=False))
     own = {int(u): np.array(json.loads(w), dtype=float) for u, w, _ in own_rows}
     own_versions = {int(u): f"own@{pd.Timestamp(trained_at).isoformat()}" for u, _, trained_at in own_rows}
     weights = LearnerWeights(

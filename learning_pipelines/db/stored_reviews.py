@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from learning_pipelines.db import bulk, partitions
 from learning_pipelines.db.tables import review_logs
 
+
 def stored_reviews(conn: sa.Connection, ids, columns: list[str]) -> pd.DataFrame:
     """The stored reviews with any of `ids`: their id and `columns`.
 

@@ -6,8 +6,8 @@ import dagster as dg
 from learning_pipelines import settings
 from learning_pipelines.db.memory_state_progress import months_beyond_states
 from learning_pipelines.defs.resources import Warehouse
-from learning_pipelines.domain.fingerprints import fingerprint
 from learning_pipelines.defs.review_logs import review_logs
+from learning_pipelines.domain.fingerprints import fingerprint
 
 automation = dg.AutomationConditionSensorDefinition(
     "learning_pipelines_automation",

@@ -4,8 +4,8 @@ import dagster as dg
 from pydantic import Field
 
 from learning_pipelines.defs.fsrs import fsrs_parameters
-from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.recipe_steps import recipe_step
+from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.review_logs import review_logs
 from learning_pipelines.defs.table_metadata import shown, written_table
 from learning_pipelines.domain.chunking import REPLAY_LEARNER_CHUNK

@@ -92,9 +92,11 @@ ncf_job = dg.define_asset_job(
     description="Retrains NeuMF on every interaction; every learner shard's recommendations follow "
                 "(recommendations_after_ncf_model).")
 
+
 @dg.sensor(job=ncf_job, minimum_interval_seconds=3600, default_status=settings.DEFAULT_SENSOR_STATUS,
-             description=("Retrains NCF when interactions grew by more than 20 % since the latest model (or when there is none "
-                          "and enough interactions exist). One request per model it replaces: the run key names that model."))
+           description="Retrains NCF when interactions grew by more than 20 % since the latest model (or when there is "
+                       "none and enough interactions exist). One request per model it replaces: the run key names that "
+                       "model.")
 def ncf_retraining_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse) -> dg.SensorResult:
     with warehouse.begin() as conn:
         n_interactions = ncf_store.interaction_count(conn)

@@ -37,5 +37,5 @@ def recipe_step(asset_fn: Callable) -> Callable:
                 raise dg.RetryRequested(max_retries=LOST_RACE_RETRIES, seconds_to_wait=wait) from error
             raise
 
-    step.retries_lost_races = True  # tests/test_lost_race_retries.py finds it on every asset writing learners' rows
+    step.retries_lost_races = True  # tests/assets/test_lost_race_retries.py finds it on every asset writing learners' rows
     return step

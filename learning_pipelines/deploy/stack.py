@@ -75,9 +75,8 @@ def restart_workers(run_dir: Path, grace_seconds: float = 20) -> dict[str, int]:
         pid_file = run_dir / "pids" / f"{name}.pid"
         if pid_file.is_file():
             group = int(pid_file.read_text())
-            processes.terminate(
-                lambda: [pid for pid in processes.marked(description["marker"]) if processes.group_of(pid) == group],
-                grace_seconds)
+            processes.terminate(lambda group=group: [pid for pid in processes.marked(description["marker"])
+                                                     if processes.group_of(pid) == group], grace_seconds)
         restarted[name] = processes.spawn(run_dir, name, command, env)
     _wait_until_ready(stack, 180)
     _forget_worker_config(stack)

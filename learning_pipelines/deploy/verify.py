@@ -56,7 +56,7 @@ def verify(target: Target, checks: tuple[Check, ...] = CHECKS) -> Report:
         for check in checks:
             try:
                 outcome = check.run(session)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - a check that breaks is a failed check, reported, not a crash
                 outcome = Outcome(False, f"{type(error).__name__}: {session.reason(error)}")
             results.append(CheckResult(check.name, outcome.ok, outcome.detail,
                                        "" if outcome.ok else (outcome.remedy or check.remedy)))

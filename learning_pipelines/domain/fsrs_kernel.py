@@ -24,8 +24,8 @@ import os
 # Read once, when numba starts OpenMP: a value already set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numba  # noqa: E402
-import numpy as np  # noqa: E402
+import numba
+import numpy as np
 
 from learning_pipelines.domain import fsrs
 

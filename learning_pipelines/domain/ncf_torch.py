@@ -9,7 +9,7 @@ import os
 # wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402  (after the setting above, which OpenMP reads once, as torch loads it)
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
 __all__ = ["nn", "torch"]

@@ -97,7 +97,8 @@ def effective_preferences(learners: pd.DataFrame, preferences: pd.DataFrame) -> 
 def due_times(last_review_ns: np.ndarray, stability_days, decay, retention_target, spacing_multiplier) -> np.ndarray:
     """When each card falls due (ns since the epoch, UTC): its recall reaches the learner's retention
     target, the interval stretched by the learner's spacing multiplier."""
-    interval_days = fsrs.next_interval_days(np.asarray(stability_days, dtype=float), np.asarray(retention_target, dtype=float),
+    interval_days = fsrs.next_interval_days(np.asarray(stability_days, dtype=float),
+                                            np.asarray(retention_target, dtype=float),
                                             fsrs.decay_only_weights(decay)) * np.asarray(spacing_multiplier, dtype=float)
     return np.asarray(last_review_ns, dtype=np.int64) + (interval_days * NS_PER_DAY).astype(np.int64)
 

@@ -13,8 +13,14 @@ import sqlalchemy as sa
 
 from learning_pipelines import pause_points
 from learning_pipelines.db import learner_locks, learner_settings, memory_state_reads, memory_state_writes, tables
-from learning_pipelines.db.memory_state_progress import (Progress, high_water, read_progress, settled,
-                                                         transactions_finished, write_progress)
+from learning_pipelines.db.memory_state_progress import (
+    Progress,
+    high_water,
+    read_progress,
+    settled,
+    transactions_finished,
+    write_progress,
+)
 from learning_pipelines.domain import memory_states
 from learning_pipelines.domain.memory_states import LearnerWeights
 from learning_pipelines.flows.learner_states import rewrite_learner_states
@@ -71,7 +77,8 @@ def pending_work(conn: sa.Connection) -> PendingWork:
         learners_to_replay=np.asarray(replay, dtype=np.int64),
         learners_to_reschedule=np.setdiff1d(new_prefs, replay) if previous else np.zeros(0, np.int64),
         next_progress=Progress(min(covered, applied), applied, high.in_flight, high.as_of, current.global_version,
-                               current.own_trained_at, prefs_updated_at or (previous.prefs_updated_at if previous else None)),
+                               current.own_trained_at,
+                               prefs_updated_at or (previous.prefs_updated_at if previous else None)),
         in_flight_scope=high.in_flight_scope,
     )
 

@@ -17,11 +17,12 @@ import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, partitions, review_imports
 from learning_pipelines.db.stored_reviews import stored_reviews
+from learning_pipelines.db.tables import concepts, review_log_rejects, users
 from learning_pipelines.db.taken_review_ids import TakenReviewIds
-from learning_pipelines.db.tables import concepts, review_log_rejects, review_logs, users
 from learning_pipelines.ingest import validation
 from learning_pipelines.ingest.readers import DEFAULT_CHUNK_ROWS, ReadLimits, ReviewSource, open_review_file
 from learning_pipelines.ingest.validation import ReviewFileError
+
 
 @dataclasses.dataclass(frozen=True)
 class ImportSummary:

@@ -93,7 +93,7 @@ class ReviewSource(abc.ABC):
     @abc.abstractmethod
     def _chunks(self, columns: tuple[str, ...]) -> Iterator[RowChunk]: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most sources hold nothing open: closing them does nothing
         """Release what the source holds open (an unpacked Anki collection)."""
 
 
@@ -237,10 +237,7 @@ def _fields(path: Path, line_number: int, line: str, delimiter: str) -> tuple[li
         try:
             fields, error = next(csv.reader([line], delimiter=delimiter, strict=True)), ""
         except csv.Error as csv_error:
-            if "field larger than field limit" in str(csv_error):
-                fields = [line]
-            else:
-                fields = line.split(delimiter)
+            fields = [line] if "field larger than field limit" in str(csv_error) else line.split(delimiter)
             error = ("unbalanced quote: a quoted field does not end on its line"
                      if "unexpected end of data" in str(csv_error) else f"malformed quoting ({csv_error})")
     if any(len(field) > MAX_CSV_FIELD_CHARS for field in fields):

@@ -20,7 +20,8 @@ def read_valid_reviews(path: Path, day_start_hour: int, now: dt.datetime | None 
     validation.check_columns(raw.columns, str(path), has_default_user=True)
     raw, typed, reasons = validation.parse_file_rows(raw, default_user_id=SINGLE_LEARNER_ID)
     now = now or dt.datetime.now(dt.timezone.utc)
-    result = validation.split_valid(raw, typed, validation.join_reasons(reasons, validation.review_rule_violations(typed, now)))
+    reasons = validation.join_reasons(reasons, validation.review_rule_violations(typed, now))
+    result = validation.split_valid(raw, typed, reasons)
     good = result.good.sort_values(["reviewed_at", "line_number"], kind="stable").reset_index(drop=True)
     for column in ("user_id", "concept_id", "rating"):
         good[column] = good[column].astype("int64")

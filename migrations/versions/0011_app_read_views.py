@@ -11,7 +11,6 @@ Create Date: 2026-12-02
 
 from alembic import op
 
-
 revision = '0011'
 down_revision = '0010'
 branch_labels = None

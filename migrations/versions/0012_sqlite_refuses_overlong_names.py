@@ -13,7 +13,6 @@ Create Date: 2026-12-09
 
 from alembic import op
 
-
 revision = '0012'
 down_revision = '0011'
 branch_labels = None

@@ -30,7 +30,7 @@ def check_celery_workers(session: Session) -> Outcome:
                 # stacks on one broker) must count twice.
                 replies = app.control.broadcast("active_queues", reply=True, timeout=CELERY_REPLY_TIMEOUT_S,
                                                 connection=connection)
-        except Exception as error:  # kombu and amqp raise their own hierarchies for a broker that refuses
+        except Exception as error:  # noqa: BLE001 - kombu and amqp raise their own hierarchies for a broker that refuses
             return Outcome(False, f"cannot reach the broker {broker}: {session.reason(error)}",
                            f"start RabbitMQ, or fix {CELERY_BROKER_ENV}")
     ours, others = [], 0

@@ -92,7 +92,7 @@ def _smoke_in(session: Session, url: str, where: str) -> Outcome:
     try:
         with _dagster_previews_quiet():
             return _smoke(url, where)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - whatever stops the smoke ingest is its result
         return Outcome(False, f"the smoke ingest failed in {where}: {type(error).__name__}: {session.reason(error)}")
     finally:
         get_engine(url).dispose()  # the resource's pooled connections: the schema is dropped next
@@ -127,8 +127,8 @@ def _smoke(url: str, where: str) -> Outcome:
         failures = [one_line(str(event.step_failure_data.error.message if event.step_failure_data.error else
                                  event.step_failure_data.user_failure_data.description))[:300]
                     for event in result.get_step_failure_events()]
-        return Outcome(False, f"materializing card_memory_states and revision_queues for {day}, shard {shard} in {where} failed: "
-                              + "; ".join(failures + [f"check {name} failed" for name in failed_checks]),
+        return Outcome(False, f"materializing card_memory_states and revision_queues for {day}, shard {shard} in "
+                              f"{where} failed: " + "; ".join(failures + [f"check {name} failed" for name in failed_checks]),
                        "the pipeline fails on fresh data: run `make test` on this build and read the run's error")
 
     with engine.connect() as conn:
