@@ -13,6 +13,7 @@ import re
 import sqlalchemy as sa
 
 from learning_pipelines.db import learner_locks, tables
+from learning_pipelines.domain.chunking import chunks
 
 _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+(\.0*)?\s*")
 _DELETE_CHUNK = 5000
@@ -73,7 +74,7 @@ def forget(conn: sa.Connection, user_ids: list[int]) -> dict[str, collections.Co
         removed[table.name] = collections.Counter(int(user_id) for user_id in deleted.scalars())
     named = rejects_naming(conn, user_ids)
     reject_ids = [reject_id for ids in named.values() for reject_id in ids]
-    for offset in range(0, len(reject_ids), _DELETE_CHUNK):
-        conn.execute(rejects.delete().where(rejects.c.reject_id.in_(reject_ids[offset:offset + _DELETE_CHUNK])))
+    for part in chunks(reject_ids, _DELETE_CHUNK):
+        conn.execute(rejects.delete().where(rejects.c.reject_id.in_(part)))
     removed[rejects.name] = collections.Counter({learner: len(ids) for learner, ids in named.items()})
     return removed

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, tables
 from learning_pipelines.domain import learner_shards
+from learning_pipelines.domain.chunking import chunks
 
 
 def reviews_with_calendar(conn: sa.Connection, start: dt.datetime | None = None, end: dt.datetime | None = None,
@@ -49,7 +50,6 @@ def concept_range(column: sa.ColumnElement, concept_from: int | None, concept_to
         ([column < concept_to] if concept_to is not None else [])
 
 
-_CARDS_PER_IN_LIST = 2000  # SQLite binds two parameters per card
 
 
 def _read_cards(conn: sa.Connection, query: sa.Select, cards: pd.DataFrame) -> pd.DataFrame:
@@ -66,8 +66,8 @@ def _read_cards(conn: sa.Connection, query: sa.Select, cards: pd.DataFrame) -> p
                                                                    key_table.c.concept_id == logs.c.concept_id)))
     pairs = list(keys.itertuples(index=False, name=None))
     return pd.concat([bulk.read_frame(conn, query.where(sa.tuple_(logs.c.user_id, logs.c.concept_id)
-                                                        .in_(pairs[i:i + _CARDS_PER_IN_LIST])))
-                      for i in range(0, len(pairs), _CARDS_PER_IN_LIST)], ignore_index=True)
+                                                        .in_(part)))
+                      for part in chunks(pairs, bulk.CARDS_PER_IN_LIST)], ignore_index=True)
 
 
 def learner_ids(conn: sa.Connection) -> np.ndarray:

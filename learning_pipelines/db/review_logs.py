@@ -15,6 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, memory_state_writes, tables
+from learning_pipelines.domain.chunking import chunks
 
 _DELETE_CHUNK = 5000  # ids per DELETE ... IN (...): well under every driver's parameter limit
 logs, users, rejects = tables.review_logs, tables.users, tables.review_log_rejects
@@ -45,9 +46,8 @@ def quarantine(conn: sa.Connection, bad: pd.DataFrame, reasons: pd.Series, sourc
         "rejected_at": rejected_at,
     }))
     ids = bad["id"].astype("int64").tolist()
-    for offset in range(0, len(ids), _DELETE_CHUNK):
-        conn.execute(logs.delete().where(logs.c.id.in_(ids[offset:offset + _DELETE_CHUNK]),
-                                         _in_window(logs.c.reviewed_at, start, end)))
+    for part in chunks(ids, _DELETE_CHUNK):
+        conn.execute(logs.delete().where(logs.c.id.in_(part), _in_window(logs.c.reviewed_at, start, end)))
     memory_state_writes.request_replays(conn, bad, rejected_at)  # their states may include what was moved out
     return moved
 

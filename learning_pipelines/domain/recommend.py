@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from learning_pipelines.domain import fsrs
+from learning_pipelines.domain.chunking import chunks
 
 if TYPE_CHECKING:  # torch loads only where a model is scored
     from learning_pipelines.domain.ncf_checkpoint import NcfCheckpoint
@@ -106,8 +107,7 @@ def recommend(inputs: RecommendationInputs, checkpoint: NcfCheckpoint | None, no
         checkpoint.remember_latest(inputs.used.rename(columns={"user_id": "user", "resource_id": "item",
                                                                "last_used_at": "time"}))
     pieces = []
-    for offset in range(0, len(inputs.learner_ids), learners_per_chunk):
-        chunk = inputs.learner_ids[offset:offset + learners_per_chunk]
+    for chunk in chunks(inputs.learner_ids, learners_per_chunk):
         signals = content_and_graph_scores(weakness.loc[weakness["user_id"].isin(chunk)], inputs.resource_concepts,
                                            inputs.resources, inputs.complexity, inputs.edges)
         ncf_scores, warm = None, np.zeros(len(chunk), dtype=bool)
