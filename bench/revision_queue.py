@@ -28,7 +28,8 @@ from scratch import scratch_postgres
 from learning_pipelines.domain import fsrs
 from learning_pipelines.domain.revision import build_queues
 
-DAY = dt.datetime.now(dt.timezone.utc).date()  # queues are built for the current day only
+# Tomorrow (UTC): a day that has not ended on any learner's calendar, whatever the hour (Tokyo's today ends at 19:00).
+DAY = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
 TIMEZONES = np.array(["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo"])
 CHUNK = 2000  # learners per domain call in the throughput run
 
@@ -90,9 +91,10 @@ SEED_SQL = [
     "SELECT setseed(0.42)",
     "INSERT INTO users (user_id, timezone, day_start_hour) SELECT u, (ARRAY['UTC', 'Europe/Berlin', "
     "'America/New_York', 'Asia/Tokyo'])[1 + u % 4], 4 FROM generate_series(1, :learners) u",
-    "INSERT INTO user_learning_prefs (user_id, spacing_multiplier, retention_target_override) "
-    "SELECT u, (ARRAY[0.8, 1.0, 1.5])[1 + u % 3], (ARRAY[0.85, 0.9, 0.95])[1 + u / 3 % 3] "
-    "FROM generate_series(1, :learners) u WHERE u % 2 = 0",
+    # a third of these learners have no daily target, the others 20 or 50 (their list of the day is written)
+    "INSERT INTO user_learning_prefs (user_id, spacing_multiplier, retention_target_override, revision_daily_target) "
+    "SELECT u, (ARRAY[0.8, 1.0, 1.5])[1 + u % 3], (ARRAY[0.85, 0.9, 0.95])[1 + u / 3 % 3], "
+    "(ARRAY[NULL, 20, 50])[1 + u / 9 % 3] FROM generate_series(1, :learners) u WHERE u % 2 = 0",
     "INSERT INTO themes (theme_id, name) SELECT t, 'theme ' || t FROM generate_series(1, 10) t",
     "INSERT INTO concepts (concept_id, name) SELECT c, 'concept ' || c FROM generate_series(1, :concepts) c",
     # one concept in 25 has no theme: its due cards are logged as tag-quality debt
@@ -108,7 +110,8 @@ SEED_SQL = [
     "VACUUM ANALYZE",  # hint bits set and statistics taken, as a table the night reads has had them
 ]
 STATES_COLUMNS = "user_id, concept_id, stability_days, last_review_at, decay"
-OUTPUT_TABLES = ("revision_queue_theme", "revision_queue_user_summary", "tag_quality_debt_log", "queue_stats_daily")
+OUTPUT_TABLES = ("revision_queue_theme", "revision_queue_user_summary", "tag_quality_debt_log",
+                 "revision_queue_target_concept", "queue_stats_daily")
 
 
 def seeded_warehouse(url: str, n_learners: int, n_concepts: int) -> None:

@@ -19,10 +19,11 @@ from dagster._core.execution.execute_in_process import merge_run_tags
 from dagster._core.remote_representation.external import RemoteRepository
 from dagster._utils.hosted_user_process import recon_job_from_origin
 
-from learning_pipelines import settings
 from learning_pipelines.db import bulk, reads, tables
 from learning_pipelines.db.engine import dagster_home, get_engine, resolve_database_url
 from learning_pipelines.db.maintenance import shown_url
+from learning_pipelines.defs.revision_queue_automation import CATCH_UP
+from learning_pipelines.domain import rollovers, time_zones
 from learning_pipelines.domain.simulate import SimulatedPlatform, simulate_platform
 
 SIMULATED_REF_PREFIX = "sim:"
@@ -32,7 +33,10 @@ LOAD_ORDER = ("users", "themes", "concepts", "concept_theme_map", "concept_edges
 
 
 def load_platform(engine: sa.Engine, platform: SimulatedPlatform) -> dict[str, int]:
-    """Write a simulated platform into an empty warehouse in one transaction."""
+    """Write a simulated platform into an empty warehouse in one transaction. A learner whose time zone is not a key
+    of tzdata refuses it before anything is written (time_zones.InvalidTimeZone, naming them)."""
+    users = platform.users
+    time_zones.require_valid(users["timezone"], [f"simulated learner {user_id}" for user_id in users["user_id"]])
     counts = {}
     with engine.begin() as conn:
         for name in LOAD_ORDER:
@@ -75,26 +79,51 @@ def job_order(repository: dg.RepositoryDefinition) -> list[dg.JobDefinition]:
                                          -len(job.asset_layer.executable_asset_keys), job.name))
 
 
-def partitions_to_run(repository: dg.RepositoryDefinition, job: dg.JobDefinition, months: list[str],
-                      now: dt.datetime) -> list[str | None]:
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """One run the demo launches: its partition and its run config (beside the demo's own)."""
+    partition_key: str | None = None
+    run_config: dict = dataclasses.field(default_factory=dict)
+    label: str = ""
+
+
+def runs_to_launch(repository: dg.RepositoryDefinition, job: dg.JobDefinition, months: list[str],
+                   now: dt.datetime, calendars: pd.DataFrame) -> list[PlannedRun]:
     """Every month with reviews for a monthly job (the backfill that follows a bulk load); every learner
-    shard for a sharded job; for a daily job the day its schedule would request now (every shard of today,
-    in the schedules' timezone, for a day x shard job); None for an unpartitioned job."""
+    shard for a sharded job; for the day x shard job every rollover window of the last day, as a first deployment
+    builds them (late): each learner's current day, window by window; for a daily job the day its schedule would
+    request now; one run for an unpartitioned job."""
     partitions = job.partitions_def
     if partitions is None:
-        return [None]
+        return [PlannedRun()]
     if isinstance(partitions, dg.MonthlyPartitionsDefinition):
-        return months
+        return [PlannedRun(month, label=month) for month in months]
     if isinstance(partitions, dg.StaticPartitionsDefinition):
-        return partitions.get_partition_keys()
+        return [PlannedRun(shard, label=shard) for shard in partitions.get_partition_keys()]
     if isinstance(partitions, dg.MultiPartitionsDefinition):
-        today = now.astimezone(zoneinfo.ZoneInfo(settings.SCHEDULE_TIMEZONE)).date().isoformat()
-        return [key for key in partitions.get_partition_keys() if key.keys_by_dimension["day"] == today]
+        return _rollover_window_runs(partitions, now, calendars)
     for schedule in repository.schedule_defs:
         if schedule.job_name == job.name:
             tick = now.astimezone(zoneinfo.ZoneInfo(schedule.execution_timezone or "UTC"))
-            return [schedule(dg.build_schedule_context(scheduled_execution_time=tick)).partition_key]
-    return [partitions.get_last_partition_key()]
+            key = schedule(dg.build_schedule_context(scheduled_execution_time=tick)).partition_key
+            return [PlannedRun(key, label=key)]
+    key = partitions.get_last_partition_key()
+    return [PlannedRun(key, label=key)]
+
+
+def _rollover_window_runs(partitions: dg.MultiPartitionsDefinition, now: dt.datetime,
+                          calendars: pd.DataFrame) -> list[PlannedRun]:
+    shards = partitions.get_partitions_def_for_dimension("shard").get_partition_keys()
+    due = rollovers.windows_due(calendars, now - CATCH_UP, now)
+    runs = []
+    for window, day in due.itertuples(index=False):
+        rolling = rollovers.rolling_over_in(calendars, window.to_pydatetime())
+        if not (rolling.loc[rolling["queue_date"] == day, "day_ends_at"] > pd.Timestamp(now)).any():
+            continue  # that day has already ended for these learners
+        config = {"ops": {"revision_queues": {"config": {"window_start": window.isoformat()}}}}
+        runs += [PlannedRun(dg.MultiPartitionKey({"day": str(day), "shard": shard}), config,
+                            f"{day}|{shard} window {window:%H:%M} UTC") for shard in shards]
+    return runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,17 +177,20 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: 
                   "execution": {"config": {"in_process": {}}}}
     repository_def = defs.get_repository_def()
     now = dt.datetime.now(dt.timezone.utc)
+    with get_engine().connect() as conn:
+        calendars = reads.calendars_in_use(conn)
     done: set = set()
     with workspace_repository(instance) as repository:
         for job in job_order(repository_def):
             keys = job.asset_layer.executable_asset_keys
             if keys <= done:
                 continue
-            for partition_key in partitions_to_run(repository_def, job, months, now):
+            for planned in runs_to_launch(repository_def, job, months, now, calendars):
                 label = ", ".join(sorted(k.to_user_string() for k in keys))
-                label += f" [{partition_key}]" if partition_key else ""
+                label += f" [{planned.label}]" if planned.label else ""
                 started = time.perf_counter()
-                run_id = launch_in_process(instance, repository, job, partition_key, run_config)
+                run_id = launch_in_process(instance, repository, job, planned.partition_key,
+                                           {**run_config, **planned.run_config})
                 if instance.get_run_by_id(run_id).status != dg.DagsterRunStatus.SUCCESS:
                     raise RuntimeError(f"materializing {label} failed; see run {run_id} in the UI")
                 checks = [record.dagster_event.asset_check_evaluation_data for record in instance.all_logs(

@@ -11,7 +11,8 @@ import os
 
 import dagster as dg
 
-# Time zone of the learner-night schedules (revision queues at 02:00).
+# Time zone of revision_queues' day partitions (the dates learners roll into) and of the daily complexity run
+# (02:00). Learners' own days follow their own time zones (users.timezone), whatever this says.
 SCHEDULE_TIMEZONE = os.environ.get("LEARNING_PIPELINES_SCHEDULE_TIMEZONE", "UTC")
 
 # Schedules and sensors start stopped in development (a newcomer's `make dev` must not fire nightly

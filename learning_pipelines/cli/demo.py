@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from learning_pipelines.cli.failures import REFUSED
 
 
 def _demo(args: argparse.Namespace) -> int:
     from learning_pipelines.db import migrate
     from learning_pipelines.demo import run_demo
+    from learning_pipelines.domain.time_zones import InvalidTimeZone
 
     migrate.upgrade()
-    print(run_demo(args.learners, args.seed, materialize=not args.no_materialize).render())
+    try:
+        report = run_demo(args.learners, args.seed, materialize=not args.no_materialize)
+    except InvalidTimeZone as error:  # the simulation's, before anything is written
+        print(f"error: {error}", file=sys.stderr)
+        return REFUSED
+    print(report.render())
     return 0
 
 

@@ -15,17 +15,25 @@ def _import(args: argparse.Namespace) -> int:
     from learning_pipelines.db.engine import get_engine
     from learning_pipelines.db.maintenance import hide_password
     from learning_pipelines.db.partitions import PartitionLockTimeout
+    from learning_pipelines.domain.time_zones import InvalidTimeZone
     from learning_pipelines.ingest.importer import import_review_file
     from learning_pipelines.ingest.readers import ReadLimits
     from learning_pipelines.ingest.validation import ReviewFileError
 
+    if args.timezone is not None and not args.register_unknown:
+        print("error: --timezone is the time zone of the learners --register-unknown registers: give both, or "
+              "neither", file=sys.stderr)
+        return REFUSED
     engine = get_engine(args.database_url)
     limits = ReadLimits(max_unpacked_bytes=args.max_unpacked_mib * 2**20, anki_read_seconds=args.anki_time_limit_s)
     status = 0
     for path in args.files:
         try:
             summary = import_review_file(engine, path, user_id=args.user_id, register_unknown=args.register_unknown,
-                                         limits=limits)
+                                         register_timezone=args.timezone or "UTC", limits=limits)
+        except InvalidTimeZone as error:  # of the command, not of a file: no file is imported
+            print(f"error: {error} (--timezone)", file=sys.stderr)
+            return REFUSED
         except ReviewFileError as error:
             print(f"error: {errors.one_line(error)}", file=sys.stderr)
             status = max(status, REFUSED)
@@ -74,6 +82,9 @@ def register(commands) -> None:
     importer.add_argument("--register-unknown", action="store_true",
                           help="create learners and concepts (positive ids) seen for the first time instead of "
                                "rejecting them")
+    importer.add_argument("--timezone", metavar="ZONE",
+                          help="time zone of the learners --register-unknown registers: an IANA key as tzdata spells "
+                               "it, e.g. America/New_York (default UTC)")
     importer.add_argument("--max-unpacked-mib", type=int, default=512,
                           help="refuse an Anki package whose collection unpacks to more than this (default 512)")
     importer.add_argument("--anki-time-limit-s", type=float, default=120.0,

@@ -29,7 +29,8 @@ from learning_pipelines.db import bulk, tables
 
 # Every table with learners' rows, in the order writers and `forget` write them: a learner shard's FSRS write
 # (weights, then the replayed states), the card_memory_states update (states, then replay requests), a queue
-# shard's day, recommendations, embeddings; tables that refer to `users` come before it (forget deletes it last).
+# shard's day, recommendations, embeddings; the log of calendars read as UTC, written last by the recipes that read
+# calendars; tables that refer to `users` come before it (forget deletes it last).
 LEARNER_TABLE_ORDER: tuple[sa.Table, ...] = (
     tables.srs_user_params,
     tables.card_memory_states,
@@ -37,12 +38,14 @@ LEARNER_TABLE_ORDER: tuple[sa.Table, ...] = (
     tables.revision_queue_theme,
     tables.revision_queue_user_summary,
     tables.tag_quality_debt_log,
+    tables.revision_queue_target_concept,
     tables.user_recommendations,
     tables.ncf_user_embeddings,
     tables.review_log_intervals,
     tables.review_logs,
     tables.user_interactions,
     tables.user_learning_prefs,
+    tables.learner_calendar_fallbacks,
     tables.users,
 )
 

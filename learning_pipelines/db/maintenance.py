@@ -27,9 +27,9 @@ from learning_pipelines.errors import one_line
 # fails with nothing changed, rather than queueing every other query behind it indefinitely.
 RESTORE_LOCK_TIMEOUT = "30s"
 
-# Tables whose rows the migrations write themselves (the schema's revision; SQLite's ingest_seq counter):
-# a warehouse holding only these has no data to lose.
-BOOKKEEPING_TABLES = frozenset({"alembic_version", "review_logs_ingest_counter"})
+# Tables whose rows the migrations write themselves (the schema's revision; SQLite's ingest_seq counter; the
+# time zone keys of tzdata): a warehouse holding only these has no data to lose.
+BOOKKEEPING_TABLES = frozenset({"alembic_version", "review_logs_ingest_counter", "time_zones"})
 
 
 class MaintenanceError(RuntimeError):

@@ -12,6 +12,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, reads, tables
+from learning_pipelines.db.learner_calendars import calendars
 from learning_pipelines.domain import fsrs
 from learning_pipelines.domain.chunking import chunks
 from learning_pipelines.domain.memory_states import CARD, LearnerWeights
@@ -28,12 +29,11 @@ def stored_states(conn: sa.Connection, after_seq: int, upto_seq: int) -> pd.Data
     """The stored states of the cards that got reviews numbered in (after_seq, upto_seq], with their calendar."""
     touched = (sa.select(logs.c.user_id, logs.c.concept_id).distinct()
                .where(logs.c.ingest_seq > after_seq, logs.c.ingest_seq <= upto_seq).subquery())
-    users = tables.users
     return bulk.read_frame(conn, sa.select(
         states.c.user_id, states.c.concept_id, states.c.stability_days, states.c.difficulty, states.c.n_reviews,
-        states.c.first_rating, states.c.last_review_at, users.c.timezone, users.c.day_start_hour,
+        states.c.first_rating, states.c.last_review_at, calendars.c.timezone, calendars.c.day_start_hour,
     ).join(touched, sa.and_(touched.c.user_id == states.c.user_id, touched.c.concept_id == states.c.concept_id))
-     .join(users, users.c.user_id == states.c.user_id))
+     .join(calendars, calendars.c.user_id == states.c.user_id))
 
 
 def review_counts(conn: sa.Connection, cards: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,6 @@
-"""What the Prometheus exporter reads of the warehouse, in one pass over one connection."""
+"""What the Prometheus exporter reads of the warehouse: per scrape, small figures in one pass over one connection
+(the queue figures from the window builds of the last two days only); every few minutes, every learner's calendar
+in pages."""
 
 from __future__ import annotations
 
@@ -8,8 +10,20 @@ import datetime as dt
 import pandas as pd
 import sqlalchemy as sa
 
-from learning_pipelines.db import partition_migration, reads, revision_queues, tables
+from learning_pipelines.db import bulk, learner_calendars, partition_migration, reads, tables
 from learning_pipelines.domain.revision import ALL_THEMES
+
+# A learner's current day started at most 25 hours ago (a day lasts up to 25 hours), so the window builds of the
+# last two days hold every build of a day that is current now.
+RECENT_BUILDS = dt.timedelta(days=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueFigures:
+    due_today: int  # concepts due in the queues current now (every learner's current day), summed
+    overdue: int
+    built_windows: pd.DataFrame  # window_start, queue_date, learner_shard of the window builds of the last two days
+    build_times: pd.DataFrame  # cutoff_at, ready_at of the window builds ready in the last day
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,34 +31,78 @@ class WarehouseFigures:
     learners_optimized: int  # learners with their own FSRS weights
     reviews: int
     rejects: int
-    queue_totals: pd.Series | None  # due_today, overdue on the latest day every shard built; None: no such day
-    queue_generated_at: dt.datetime | None  # when that day's last queue was written
+    queues: QueueFigures | None  # None: a warehouse before migration 0013 (no window builds recorded)
+    calendars_readable: bool  # learners' calendars as the recipes read them (migration 0014's time_zones) exist
     shadow_logloss: list[tuple[str, float]]  # (ab_group, logloss) of the latest shadow-evaluated day
     migration: dict  # partition_migration.progress_report
     latest_model: sa.Row | None  # trained_at, hr_at_10, popularity_hr_at_10 of the latest NCF model
 
 
-def warehouse_figures(conn: sa.Connection, shards: list[str]) -> WarehouseFigures:
-    """The figures the exporter serves; `shards`: the current learner shard keys (only a day every one of them
-    built counts: a night where some shards failed is not "built")."""
+def warehouse_figures(conn: sa.Connection, shards: list[str], now: dt.datetime) -> WarehouseFigures:
+    """The figures the exporter serves at `now`; `shards`: the current learner shard keys (statistics and window
+    builds under another count of shards are left out)."""
     params, shadow, models = tables.srs_user_params, tables.eval_metrics_daily, tables.ncf_models
     optimized = conn.execute(sa.select(sa.func.count()).select_from(params)
                              .where(params.c.weights.is_not(None))).scalar_one()
-    totals, generated = None, None
+    queues = None
     try:
         with conn.begin_nested():
-            complete = revision_queues.latest_complete_day(conn, shards)
-            if complete is not None:
-                totals = revision_queues.day_totals(conn, complete[0], shards).set_index("theme_key").loc[ALL_THEMES]
-                generated = complete[1]
+            queues = queue_figures(conn, shards, now)
     except sa.exc.SQLAlchemyError:
-        pass  # a warehouse still before migration 0010 (a runbook stop): no queue figures, the rest stays
+        pass  # a warehouse still before migration 0013 (a runbook stop): no queue figures, the rest stays
     shadow_day = conn.execute(sa.select(sa.func.max(shadow.c.day))).scalar()
     logloss = conn.execute(sa.select(shadow.c.ab_group, shadow.c.logloss).where(
         shadow.c.day == shadow_day, shadow.c.logloss.is_not(None))).all() if shadow_day else []
     latest_model = conn.execute(sa.select(models.c.trained_at, models.c.hr_at_10, models.c.popularity_hr_at_10)
                                 .order_by(models.c.model_id.desc()).limit(1)).first()
     return WarehouseFigures(optimized, reads.row_count(conn, tables.review_logs),
-                            reads.row_count(conn, tables.review_log_rejects), totals, generated,
+                            reads.row_count(conn, tables.review_log_rejects), queues,
+                            sa.inspect(conn).has_table(tables.time_zones.name),
                             [(group, float(value)) for group, value in logloss],
                             partition_migration.progress_report(conn), latest_model)
+
+
+def queue_figures(conn: sa.Connection, shards: list[str], now: dt.datetime) -> QueueFigures:
+    """The queues current at `now` (their window's first rollover passed, their day not ended) summed over the
+    learner shards `shards`, and the window builds of those shards: of the last two days, and their build times
+    of the last day. Reads only window builds of the last two days (at most 96 windows x shards x 2)."""
+    stats, built = tables.queue_stats_daily, tables.revision_queue_windows
+    recent_builds = (built.c.window_start >= now - RECENT_BUILDS) & built.c.learner_shard.in_(shards)
+    totals = conn.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(stats.c.due_today), 0), sa.func.coalesce(sa.func.sum(stats.c.overdue), 0))
+        .select_from(stats.join(built, (stats.c.window_start == built.c.window_start)
+                                & (stats.c.queue_date == built.c.queue_date)
+                                & (stats.c.learner_shard == built.c.learner_shard)))
+        .where(recent_builds, stats.c.theme_key == ALL_THEMES, built.c.first_rollover_at <= now, built.c.day_ends_at > now)
+    ).one()
+    windows = bulk.read_frame(conn, sa.select(built.c.window_start, built.c.queue_date, built.c.learner_shard)
+                              .where(recent_builds))
+    times = bulk.read_frame(conn, sa.select(built.c.cutoff_at, built.c.ready_at).where(
+        built.c.ready_at >= now - dt.timedelta(days=1), built.c.learner_shard.in_(shards)))
+    return QueueFigures(int(totals[0]), int(totals[1]), windows, times)
+
+
+def learner_calendar_page(conn: sa.Connection, zones: list[str], after_user_id: int | None,
+                          limit: int) -> pd.DataFrame:
+    """The next `limit` learners by user_id after `after_user_id` (from the first when None): user_id, zone_code
+    (the index in `zones` of their time zone as every recipe reads it, learner_calendars.calendars; -1 for one
+    not in `zones`), day_start_hour, created_at.
+
+    On PostgreSQL the time zone travels as its index, so every column has a fixed width and the page is one
+    binary COPY decoded by numpy (the pages cover every learner)."""
+    calendars, users = learner_calendars.calendars, tables.users
+    # The bound on both sides of the join, so PostgreSQL's merge join starts both at the page, not one at the first.
+    page = (sa.select(calendars.c.user_id, calendars.c.timezone, calendars.c.day_start_hour, users.c.created_at)
+            .select_from(calendars.join(users, users.c.user_id == calendars.c.user_id))
+            .where(*([] if after_user_id is None else [calendars.c.user_id > after_user_id,
+                                                         users.c.user_id > after_user_id]))
+            .order_by(calendars.c.user_id).limit(limit).subquery("page"))
+    if conn.dialect.name != "postgresql":
+        frame = bulk.read_frame(conn, sa.select(page))
+        codes = pd.Categorical(frame.pop("timezone"), categories=zones).codes
+        return frame.assign(zone_code=codes)[["user_id", "zone_code", "day_start_hour", "created_at"]]
+    coded = sa.values(sa.column("timezone", sa.String), sa.column("zone_code", sa.Integer),
+                      name="zones").data(list(zip(zones, range(len(zones)))))
+    return bulk.read_frame_fixed_width(conn, sa.select(
+        page.c.user_id, sa.func.coalesce(coded.c.zone_code, -1).label("zone_code"), page.c.day_start_hour,
+        page.c.created_at).select_from(page.outerjoin(coded, coded.c.timezone == page.c.timezone)))

@@ -9,6 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, tables
+from learning_pipelines.db.learner_calendars import calendars
 from learning_pipelines.domain import learner_shards
 from learning_pipelines.domain.chunking import chunks
 
@@ -18,12 +19,12 @@ def reviews_with_calendar(conn: sa.Connection, start: dt.datetime | None = None,
                           upto_seq: int | None = None, cards: pd.DataFrame | None = None,
                           concept_from: int | None = None, concept_to: int | None = None) -> pd.DataFrame:
     """Reviews in [start, end) (of these learners; of these cards: user_id, concept_id; with concept_id in
-    [concept_from, concept_to); numbered in (after_seq, upto_seq]) with their learner's time zone and day start,
-    in time order (reviewed_at, then id)."""
-    logs, users = tables.review_logs, tables.users
+    [concept_from, concept_to); numbered in (after_seq, upto_seq]) with their learner's time zone (UTC for one that
+    is not a key of tzdata: db/learner_calendars.py) and day start, in time order (reviewed_at, then id)."""
+    logs = tables.review_logs
     query = (sa.select(logs.c.id, logs.c.user_id, logs.c.concept_id, logs.c.rating, logs.c.reviewed_at,
-                       logs.c.ingest_seq, users.c.timezone, users.c.day_start_hour)
-             .join(users, users.c.user_id == logs.c.user_id))
+                       logs.c.ingest_seq, calendars.c.timezone, calendars.c.day_start_hour)
+             .join(calendars, calendars.c.user_id == logs.c.user_id))
     if start is not None:
         query = query.where(logs.c.reviewed_at >= start)
     if end is not None:
@@ -130,3 +131,10 @@ def exact_row_counts(conn: sa.Connection) -> dict[str, int]:
     """Every warehouse table's rows, counted (for small warehouses: the demo's report)."""
     return {name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
             for name, table in tables.metadata.tables.items()}
+
+
+def calendars_in_use(conn: sa.Connection) -> pd.DataFrame:
+    """Every distinct (timezone, day_start_hour) of the learners, a time zone that is not a key of tzdata read as UTC
+    (db/learner_calendars.py): what decides when someone rolls over."""
+    in_use = bulk.read_frame(conn, sa.select(calendars.c.timezone, calendars.c.day_start_hour).distinct())
+    return in_use.astype({"day_start_hour": int}).sort_values(["timezone", "day_start_hour"], ignore_index=True)

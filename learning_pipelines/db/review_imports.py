@@ -50,9 +50,12 @@ def known_ids(conn: sa.Connection, column: sa.Column, values: pd.Series) -> set[
             for found in conn.execute(sa.select(column).where(where)).scalars()}
 
 
-def register(conn: sa.Connection, user_ids: set[int], concept_ids: set[int], external_ref: str) -> None:
-    """Learners and concepts that reviews of an import name and the warehouse did not know."""
-    bulk.bulk_insert(conn, tables.users, pd.DataFrame({"user_id": sorted(user_ids), "external_ref": external_ref}))
+def register(conn: sa.Connection, user_ids: set[int], concept_ids: set[int], external_ref: str,
+             timezone: str) -> None:
+    """Learners (in `timezone`: the database refuses one that is not a key of time_zones) and concepts that reviews
+    of an import name and the warehouse did not know."""
+    bulk.bulk_insert(conn, tables.users, pd.DataFrame({"user_id": sorted(user_ids), "external_ref": external_ref,
+                                                       "timezone": timezone}))
     concepts = sorted(concept_ids)
     bulk.bulk_insert(conn, tables.concepts, pd.DataFrame({
         "concept_id": np.asarray(concepts, dtype=np.int64), "name": [f"card {c}" for c in concepts],

@@ -15,10 +15,11 @@ import pandas as pd
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, memory_state_writes, tables
+from learning_pipelines.db.learner_calendars import calendars
 from learning_pipelines.domain.chunking import chunks
 
 _DELETE_CHUNK = 5000  # ids per DELETE ... IN (...): well under every driver's parameter limit
-logs, users, rejects = tables.review_logs, tables.users, tables.review_log_rejects
+logs, rejects = tables.review_logs, tables.review_log_rejects
 
 
 def _in_window(column: sa.Column, start: dt.datetime, end: dt.datetime) -> sa.ColumnElement[bool]:
@@ -26,9 +27,10 @@ def _in_window(column: sa.Column, start: dt.datetime, end: dt.datetime) -> sa.Co
 
 
 def month_reviews(conn: sa.Connection, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
-    """Every stored review of [start, end) with its learner's timezone and day_start_hour."""
-    return bulk.read_frame(conn, sa.select(logs, users.c.timezone, users.c.day_start_hour)
-                           .join(users, users.c.user_id == logs.c.user_id)
+    """Every stored review of [start, end) with its learner's timezone (UTC for one that is not a key of tzdata:
+    db/learner_calendars.py) and day_start_hour."""
+    return bulk.read_frame(conn, sa.select(logs, calendars.c.timezone, calendars.c.day_start_hour)
+                           .join(calendars, calendars.c.user_id == logs.c.user_id)
                            .where(_in_window(logs.c.reviewed_at, start, end)))
 
 
@@ -54,19 +56,20 @@ def quarantine(conn: sa.Connection, bad: pd.DataFrame, reasons: pd.Series, sourc
 
 def earlier_card_history(conn: sa.Connection, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
     """For each card (user_id, concept_id) reviewed in [start, end) that has reviews before `start`:
-    n_prior_reviews, last_reviewed_at (UTC), and the learner's timezone and day_start_hour."""
+    n_prior_reviews, last_reviewed_at (UTC), and the learner's calendar (timezone, as month_reviews reads it, and
+    day_start_hour)."""
     earlier = logs.alias("earlier")
     month_cards = (sa.select(logs.c.user_id, logs.c.concept_id).distinct()
                    .where(_in_window(logs.c.reviewed_at, start, end)).subquery())
     prior = bulk.read_frame(conn, (
         sa.select(earlier.c.user_id, earlier.c.concept_id, sa.func.count().label("n_prior_reviews"),
-                  sa.func.max(earlier.c.reviewed_at).label("last_reviewed_at"), users.c.timezone,
-                  users.c.day_start_hour)
+                  sa.func.max(earlier.c.reviewed_at).label("last_reviewed_at"), calendars.c.timezone,
+                  calendars.c.day_start_hour)
         .join(month_cards, sa.and_(month_cards.c.user_id == earlier.c.user_id,
                                    month_cards.c.concept_id == earlier.c.concept_id))
-        .join(users, users.c.user_id == earlier.c.user_id)
+        .join(calendars, calendars.c.user_id == earlier.c.user_id)
         .where(earlier.c.reviewed_at < start)
-        .group_by(earlier.c.user_id, earlier.c.concept_id, users.c.timezone, users.c.day_start_hour)
+        .group_by(earlier.c.user_id, earlier.c.concept_id, calendars.c.timezone, calendars.c.day_start_hour)
     ))
     # max() loses the column's type on SQLite: parse it here, as read_frame does for typed columns.
     prior["last_reviewed_at"] = pd.to_datetime(prior["last_reviewed_at"], utc=True, format="ISO8601")

@@ -15,7 +15,8 @@ from learning_pipelines.db import bulk, learner_locks, tables
 from learning_pipelines.domain.revision import FALLBACK_PREFIX, UNMAPPED, QueueChunk
 
 LEARNER_TABLES = learner_locks.in_lock_order(
-    (tables.revision_queue_theme, tables.revision_queue_user_summary, tables.tag_quality_debt_log))
+    (tables.revision_queue_theme, tables.revision_queue_user_summary, tables.tag_quality_debt_log,
+     tables.revision_queue_target_concept))
 
 
 def card_states(conn: sa.Connection, user_ids) -> pd.DataFrame:
@@ -60,15 +61,14 @@ def card_states_read_ahead(conn: sa.Connection, learner_chunks: list) -> Iterato
                 future.cancel() or future.exception()
 
 
-def clear_shard_day(conn: sa.Connection, day: dt.date, shard: str, user_ids) -> None:
-    """Delete `day`'s rows of the learners `user_ids` (the learner shard `shard`) and the shard's statistics.
-    Statistics written under another number of shards stay (day_totals reads the current count's only): deleting
-    them here would make every shard of the day wait on the same rows.
+def clear_learners_day(conn: sa.Connection, day: dt.date, shard: str, user_ids, windows: list[dt.datetime]) -> None:
+    """Delete `day`'s rows of the learners `user_ids` (of the learner shard `shard`), and the shard's statistics and
+    window records of the day in `windows`. Statistics written under another number of shards stay (day_totals
+    reads the current count's only): deleting them here would make every shard of the day wait on the same rows.
 
-    A shard writes its learners' rows of a day in the transaction that writes its statistics row, so while the
-    day has no statistics of this shard nor of another count of shards, none of these learners has rows of
-    the day and the search for them is skipped (each shard's first run of the night, among the other shards'
-    rows)."""
+    A shard writes its learners' rows of a day in the transaction that writes its statistics of the day, so while
+    the day has no statistics of this shard nor of another count of shards, none of these learners has rows of the
+    day and the search for them is skipped (each shard's first window of the day, among the other shards' rows)."""
     stats = tables.queue_stats_daily
     written = conn.execute(sa.select(stats.c.learner_shard).where(stats.c.queue_date == day).distinct()).scalars()
     count = shard.partition("-of-")[2]
@@ -76,16 +76,24 @@ def clear_shard_day(conn: sa.Connection, day: dt.date, shard: str, user_ids) -> 
         for table in LEARNER_TABLES:
             bulk.delete_with_ids(conn, table, table.c.user_id, user_ids, table.c.queue_date == day)
             pause_points.reached(f"revision_queues.cleared_{table.name}")
-    conn.execute(stats.delete().where(stats.c.queue_date == day, stats.c.learner_shard == shard))
+    conn.execute(stats.delete().where(stats.c.queue_date == day, stats.c.learner_shard == shard,
+                                      stats.c.window_start.in_(windows)))
+    built = tables.revision_queue_windows
+    conn.execute(built.delete().where(built.c.queue_date == day, built.c.learner_shard == shard,
+                                      built.c.window_start.in_(windows)))
 
 
 def write_chunk(conn: sa.Connection, day: dt.date, queues: QueueChunk, learners: pd.DataFrame,
                 generated_at: dt.datetime, cutoff_at: dt.datetime) -> None:
+    """One chunk of learners' queues of `day`; `learners` holds their revision_daily_target and their day's UTC
+    bounds (valid_from, valid_until)."""
     bulk.bulk_insert(conn, tables.revision_queue_theme, queues.themes.assign(queue_date=day))
-    summaries = queues.summaries.merge(learners[["user_id", "revision_daily_target"]], on="user_id")
+    summaries = queues.summaries.merge(learners[["user_id", "revision_daily_target", "valid_from", "valid_until"]],
+                                       on="user_id")
     bulk.bulk_insert(conn, tables.revision_queue_user_summary,
                      summaries.assign(queue_date=day, generated_at=generated_at, cutoff_at=cutoff_at))
     bulk.bulk_insert(conn, tables.tag_quality_debt_log, queues.debt.assign(queue_date=day))
+    bulk.bulk_insert(conn, tables.revision_queue_target_concept, queues.target_concepts.assign(queue_date=day))
 
 
 @contextlib.contextmanager
@@ -115,8 +123,14 @@ def chunks_written_behind(conn: sa.Connection) -> Iterator[Callable[..., None]]:
                 future.cancel() or future.exception()
 
 
-def write_shard_stats(conn: sa.Connection, day: dt.date, shard: str, stats: pd.DataFrame) -> None:
-    bulk.bulk_insert(conn, tables.queue_stats_daily, stats.assign(queue_date=day, learner_shard=shard))
+def write_window(conn: sa.Connection, day: dt.date, shard: str, window_start: dt.datetime, stats: pd.DataFrame,
+                 built: dict) -> None:
+    """A window's statistics of the shard's day, and its row of revision_queue_windows (`built`: n_learners,
+    first_rollover_at, day_ends_at, cutoff_at, ready_at, late)."""
+    bulk.bulk_insert(conn, tables.queue_stats_daily, stats.assign(queue_date=day, learner_shard=shard,
+                                                                  window_start=window_start))
+    conn.execute(tables.revision_queue_windows.insert().values(window_start=window_start, queue_date=day,
+                                                               learner_shard=shard, **built))
 
 
 def day_totals(conn: sa.Connection, day: dt.date, shards: list[str]) -> pd.DataFrame:

@@ -32,12 +32,22 @@ def _refusing_longer_text(table: sa.Table) -> sa.Table:
     return table
 
 
+# Every IANA time zone key of the pinned tzdata package (domain/time_zones.py), filled by migration 0014: the only
+# values users.timezone takes (PostgreSQL itself would take 'america/new_york', '+05:30' or 'localtime').
+time_zones = sa.Table(
+    "time_zones",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True, comment="as tzdata spells it, e.g. America/New_York"),
+)
+
+# users.timezone references time_zones: on PostgreSQL a foreign key added NOT VALID (learners stored before it keep
+# their value); on SQLite the same foreign key, and triggers that refuse a write whatever PRAGMA foreign_keys says.
 users = _refusing_longer_text(sa.Table(
     "users",
     metadata,
     sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("external_ref", sa.String(200), nullable=True, comment="id in the source system"),
-    sa.Column("timezone", sa.String(64), nullable=False, server_default="UTC"),
+    sa.Column("timezone", sa.String(64), sa.ForeignKey("time_zones.name"), nullable=False, server_default="UTC"),
     sa.Column("day_start_hour", sa.SmallInteger, nullable=False, server_default="4",
               comment="hour at which the learner's day starts (Anki's default is 4)"),
     sa.Column("created_at", UtcDateTime, nullable=False, server_default=sa.func.current_timestamp()),
@@ -141,6 +151,8 @@ review_log_intervals = sa.Table(
     sa.Column("review_number", sa.Integer, nullable=False, comment="1 for the card's first review"),
     sa.Column("elapsed_days", sa.Integer, nullable=True,
               comment="learner-days since the card's previous review; NULL for the first"),
+    # A learner's day numbers never go backwards (domain/learner_calendar.py); NOT VALID on PostgreSQL (0014).
+    sa.CheckConstraint("elapsed_days >= 0", name="elapsed_days"),
     sa.Index(None, "reviewed_at"),
 )
 
@@ -306,6 +318,24 @@ revision_queue_theme = sa.Table(
     sa.Column("overdue", sa.Integer, nullable=False, comment="already due before the learner's day began"),
     sa.Column("mastery", sa.Float, nullable=False, comment="mean retrievability of the theme's concepts at day start"),
     sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("due_in_target", sa.Integer, nullable=True,
+              comment="of due_today, those among the learner's concepts of the day (all without a daily target); "
+                      "empty for queues built before migration 0016"),
+)
+
+# Today's concepts of each learner with a daily target, in the order the app lists them (domain/revision.py): the
+# due ones, overdue first, by recall lost, at most revision_daily_target of them.
+revision_queue_target_concept = sa.Table(
+    "revision_queue_target_concept",
+    metadata,
+    sa.Column("queue_date", sa.Date, primary_key=True),
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("position", sa.Integer, primary_key=True, autoincrement=False, comment="1 first"),
+    sa.Column("concept_id", sa.BigInteger, nullable=False),
+    sa.Column("theme_key", sa.String(64), nullable=False, comment="the theme it counts in (revision_queue_theme)"),
+    sa.Column("overdue", sa.Boolean, nullable=False, comment="already due before the learner's day began"),
+    sa.Column("recall_lost", sa.Float, nullable=False,
+              comment="the learner's retention target minus the card's recall probability at the start of their day"),
 )
 
 revision_queue_user_summary = sa.Table(
@@ -320,6 +350,10 @@ revision_queue_user_summary = sa.Table(
     sa.Column("generated_at", UtcDateTime, nullable=False),
     sa.Column("cutoff_at", UtcDateTime, nullable=True,
               comment="the queue run's start: every review stored before it is in the memory states used"),
+    sa.Column("valid_from", UtcDateTime, nullable=True,
+              comment="when the learner's day starts (UTC): the queue is theirs from then"),
+    sa.Column("valid_until", UtcDateTime, nullable=True, comment="when the learner's next day starts (UTC)"),
+    sa.Index("ix_revision_queue_user_summary_user_id_valid_from", "user_id", "valid_from"),
 )
 
 queue_stats_daily = sa.Table(
@@ -328,10 +362,32 @@ queue_stats_daily = sa.Table(
     sa.Column("queue_date", sa.Date, primary_key=True),
     sa.Column("learner_shard", sa.String(16), primary_key=True, server_default="00-of-01",
               comment="the learner shard these learners belong to, like 03-of-16"),
+    sa.Column("window_start", UtcDateTime, primary_key=True,
+              comment="the rollover window these learners were built in (UTC)"),
     sa.Column("theme_key", sa.String(64), primary_key=True, comment="'*' for the global totals"),
     sa.Column("n_learners", sa.Integer, nullable=False),
     sa.Column("due_today", sa.Integer, nullable=False),
     sa.Column("overdue", sa.Integer, nullable=False),
+)
+
+# One row per window build of one learner shard's day: the learners whose rollover into queue_date falls in the
+# window, and when their queues were ready (late: after the first of those rollovers).
+revision_queue_windows = sa.Table(
+    "revision_queue_windows",
+    metadata,
+    sa.Column("window_start", UtcDateTime, primary_key=True, comment="the 15-minute window of rollovers (UTC)"),
+    sa.Column("queue_date", sa.Date, primary_key=True, comment="the learners' day being built"),
+    sa.Column("learner_shard", sa.String(16), primary_key=True),
+    sa.Column("n_learners", sa.Integer, nullable=False),
+    sa.Column("first_rollover_at", UtcDateTime, nullable=True,
+              comment="the earliest rollover into queue_date among these learners (UTC)"),
+    sa.Column("day_ends_at", UtcDateTime, nullable=True,
+              comment="the latest end of queue_date among these learners (UTC)"),
+    sa.Column("cutoff_at", UtcDateTime, nullable=False,
+              comment="every review stored before it is in the memory states the queues were built from"),
+    sa.Column("ready_at", UtcDateTime, nullable=False, comment="when the queues were committed"),
+    sa.Column("late", sa.Boolean, nullable=False, comment="ready after the first rollover of the window"),
+    sa.Index("ix_revision_queue_windows_ready_at", "ready_at"),
 )
 
 tag_quality_debt_log = sa.Table(
@@ -342,6 +398,19 @@ tag_quality_debt_log = sa.Table(
     sa.Column("concept_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("fallback_key", sa.String(64), nullable=False),
     sa.Column("reason", sa.String(200), nullable=False),
+)
+
+# A learner whose stored time zone is not a key of time_zones (stored before migration 0014 refused such values) has
+# their calendar read as UTC by every recipe (db/learner_calendars.py); one row per such learner, kept as a log.
+learner_calendar_fallbacks = sa.Table(
+    "learner_calendar_fallbacks",
+    metadata,
+    sa.Column("user_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("timezone", sa.String(64), nullable=False, comment="users.timezone as stored when last noticed"),
+    sa.Column("first_noticed_at", UtcDateTime, nullable=False,
+              comment="the first run that read this learner's calendar as UTC"),
+    sa.Column("last_noticed_at", UtcDateTime, nullable=False,
+              comment="the latest run that read this learner's calendar as UTC"),
 )
 
 # --- Operations ---------------------------------------------------------------------------

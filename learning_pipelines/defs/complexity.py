@@ -10,8 +10,8 @@ from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.table_metadata import shown, written_table
 from learning_pipelines.flows.concept_complexity import score_every_concept
 
-# Once a night, after the night's memory states (the revision queue job brings them up to date at
-# 02:00): complexity moves slowly, and it reads every card's state.
+# Once a day at 02:00 (LEARNING_PIPELINES_SCHEDULE_TIMEZONE), from the memory states as they are then (rollover
+# windows refresh them around the clock): complexity moves slowly, and it reads every card's state.
 COMPLEXITY_AUTOMATION = dg.AutomationCondition.on_cron("0 2 * * *", settings.SCHEDULE_TIMEZONE)
 
 

@@ -14,9 +14,9 @@ learner_shards = dg.StaticPartitionsDefinition(shard_keys(settings.LEARNER_SHARD
 SHARD_STEP_TAGS = {"dagster/max_runtime": str(25 * 60)}
 
 
-def every_shard(run_key: str, tags: dict[str, str] | None = None,
-                partition_key=lambda shard: shard) -> list[dg.RunRequest]:
+def every_shard(run_key: str, tags: dict[str, str] | None = None, partition_key=lambda shard: shard,
+                run_config: dict | None = None) -> list[dg.RunRequest]:
     """One run request per learner shard, keyed `<run_key>:<shard>` so that a tick evaluated again launches none
     twice; `partition_key` makes the shard's partition key (e.g. a day x shard key)."""
-    return [dg.RunRequest(run_key=f"{run_key}:{shard}", partition_key=partition_key(shard), tags=tags or {})
-            for shard in learner_shards.get_partition_keys()]
+    return [dg.RunRequest(run_key=f"{run_key}:{shard}", partition_key=partition_key(shard), tags=tags or {},
+                          run_config=run_config or {}) for shard in learner_shards.get_partition_keys()]

@@ -6,6 +6,7 @@ import dagster as dg
 
 from learning_pipelines import settings
 from learning_pipelines.db.review_logs import month_counts
+from learning_pipelines.defs.learner_calendars import warn_of_calendar_fallbacks
 from learning_pipelines.defs.recipe_steps import recipe_step
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.table_metadata import shown, written_table
@@ -40,6 +41,7 @@ def review_logs(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.M
                                dt.datetime.now(dt.timezone.utc))
     if checked.n_quarantined:
         asset_logger(context).warning("reviews moved to review_log_rejects", n_rejected=checked.n_quarantined)
+    warn_of_calendar_fallbacks(context, checked.calendar_fallbacks)
     return dg.MaterializeResult(metadata=shown(checked.metadata()))
 
 
@@ -73,6 +75,6 @@ review_logs_job = dg.define_asset_job(
              default_status=settings.DEFAULT_SCHEDULE_STATUS,
              description="Re-validates the current month every night at 01:00 UTC.")
 def review_logs_nightly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """Re-validates the current month every night at 01:00, before the 02:00 revision queues."""
+    """Re-validates the current month every night at 01:00 UTC."""
     month_key = context.scheduled_execution_time.strftime("%Y-%m-01")
     return dg.RunRequest(run_key=f"review_logs:{context.scheduled_execution_time:%Y-%m-%d}", partition_key=month_key)

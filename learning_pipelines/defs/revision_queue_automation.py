@@ -1,48 +1,74 @@
-"""What builds the night's revision queues: the 02:00 refresh of the memory states, then every learner shard of
-the day from those states."""
+"""What builds every learner's queue before their day starts: every 15-minute window of rollovers gets a refresh of
+the memory states (its cutoff) BUILD_LEAD before it, then every learner shard of the window's day from them."""
 
 import datetime as dt
-import zoneinfo
 
 import dagster as dg
+import pandas as pd
 
 from learning_pipelines import settings
+from learning_pipelines.db import reads
 from learning_pipelines.defs.card_memory_states import card_memory_states, card_memory_states_job
 from learning_pipelines.defs.learner_shards import every_shard
-from learning_pipelines.defs.revision_queues import QUEUE_DAY_TAG, STATES_CUTOFF_TAG, revision_queues_job
+from learning_pipelines.defs.resources import Warehouse
+from learning_pipelines.defs.revision_queues import ROLLOVER_WINDOW_TAG, STATES_CUTOFF_TAG, revision_queues_job
+from learning_pipelines.domain import rollovers
+
+# A first evaluation (or one after the sensor was off) builds the windows of the last day late: every learner
+# whose current day has no queue yet gets one.
+CATCH_UP = dt.timedelta(days=1)
+_WINDOWS_SEPARATOR = ","
 
 
-@dg.schedule(cron_schedule="0 2 * * *", job=card_memory_states_job, execution_timezone=settings.SCHEDULE_TIMEZONE,
-             default_status=settings.DEFAULT_SCHEDULE_STATUS,
-             description=("Today's queues at 02:00 (LEARNING_PIPELINES_SCHEDULE_TIMEZONE, default UTC): brings "
-                          "card_memory_states up to every stored review, after which revision_queue_shards_after_states "
-                          "launches every learner shard of the day's revision_queues from those states."))
-def revision_queues_nightly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    return dg.RunRequest(run_key=f"revision_queues:{day}", tags={QUEUE_DAY_TAG: day})
+@dg.sensor(job=card_memory_states_job, minimum_interval_seconds=60, default_status=settings.DEFAULT_SENSOR_STATUS,
+           description="Every learner's queue before their day starts: for each 15-minute window holding some "
+                       "learners' rollover (day_start_hour in their time zone), refreshes card_memory_states 15 "
+                       "minutes before the window (the cutoff), after which revision_queue_shards_after_states builds "
+                       "every learner shard of the window. Windows missed (sensor off, daemon down) are built late.")
+def revision_queue_rollover_windows(context: dg.SensorEvaluationContext, warehouse: Warehouse) -> dg.SensorResult:
+    now = dt.datetime.now(dt.timezone.utc)
+    after = dt.datetime.fromisoformat(context.cursor) if context.cursor else now - CATCH_UP
+    with warehouse.begin() as conn:
+        calendars = reads.calendars_in_use(conn)
+    due = rollovers.windows_due(calendars, after, now)
+    if due.empty:
+        return dg.SensorResult(skip_reason=f"no learner rolls over in a window due since {after:%Y-%m-%d %H:%M} UTC",
+                               cursor=now.isoformat())
+    windows = sorted({window.to_pydatetime() for window in due["window_start"]})
+    listed = _WINDOWS_SEPARATOR.join(window.isoformat() for window in windows)
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"rollover_windows:{listed}",
+                                                       tags={ROLLOVER_WINDOW_TAG: listed})], cursor=now.isoformat())
 
 
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[card_memory_states_job],
                       request_job=revision_queues_job, minimum_interval_seconds=30,
                       default_status=settings.DEFAULT_SENSOR_STATUS,
-                      description="After the nightly refresh of card_memory_states (revision_queues_nightly), launches "
-                                  "every learner shard of the day's revision_queues, each told the refresh's cutoff so "
-                                  "reviews arriving meanwhile do not hold it back.")
-def revision_queue_shards_after_states(context: dg.RunStatusSensorContext):
+                      description="After a rollover window's refresh of card_memory_states "
+                                  "(revision_queue_rollover_windows), launches every learner shard of each day its "
+                                  "learners roll into, with the window and the refresh's cutoff, so reviews arriving "
+                                  "meanwhile do not hold it back.")
+def revision_queue_shards_after_states(context: dg.RunStatusSensorContext, warehouse: Warehouse):
     run = context.dagster_run
-    day = run.tags.get(QUEUE_DAY_TAG)
-    if day is None:
-        return dg.SkipReason(f"run {run.run_id} was not the nightly refresh")
-    today = dt.datetime.now(zoneinfo.ZoneInfo(settings.SCHEDULE_TIMEZONE)).date()
-    if dt.date.fromisoformat(day) < today:  # a late tick, or an old refresh run re-executed: its day is gone
-        return dg.SkipReason(f"run {run.run_id} refreshed the states for {day}; queues are built for today "
-                             f"({today}) or later only")
+    listed = run.tags.get(ROLLOVER_WINDOW_TAG)
+    if not listed:
+        return dg.SkipReason(f"run {run.run_id} was not a rollover window's refresh")
     refreshed = [event.asset_materialization for event in
                  context.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
                  if event.asset_materialization.asset_key == card_memory_states.key]
     if not refreshed:
         return dg.SkipReason(f"run {run.run_id} left card_memory_states as they were")
-    cutoff = refreshed[-1].metadata["as_of"].value
-    return every_shard(f"revision_queues:{day}:{run.run_id}",
-                       tags={STATES_CUTOFF_TAG: dt.datetime.fromtimestamp(cutoff, dt.timezone.utc).isoformat()},
-                       partition_key=lambda shard: dg.MultiPartitionKey({"day": day, "shard": shard}))
+    cutoff = dt.datetime.fromtimestamp(refreshed[-1].metadata["as_of"].value, dt.timezone.utc).isoformat()
+    with warehouse.begin() as conn:
+        calendars = reads.calendars_in_use(conn)
+    requests, now = [], dt.datetime.now(dt.timezone.utc)
+    for window in map(dt.datetime.fromisoformat, listed.split(_WINDOWS_SEPARATOR)):
+        rolling = rollovers.rolling_over_in(calendars, window)
+        # A day that has ended for every learner rolling into it (an old refresh re-executed) is not built.
+        for day in sorted(set(rolling.loc[rolling["day_ends_at"] > pd.Timestamp(now), "queue_date"])):
+            requests += every_shard(f"revision_queues:{window.isoformat()}:{day}:{run.run_id}",
+                                    tags={STATES_CUTOFF_TAG: cutoff},
+                                    partition_key=lambda shard, day=day: dg.MultiPartitionKey({"day": str(day),
+                                                                                               "shard": shard}),
+                                    run_config={"ops": {"revision_queues": {"config": {
+                                        "window_start": window.isoformat()}}}})
+    return requests or dg.SkipReason(f"no learner rolls over in {listed} into a day that has not ended")

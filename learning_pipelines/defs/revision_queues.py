@@ -1,9 +1,9 @@
-"""Nightly revision queues: each learner's due concepts by theme, ranked, for today."""
+"""Revision queues: each learner's due concepts by theme, ranked, for their day, built before their day starts."""
 
 import datetime as dt
-import zoneinfo
 
 import dagster as dg
+from pydantic import Field
 
 from learning_pipelines import settings
 from learning_pipelines.defs.card_memory_states import card_memory_states
@@ -11,17 +11,41 @@ from learning_pipelines.defs.learner_shards import SHARD_STEP_TAGS, learner_shar
 from learning_pipelines.defs.recipe_steps import recipe_step
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.table_metadata import shown, written_table
+from learning_pipelines.domain.rollovers import window_of
 from learning_pipelines.flows.revision_queues import build_shard_day
 from learning_pipelines.observability.structured_logs import asset_logger
 
-queue_days = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1, timezone=settings.SCHEDULE_TIMEZONE)
+# Through tomorrow (UTC): learners east of UTC roll into tomorrow during today (Pacific/Kiritimati, UTC+14, at
+# 14:00 UTC with day_start_hour 4).
+queue_days = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=2, timezone=settings.SCHEDULE_TIMEZONE)
 # Each day's queues are built shard by shard: the shards of a night are separate runs any worker takes.
 queue_days_by_shard = dg.MultiPartitionsDefinition({"day": queue_days, "shard": learner_shards})
-# Set on the shard runs that follow the nightly refresh of the memory states: every review committed
+# Set on the shard runs that follow a rollover window's refresh of the memory states: every review committed
 # before this moment (ISO 8601) is in the states the queues are built from.
 STATES_CUTOFF_TAG = "learning_pipelines/states_cutoff"
-# Set on the nightly refresh of the memory states: the day whose queues follow it.
-QUEUE_DAY_TAG = "learning_pipelines/queue_day"
+# Set on the refresh of the memory states for a rollover window: the window (ISO 8601, UTC) whose queues follow it.
+ROLLOVER_WINDOW_TAG = "learning_pipelines/rollover_window"
+
+
+class QueueWindowConfig(dg.Config):
+    """Which learners of the shard's day a run builds."""
+
+    window_start: str = Field("", description="a rollover window's start (ISO 8601, UTC, on the 15-minute grid): "
+                              "only the learners whose day starts in it; empty: every learner of the shard")
+
+    def window(self) -> dt.datetime | None:
+        if not self.window_start.strip():
+            return None
+        try:
+            start = dt.datetime.fromisoformat(self.window_start.strip())
+        except ValueError:
+            raise dg.Failure(description=f"window_start {self.window_start!r} is not an ISO 8601 time",
+                             allow_retries=False) from None
+        start = start if start.tzinfo else start.replace(tzinfo=dt.timezone.utc)
+        if start != window_of(start):
+            raise dg.Failure(description=f"window_start {self.window_start!r} is not on the 15-minute grid (UTC)",
+                             allow_retries=False)
+        return start
 
 
 @dg.asset(
@@ -31,7 +55,7 @@ QUEUE_DAY_TAG = "learning_pipelines/queue_day"
     kinds={"python", "sql"},
     owners=["team:learning-intelligence"],
     metadata=written_table("revision_queue_theme", "revision_queue_user_summary", "queue_stats_daily",
-                           "tag_quality_debt_log"),
+                           "tag_quality_debt_log", "revision_queue_windows"),
     # In the asset's own step, on what it has just stored: one Celery task per shard, not three.
     check_specs=[
         dg.AssetCheckSpec("every_due_concept_accounted_for", asset="revision_queues", blocking=True,
@@ -42,24 +66,21 @@ QUEUE_DAY_TAG = "learning_pipelines/queue_day"
     ],
 )
 @recipe_step
-def revision_queues(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    """For the partition's day and learner shard: per learner and theme, concepts due by the end of the
-    learner's own day (overdue ones counted apart), themes ranked by due count then weaker mastery; a
-    summary per learner with the recommended themes; the shard's day totals; fallbacks logged as
-    tag-quality debt.
+def revision_queues(context: dg.AssetExecutionContext, config: QueueWindowConfig,
+                    warehouse: Warehouse) -> dg.MaterializeResult:
+    """For the partition's day and learner shard, the learners whose rollover into that day (their day_start_hour
+    in their time zone) falls in the run's window (every learner of the shard when the run names none): per learner
+    and theme, concepts due by the end of the learner's own day (overdue ones counted apart), themes ranked by due
+    count then weaker mastery; a summary per learner valid over their day's UTC bounds; the shard's totals per
+    window; fallbacks logged as tag-quality debt.
 
-    Built only from memory states that include every review stored before the cutoff (recorded in each
-    summary row): the nightly refresh's, for the shards it launches (revision_queue_shards_after_states),
-    else the run's start. A past day is refused, since its states are gone. Re-running a shard's day
-    replaces exactly that shard's rows of the day in one transaction."""
+    Built only from memory states that include every review stored before the cutoff (recorded in each summary
+    row): the window's refresh (revision_queue_shards_after_states), else the run's start. A learner whose day has
+    ended is left out (their states have moved on). Re-running replaces exactly those learners' rows of the day in
+    one transaction."""
     keys = context.partition_key.keys_by_dimension
-    day = dt.date.fromisoformat(keys["day"])
-    today = run_started_at(context).astimezone(zoneinfo.ZoneInfo(settings.SCHEDULE_TIMEZONE)).date()
-    if day < today:
-        raise dg.Failure(description=f"revision_queues for {day} would be built from today's memory states; "
-                                     f"queues are built for the current day ({today}) or later only.",
-                         allow_retries=False)
-    built = build_shard_day(warehouse.engine, day, keys["shard"], states_cutoff(context), states_refreshed_in(context))
+    built = build_shard_day(warehouse.engine, dt.date.fromisoformat(keys["day"]), keys["shard"], states_cutoff(context),
+                            run_started_at(context), config.window(), states_refreshed_in(context))
     log = asset_logger(context)
     for row in built.rejected_preferences.itertuples():
         log.warning("preferences rejected; using the defaults", user_id=int(row.user_id), problem=row.problem)
@@ -75,8 +96,8 @@ def _stored_checks(stored: dict[str, int]) -> list[dg.AssetCheckResult]:
 
 
 def states_cutoff(context: dg.AssetExecutionContext) -> dt.datetime:
-    """Every review committed before this must be in the memory states: the nightly refresh's own cutoff
-    for the shards it launched, else the run's start."""
+    """Every review committed before this must be in the memory states: the window's refresh's own cutoff for
+    the shards it launched, else the run's start."""
     tagged = context.run.tags.get(STATES_CUTOFF_TAG)
     if not tagged:
         return run_started_at(context)
@@ -104,5 +125,6 @@ def run_started_at(context: dg.AssetExecutionContext) -> dt.datetime:
 revision_queues_job = dg.define_asset_job(
     "revision_queues_job", selection=[revision_queues], tags=SHARD_STEP_TAGS,
     description="One learner shard's revision queues for one day, from memory states that include every review "
-                "committed before the cutoff. Nightly, revision_queues_nightly refreshes the states and "
-                "revision_queue_shards_after_states launches every shard of the day.")
+                "committed before the cutoff, for the learners of a rollover window (run config window_start) or all "
+                "of them. Before each window revision_queue_rollover_windows refreshes the states and "
+                "revision_queue_shards_after_states launches every shard of the window's day.")

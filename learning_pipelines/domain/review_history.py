@@ -5,22 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-_EPOCH = pd.Timestamp("1970-01-01")
+from learning_pipelines.domain import learner_calendar
 
 
 def learner_day_numbers(reviewed_at: pd.Series, timezone: pd.Series, day_start_hour: pd.Series) -> np.ndarray:
-    """Days since 1970-01-01 on the learner's calendar, whose day starts at `day_start_hour` local time.
+    """Days since 1970-01-01 on the learner's calendar, whose day starts at `day_start_hour` local time, exact on
+    daylight-saving changes (domain/learner_calendar.py), so a learner's day number never goes backwards.
 
     A review at 02:00 with days starting at 04:00 belongs to the previous day, as in Anki.
     """
-    days = np.empty(len(reviewed_at), dtype=np.int64)
-    zones = timezone.to_numpy()
-    for zone in pd.unique(zones):
-        mask = zones == zone
-        local = reviewed_at[mask].dt.tz_convert(zone).dt.tz_localize(None)
-        shifted = local - pd.to_timedelta(day_start_hour[mask].to_numpy(), unit="h")
-        days[mask] = ((shifted.dt.floor("D") - _EPOCH) // pd.Timedelta(days=1)).to_numpy()
-    return days
+    instants_ns = pd.DatetimeIndex(reviewed_at).as_unit("ns").asi8
+    return learner_calendar.day_numbers(instants_ns, timezone.to_numpy(), day_start_hour.to_numpy())
 
 
 def with_learner_days(reviews: pd.DataFrame, time_column: str = "reviewed_at",

@@ -4,7 +4,14 @@ Pure numpy over card-state arrays, one chunk of learners at a time: a chunk's ca
 flagged due/overdue against each learner's own day (time zone and day start), mapped to
 themes (a concept without a mapping falls back to a theme inferred from its prerequisite
 graph, `THEME::<id>`, or to `UNMAPPED`, and is logged as tag-quality debt), counted per
-(learner, theme) with bincount, and ranked: most due today first, weaker mastery first on ties.
+(learner, theme) with bincount, and ranked: most of today's target first, then most due today,
+weaker mastery first on ties.
+
+A learner's daily target (`revision_daily_target`) picks today's concepts among those due: overdue
+ones first, by recall lost, then the others by recall lost, at most the target in all (every due
+concept without a target). Recall lost = the learner's retention target minus the card's recall
+probability at the start of their day (fsrs.retrievability, the value the theme's `mastery`
+averages): how far below the level it is scheduled for the card has fallen (negative while above).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from learning_pipelines.domain import fsrs
+from learning_pipelines.domain import fsrs, learner_calendar
 
 UNMAPPED = "UNMAPPED"
 FALLBACK_PREFIX = "THEME::"
@@ -104,20 +111,9 @@ def due_times(last_review_ns: np.ndarray, stability_days, decay, retention_targe
 
 
 def learner_day_bounds(day: dt.date, timezones: pd.Series, day_start_hours: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """UTC start and end (as int64 ns) of `day` on each learner's calendar."""
-    start = np.empty(len(timezones), dtype=np.int64)
-    end = np.empty(len(timezones), dtype=np.int64)
-    zones = timezones.to_numpy()
-    hours = day_start_hours.to_numpy()
-    for zone in pd.unique(zones):
-        mask = zones == zone
-        local = pd.Timestamp(day) + pd.to_timedelta(hours[mask], unit="h")
-        begin = local.tz_localize(zone, ambiguous=True, nonexistent="shift_forward").tz_convert("UTC")
-        finish = (local + pd.Timedelta(days=1)).tz_localize(zone, ambiguous=True,
-                                                            nonexistent="shift_forward").tz_convert("UTC")
-        start[mask] = begin.as_unit("ns").asi8
-        end[mask] = finish.as_unit("ns").asi8
-    return start, end
+    """UTC start and end (as int64 ns) of `day` on each learner's calendar (domain/learner_calendar.py: exact on
+    daylight-saving changes)."""
+    return learner_calendar.day_bounds_ns(day, timezones, day_start_hours)
 
 
 def fallback_themes(concept_ids: np.ndarray, concept_theme_map: pd.DataFrame, concept_edges: pd.DataFrame) -> pd.Series:
@@ -142,18 +138,21 @@ def fallback_themes(concept_ids: np.ndarray, concept_theme_map: pd.DataFrame, co
 
 @dataclasses.dataclass(frozen=True)
 class QueueChunk:
-    themes: pd.DataFrame  # user_id, theme_key, due_today, overdue, mastery, rank
+    themes: pd.DataFrame  # user_id, theme_key, due_today, overdue, mastery, due_in_target, rank
     summaries: pd.DataFrame  # user_id, due_today_total, overdue_total, recommended_theme_ids
     debt: pd.DataFrame  # user_id, concept_id, fallback_key, reason
+    # Today's concepts of the learners with a daily target, in order: user_id, position (1 first), concept_id,
+    # theme_key, overdue, recall_lost. Learners without a target have none: every due concept is theirs.
+    target_concepts: pd.DataFrame
 
 
 def build_queues(states: pd.DataFrame, learners: pd.DataFrame, concept_themes: pd.DataFrame, day: dt.date) -> QueueChunk:
     """Queues of one chunk of learners for `day`.
 
     states: user_id, concept_id, stability_days, last_review_at, decay (card_memory_states).
-    learners: user_id, timezone, day_start_hour, retention_target, spacing_multiplier (one row each);
-    a card is due when its recall falls to the learner's retention target, its interval stretched by
-    the learner's spacing multiplier.
+    learners: user_id, timezone, day_start_hour, retention_target, spacing_multiplier (one row each),
+    optionally revision_daily_target (NaN: none); a card is due when its recall falls to the learner's
+    retention target, its interval stretched by the learner's spacing multiplier.
     concept_themes: concept_id, theme_key, is_fallback — one row per concept (concept_theme_keys).
     """
     learners = learners.reset_index(drop=True)
@@ -170,6 +169,7 @@ def build_queues(states: pd.DataFrame, learners: pd.DataFrame, concept_themes: p
     overdue = due_ns < day_start[learner_index]
     elapsed_days = np.maximum(day_start[learner_index] - last_review, 0) / NS_PER_DAY
     mastery = fsrs.retrievability(elapsed_days, stability, weights)
+    recall_lost = learners["retention_target"].to_numpy(float)[learner_index] - mastery
 
     theme_codes, theme_keys = pd.factorize(concept_themes["theme_key"])
     # -1 (a concept absent from concept_themes altogether) picks the appended element
@@ -187,22 +187,29 @@ def build_queues(states: pd.DataFrame, learners: pd.DataFrame, concept_themes: p
     due_count = np.bincount(key, due_today, size).astype(int)
     overdue_count = np.bincount(key, overdue, size).astype(int)
     mastery_mean = np.bincount(key, mastery, size) / np.maximum(count, 1)
+    targets = (learners["revision_daily_target"].to_numpy(float) if "revision_daily_target" in learners
+               else np.full(len(learners), np.nan))
+    in_target, target_cards, positions = todays_target(learner_index, due_today, overdue, recall_lost,
+                                                       states["concept_id"].to_numpy(), targets)
+    in_target_count = np.bincount(key, in_target, size).astype(int)
     present = np.flatnonzero(count)
     user_pos, theme_pos = np.divmod(present, n_themes)
     themes = pd.DataFrame({
         "user_id": learners["user_id"].to_numpy()[user_pos],
         "theme_key": np.asarray(theme_keys, dtype=object)[theme_pos],
         "due_today": due_count[present], "overdue": overdue_count[present], "mastery": mastery_mean[present],
+        "due_in_target": in_target_count[present],
     })
-    # Rank within each learner: due today desc, then weaker mastery first, then key for stability.
+    # Rank within each learner: most of today's target (all due ones without a target), due today desc, then
+    # weaker mastery first, then key for stability.
     order = np.lexsort((themes["theme_key"].to_numpy(str), themes["mastery"].to_numpy(), -themes["due_today"].to_numpy(),
-                        user_pos))
+                        -themes["due_in_target"].to_numpy(), user_pos))
     themes = themes.iloc[order].reset_index(drop=True)
     learner_of_row = user_pos[order]
     themes["rank"] = np.arange(len(themes)) - np.searchsorted(learner_of_row, learner_of_row) + 1
 
-    # Each learner's themes with a card due, best first: theme rows are in learner order, then rank.
-    with_due = themes["due_today"].to_numpy() > 0
+    # Each learner's themes with a card of today's target, best first: theme rows are in learner order, then rank.
+    with_due = themes["due_in_target"].to_numpy() > 0
     key_as_json = np.array([json.dumps(key) for key in theme_keys], dtype=object)
     due_keys = key_as_json[theme_pos[order]][with_due]
     bounds = np.searchsorted(learner_of_row[with_due], np.arange(len(learners) + 1))
@@ -222,7 +229,31 @@ def build_queues(states: pd.DataFrame, learners: pd.DataFrame, concept_themes: p
     })
     debt["reason"] = np.where(debt["fallback_key"] == UNMAPPED, "no theme mapping and no mapped graph neighbour",
                               "no theme mapping; theme inferred from prerequisite graph")
-    return QueueChunk(themes, summaries, debt.drop_duplicates(["user_id", "concept_id"]))
+    target_concepts = pd.DataFrame({
+        "user_id": states["user_id"].to_numpy()[target_cards], "position": positions,
+        "concept_id": states["concept_id"].to_numpy()[target_cards],
+        "theme_key": np.asarray(theme_keys, dtype=object)[theme[target_cards]],
+        "overdue": overdue[target_cards], "recall_lost": recall_lost[target_cards],
+    })
+    return QueueChunk(themes, summaries, debt.drop_duplicates(["user_id", "concept_id"]), target_concepts)
+
+
+def todays_target(learner_index: np.ndarray, due_today: np.ndarray, overdue: np.ndarray, recall_lost: np.ndarray,
+                  concept_ids: np.ndarray, daily_targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per card (of the learner `learner_index` points to in `daily_targets`, NaN: no target): whether it is among
+    today's concepts. A learner's due cards in order: overdue first, most recall lost first, then concept id; the
+    first `daily_target` of them, or all without a target. Also the cards of learners with a target that are in,
+    in that order (learner by learner), and their positions (1 first)."""
+    in_target = due_today.copy()
+    has_target = ~np.isnan(daily_targets)
+    candidates = np.flatnonzero(due_today & has_target[learner_index])
+    ordered = candidates[np.lexsort((concept_ids[candidates], -recall_lost[candidates], ~overdue[candidates],
+                                     learner_index[candidates]))]
+    learner_of = learner_index[ordered]
+    positions = np.arange(len(ordered)) - np.searchsorted(learner_of, learner_of) + 1
+    kept = positions <= daily_targets[learner_of]
+    in_target[ordered[~kept]] = False
+    return in_target, ordered[kept], positions[kept]
 
 
 def to_utc_ns(values: pd.Series) -> np.ndarray:

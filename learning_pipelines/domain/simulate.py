@@ -18,7 +18,10 @@ import pandas as pd
 from learning_pipelines.domain import fsrs
 from learning_pipelines.domain.review_ids import derive_review_ids
 
-TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "America/Los_Angeles", "Asia/Kolkata")
+# Learners around the world, half- and three-quarter-hour offsets included, so a day's queues are built in windows
+# spread over the clock.
+TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "America/Los_Angeles", "Asia/Kolkata",
+             "America/St_Johns", "Australia/Adelaide", "Asia/Kathmandu")
 DAY_START_HOUR = 4  # Anki's default "next day starts at"
 RELEARN_STEP_MINUTES = 10
 MAX_SAME_DAY_STEPS = 3

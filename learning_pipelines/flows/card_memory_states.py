@@ -12,7 +12,14 @@ import pandas as pd
 import sqlalchemy as sa
 
 from learning_pipelines import pause_points
-from learning_pipelines.db import learner_locks, learner_settings, memory_state_reads, memory_state_writes, tables
+from learning_pipelines.db import (
+    learner_calendars,
+    learner_locks,
+    learner_settings,
+    memory_state_reads,
+    memory_state_writes,
+    tables,
+)
 from learning_pipelines.db.memory_state_progress import (
     Progress,
     high_water,
@@ -94,6 +101,7 @@ class StatesSummary:
     cards_advanced: int
     cards_replayed_late_review: int
     seconds: float
+    calendar_fallbacks: pd.DataFrame  # user_id, timezone as stored: learners whose calendar was read as UTC
 
     @property
     def progress(self) -> Progress:
@@ -115,6 +123,7 @@ class StatesSummary:
             "learners_replayed": len(self.work.learners_to_replay),
             "reviews_included_up_to": self.progress.applied_seq,
             "in_flight_transactions_from": self.work.in_flight_scope,
+            "learners_on_utc_calendar_fallback": len(self.calendar_fallbacks),
             "as_of": Instant(self.progress.as_of),
             "seconds": self.seconds,
         }
@@ -143,10 +152,12 @@ def bring_up_to_date(conn: sa.Connection, learner_chunk: int) -> StatesSummary:
     scheduled = memory_states.schedule(changed, *learner_settings.calendars_and_preferences(conn, changed["user_id"]))
     memory_state_writes.upsert_states(conn, scheduled)
     pause_points.reached("card_memory_states.states_written")
-    rewrite_learner_states(conn, replaying, work.weights, learner_chunk)
+    replayed_fallbacks = rewrite_learner_states(conn, replaying, work.weights, learner_chunk)
     if len(replaying):
         memory_state_writes.refresh_statistics(conn)
+    fallbacks = pd.concat([learner_calendars.record_fallbacks(conn, np.setdiff1d(scheduled["user_id"], replaying)),
+                           replayed_fallbacks], ignore_index=True).sort_values("user_id", ignore_index=True)
     write_progress(conn, work.next_progress)
     pause_points.reached("card_memory_states.before_commit")
     return StatesSummary(memory_state_reads.count(conn), scheduled, work, nightly.n_new_reviews, len(nightly.advanced),
-                         len(nightly.replay_cards), time.perf_counter() - started)
+                         len(nightly.replay_cards), time.perf_counter() - started, fallbacks)

@@ -8,7 +8,7 @@ import datetime as dt
 import pandas as pd
 import sqlalchemy as sa
 
-from learning_pipelines.db import partitions, review_logs
+from learning_pipelines.db import learner_calendars, learner_locks, partitions, review_logs
 from learning_pipelines.domain.review_history import card_intervals, with_learner_days
 from learning_pipelines.flows.summaries import preview
 from learning_pipelines.ingest.validation import review_rule_violations
@@ -20,6 +20,7 @@ class MonthValidation:
     n_quarantined: int  # rows moved to review_log_rejects by this run
     intervals: pd.DataFrame  # what review_log_intervals holds for the month now
     counts: review_logs.MonthCounts
+    calendar_fallbacks: pd.DataFrame  # user_id, timezone as stored: learners whose days were counted in UTC
 
     def metadata(self) -> dict:
         elapsed = self.intervals["elapsed_days"].dropna()
@@ -34,6 +35,7 @@ class MonthValidation:
             "mean_elapsed_days": float(elapsed.mean()) if len(elapsed) else 0.0,
             "same_day_share": float((elapsed == 0).mean()) if len(elapsed) else 0.0,
             "ratings": {str(k): int(v) for k, v in self.reviews["rating"].value_counts().sort_index().items()},
+            "learners_on_utc_calendar_fallback": len(self.calendar_fallbacks),
         }
 
 
@@ -41,11 +43,17 @@ def revalidate_month(engine: sa.Engine, start: dt.datetime, end: dt.datetime, so
                      now: dt.datetime) -> MonthValidation:
     """The reviews in [start, end) checked against the rules every importer applies: rows that break one (written
     by something other than our importers) move to review_log_rejects with their reason and `source`, the others
-    stay; the month's review_log_intervals replaced. One transaction, after the month's partition exists."""
+    stay; the month's review_log_intervals replaced. One transaction, after the month's partition exists.
+    A learner whose time zone is not a key of tzdata has their days counted in UTC, and is logged in
+    learner_calendar_fallbacks."""
     # Before the transaction: created inside it, the partition's locks would be held for the whole run.
     partitions.create_month_partitions(engine, [start.date()])
     with engine.begin() as conn:
         month = review_logs.month_reviews(conn, start, end)
+        # The fallback log is their rows: locked before this transaction's first write, as every writer does
+        # (db/learner_locks), so `learners forget` stays final for them.
+        fallen_back = learner_calendars.fallbacks_among(conn, month["user_id"].unique())
+        still_there = learner_locks.lock_existing(conn, fallen_back["user_id"]) if len(fallen_back) else []
         reasons = review_rule_violations(month, now)
         bad = month.loc[reasons != ""]
         if len(bad):
@@ -58,4 +66,5 @@ def revalidate_month(engine: sa.Engine, start: dt.datetime, end: dt.datetime, so
                                    prior[["user_id", "concept_id", "n_prior_reviews", "last_learner_day"]])
         review_logs.replace_intervals(conn, start, end, intervals)
         counts = review_logs.month_counts(conn, start, end, now)
-    return MonthValidation(month, len(bad), intervals, counts)
+        fallen_back = learner_calendars.record_fallbacks(conn, still_there, now)
+    return MonthValidation(month, len(bad), intervals, counts, fallen_back)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from learning_pipelines import pause_points
 from learning_pipelines.db import bulk, learner_locks, learner_settings, reads, revision_queues
 from learning_pipelines.db.memory_state_progress import why_not_covering
-from learning_pipelines.domain import revision
+from learning_pipelines.domain import revision, rollovers
 from learning_pipelines.domain.chunking import QUEUE_LEARNER_CHUNK, chunks
 from learning_pipelines.flows.refusals import Refused
 from learning_pipelines.flows.summaries import Instant, Markdown
@@ -28,6 +28,9 @@ class QueueShardSummary:
     stored: dict[str, int]  # revision_queues.stored_consistency of the rows as stored
     cutoff: dt.datetime
     seconds: float
+    windows: list[dt.datetime]  # the rollover windows built
+    n_day_ended: int  # learners left out: the day had ended for them
+    n_late: int  # learners whose queue was ready after their rollover
 
     @property
     def every_due_concept_accounted_for(self) -> bool:
@@ -42,6 +45,9 @@ class QueueShardSummary:
             "due_today_total": int(everything["due_today"]),
             "overdue_total": int(everything["overdue"]),
             "n_rejected_preferences": len(self.rejected_preferences),
+            "n_learners_day_ended": self.n_day_ended,
+            "n_learners_late": self.n_late,
+            "windows": [window.isoformat() for window in self.windows],
             "cutoff": Instant(self.cutoff),
             "seconds": self.seconds,
             "themes": Markdown("The shard's top themes by cards due today\n\n" + themes.sort_values(
@@ -49,44 +55,80 @@ class QueueShardSummary:
         }
 
 
-def build_shard_day(engine: sa.Engine, day: dt.date, shard: str, cutoff: dt.datetime,
-                    states_refreshed: bool = False) -> QueueShardSummary:
-    """Per learner of `shard` and theme, the concepts due by the end of the learner's own `day` (overdue ones apart),
-    themes ranked; a summary per learner, the shard's day totals, fallbacks logged as tag-quality debt; the shard's
-    rows of the day replaced in one transaction. Refused when the memory states may miss a review stored before
-    `cutoff`, unless `states_refreshed` (this run brought them up to date: every review before it is in them)."""
+def build_shard_day(engine: sa.Engine, day: dt.date, shard: str, cutoff: dt.datetime, now: dt.datetime,
+                    window_start: dt.datetime | None = None, states_refreshed: bool = False) -> QueueShardSummary:
+    """The queues of `day` of the learners of `shard` whose rollover into `day` falls in the window starting at
+    `window_start` (every learner of the shard when None), per learner and theme: concepts due by the end of their
+    own `day` (overdue ones apart), themes ranked; a summary per learner (an empty one when nothing is due) valid
+    over their day's UTC bounds; the shard's totals and a record per window; fallbacks logged as tag-quality debt.
+    Those learners' rows of the day are replaced in one transaction.
+
+    Learners whose `day` has ended by `now` (on their own calendar) are left out; refused when that leaves none.
+    Refused too when the memory states may miss a review stored before `cutoff`, unless `states_refreshed` (this
+    run brought them up to date: every review before it is in them)."""
     started = time.perf_counter()
     with engine.begin() as conn:
         stale = None if states_refreshed else why_not_covering(conn, cutoff)
         if stale:
-            raise Refused(f"{stale}. Run card_memory_states_job first (the nightly schedule does, then launches "
-                          "every shard).")
+            raise Refused(f"{stale}. Run card_memory_states_job first (the rollover windows sensor does, then "
+                          "launches every shard).")
         bulk.plan_without_jit(conn)
         # Only learners that still exist, locked against `learners forget` until commit (db/learner_locks).
         in_shard = learner_locks.lock_existing(conn, reads.shard_learners(conn, shard))
         pause_points.reached("revision_queues.learners_locked")
-        totals, n_theme_rows, n_learners = [], 0, 0
+        calendars, preferences = learner_settings.calendars_and_preferences(conn, in_shard)
+        learners, n_day_ended = _learners_of(calendars, day, window_start, now)
+        learners, rejected = revision.effective_preferences(learners, preferences)
+        windows = [window_start] if window_start is not None else sorted(learners["window_start"].unique())
+        parts = [(window, ids) for window in windows for ids in
+                 chunks(learners.loc[learners["window_start"] == window, "user_id"].to_numpy(), QUEUE_LEARNER_CHUNK)]
+        totals: dict[dt.datetime, list[pd.DataFrame]] = {window: [] for window in windows}
+        n_theme_rows = 0
         # The first chunk's read starts here, on its own connection on PostgreSQL.
-        with revision_queues.card_states_read_ahead(conn, list(chunks(in_shard, QUEUE_LEARNER_CHUNK))) as states_of:
-            calendars, preferences = learner_settings.calendars_and_preferences(conn, in_shard)
-            learners, rejected = revision.effective_preferences(calendars, preferences)
+        with revision_queues.card_states_read_ahead(conn, [ids for _, ids in parts]) as states_of:
             concept_ids, theme_map, edges = reads.concept_graph(conn)
             concept_themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
-            revision_queues.clear_shard_day(conn, day, shard, in_shard)
+            revision_queues.clear_learners_day(conn, day, shard, learners["user_id"].to_numpy(), windows)
             pause_points.reached("revision_queues.day_cleared")
             with revision_queues.chunks_written_behind(conn) as write_chunk:
-                for states in states_of:
-                    # the chunk's learners with cards (a learner without any has no queue)
-                    chunk = learners.loc[learners["user_id"].isin(states["user_id"])]
+                for (window, ids), states in zip(parts, states_of):
+                    chunk = learners.loc[learners["user_id"].isin(ids)]
                     queues = revision.build_queues(states, chunk, concept_themes, day)
                     write_chunk(day, queues, chunk, dt.datetime.now(dt.timezone.utc), cutoff)
-                    totals.append(revision.theme_totals(queues))
+                    totals[window].append(revision.theme_totals(queues))
                     n_theme_rows += len(queues.themes)
-                    n_learners += len(chunk)
                     pause_points.reached("revision_queues.chunk_written")
-        stats = revision.day_stats(totals)
-        revision_queues.write_shard_stats(conn, day, shard, stats)
+        ready_at = dt.datetime.now(dt.timezone.utc)
+        for window in windows:
+            built = learners.loc[learners["window_start"] == window]
+            first_rollover = built["valid_from"].min() if len(built) else None
+            revision_queues.write_window(conn, day, shard, window, revision.day_stats(totals[window]), {
+                "n_learners": len(built), "first_rollover_at": first_rollover,
+                "day_ends_at": built["valid_until"].max() if len(built) else None, "cutoff_at": cutoff,
+                "ready_at": ready_at, "late": bool(first_rollover is not None and ready_at > first_rollover)})
         pause_points.reached("revision_queues.before_commit")
     with engine.begin() as conn:
-        stored = revision_queues.stored_consistency(conn, day, in_shard)
-    return QueueShardSummary(stats, n_theme_rows, n_learners, rejected, stored, cutoff, time.perf_counter() - started)
+        stored = revision_queues.stored_consistency(conn, day, learners["user_id"].to_numpy())
+    every_window = [frame for parts_of_window in totals.values() for frame in parts_of_window]
+    return QueueShardSummary(revision.day_stats(every_window), n_theme_rows, len(learners), rejected, stored, cutoff,
+                             time.perf_counter() - started, windows, n_day_ended,
+                             int((learners["valid_from"] < ready_at).sum()))
+
+
+def _learners_of(calendars: pd.DataFrame, day: dt.date, window_start: dt.datetime | None,
+                 now: dt.datetime) -> tuple[pd.DataFrame, int]:
+    """The learners to build (those rolling over into `day` in the window, whose `day` has not ended by `now`),
+    with their day's UTC bounds (valid_from, valid_until) and window; and how many were left out as ended."""
+    starts = rollovers.day_starts_seconds(calendars, day)
+    ends = rollovers.day_starts_seconds(calendars, day + dt.timedelta(days=1))
+    rolling = rollovers.in_window(calendars, day, window_start)
+    ended = rolling & (ends <= int(now.timestamp()))
+    chosen = rolling & ~ended
+    if ended.any() and not chosen.any():
+        raise Refused(f"{day} has ended for these learners on their own calendars ({int(ended.sum())} of them): "
+                      "queues are built for a learner's current day or a later one, from the memory states of now")
+    learners = calendars.loc[chosen].assign(
+        valid_from=pd.to_datetime(starts[chosen], unit="s", utc=True),
+        valid_until=pd.to_datetime(ends[chosen], unit="s", utc=True),
+        window_start=pd.to_datetime(rollovers.windows_of(starts[chosen]), unit="s", utc=True))
+    return learners.reset_index(drop=True), int(ended.sum())

@@ -19,6 +19,7 @@ from learning_pipelines.db import bulk, partitions, review_imports
 from learning_pipelines.db.stored_reviews import stored_reviews
 from learning_pipelines.db.tables import concepts, review_log_rejects, users
 from learning_pipelines.db.taken_review_ids import TakenReviewIds
+from learning_pipelines.domain import time_zones
 from learning_pipelines.ingest import validation
 from learning_pipelines.ingest.readers import DEFAULT_CHUNK_ROWS, ReadLimits, ReviewSource, open_review_file
 from learning_pipelines.ingest.validation import ReviewFileError
@@ -36,11 +37,15 @@ class ImportSummary:
     n_registered_concepts: int
     reject_reasons: dict[str, int]
     loaded_by_month: dict[str, int]  # review_logs partition key (YYYY-MM-01) -> reviews loaded
+    n_remapped: int = 0  # Anki scheduler v1 learning/relearning answers read with v2's meaning (ingest.readers)
 
     def message(self) -> str:
         lines = [f"{self.source}: {self.n_rows} row(s) read, {self.n_loaded} loaded, "
                  f"{self.n_already_present} already present, {self.n_rejected} rejected"
                  + (f", {self.n_not_reviews} non-review entries skipped" if self.n_not_reviews else "")]
+        if self.n_remapped:
+            lines.append(f"  scheduler v1 collection: {self.n_remapped} learning/relearning answer(s) remapped as "
+                         "Anki's upgrade does (ease 2 -> Good, 3 -> Easy)")
         if self.n_registered_users or self.n_registered_concepts:
             lines.append(f"  registered {self.n_registered_users} new learner(s), "
                          f"{self.n_registered_concepts} new concept(s)")
@@ -57,6 +62,7 @@ def import_review_file(
     *,
     user_id: int | None = None,
     register_unknown: bool = False,
+    register_timezone: str = "UTC",
     now: dt.datetime | None = None,
     limits: ReadLimits = ReadLimits(),
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -66,8 +72,9 @@ def import_review_file(
     Idempotent: a review already stored with the same content is counted, not loaded again (with
     other content it is rejected as a conflict), and a file imported or refused before (same
     bytes) does not record its rejects twice. With `register_unknown`, learners and concepts with
-    positive ids seen for the first time are created (an Anki collection brings its own cards);
-    without it they are rejected as unknown.
+    positive ids seen for the first time are created (an Anki collection brings its own cards), the
+    learners in `register_timezone` (a key of tzdata, else time_zones.InvalidTimeZone before anything
+    is read or stored); without it they are rejected as unknown.
 
     The file is read, checked and written `chunk_rows` rows at a time, so memory follows the chunk,
     not the file; every chunk is written in the one transaction of the file, so a failure stores
@@ -76,10 +83,12 @@ def import_review_file(
     """
     path = Path(path)
     now = now or dt.datetime.now(dt.timezone.utc)
+    if register_unknown:
+        time_zones.require_valid([register_timezone], ["the learners this import registers"])
     try:
         with open_review_file(path, limits, chunk_rows) as source:
             validation.check_columns(source.columns, str(path), has_default_user=user_id is not None)
-            return _import(engine, source, _Options(str(path), user_id, register_unknown, now))
+            return _import(engine, source, _Options(str(path), user_id, register_unknown, register_timezone, now))
     except ReviewFileError as error:
         _record_refusal(engine, path, str(error), now)
         raise
@@ -90,6 +99,7 @@ class _Options:
     source: str  # the path as given
     user_id: int | None
     register_unknown: bool
+    register_timezone: str
     now: dt.datetime
 
 
@@ -102,6 +112,7 @@ class _Tally:
     n_already_present: int = 0
     n_rejected: int = 0
     n_not_reviews: int = 0
+    n_remapped: int = 0
     n_registered_users: int = 0
     n_registered_concepts: int = 0
     reject_reasons: Counter = dataclasses.field(default_factory=Counter)
@@ -112,7 +123,7 @@ class _Tally:
             source=source, n_rows=self.n_rows, n_loaded=self.n_loaded, n_already_present=self.n_already_present,
             n_rejected=self.n_rejected, n_not_reviews=self.n_not_reviews, n_registered_users=self.n_registered_users,
             n_registered_concepts=self.n_registered_concepts, reject_reasons=dict(self.reject_reasons.most_common()),
-            loaded_by_month=dict(sorted(self.loaded_by_month.items())))
+            loaded_by_month=dict(sorted(self.loaded_by_month.items())), n_remapped=self.n_remapped)
 
 
 def _import(engine: sa.Engine, source: ReviewSource, options: _Options) -> ImportSummary:
@@ -128,6 +139,7 @@ def _import(engine: sa.Engine, source: ReviewSource, options: _Options) -> Impor
         seen_before = review_imports.times_imported(conn, digest)
         for chunk in source.chunks():
             tally.n_not_reviews += chunk.n_not_reviews
+            tally.n_remapped += chunk.n_remapped
             if not chunk.rows.empty:
                 rejects = _load_chunk(conn, chunk.rows, options, taken, tally)
                 if not seen_before and not rejects.empty:
@@ -153,7 +165,8 @@ def _load_chunk(conn: sa.Connection, rows: pd.DataFrame, options: _Options, take
                     & _known_or_positive(typed["concept_id"], known_concepts))
         new_users = set(typed.loc[loadable, "user_id"].astype(int)) - known_users
         new_concepts = set(typed.loc[loadable, "concept_id"].astype(int)) - known_concepts
-        review_imports.register(conn, new_users, new_concepts, f"import:{Path(options.source).name}"[:200])
+        review_imports.register(conn, new_users, new_concepts, f"import:{Path(options.source).name}"[:200],
+                                options.register_timezone)
         known_users |= new_users
         known_concepts |= new_concepts
     reasons = validation.join_reasons(

@@ -15,6 +15,7 @@ import abc
 import contextlib
 import csv
 import dataclasses
+import json
 import re
 import sqlite3
 import tempfile
@@ -38,6 +39,13 @@ ANKI_SUFFIXES = (".anki2", ".anki21", ".colpkg", ".apkg")
 # Anki's revlog: ease 0 marks a manual reschedule, type 4/5 "manual"/"rescheduled" entries;
 # neither is an answer to a card, so neither is a review.
 ANKI_MANUAL_TYPES = (4, 5)
+# Anki's scheduler v1 showed three buttons on learning (type 0) and relearning (type 2) cards: there ease 2 is
+# Good and 3 is Easy. Anki's own upgrade to v2 adds one to them (UPDATE revlog SET ease = ease + 1 WHERE ease IN
+# (2,3) AND type IN (0,2)); so does the reader.
+ANKI_V1_SHIFTED_TYPES = (0, 2)
+ANKI_V1_SHIFTED_EASES = (2, 3)
+# A deck export (.apkg) carries the exporting program's configuration, which need not be the learner's.
+ANKI_EXPORT_SUFFIXES = (".apkg",)
 KNOWN_COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
 # Rows read, validated and written at a time: a chunk of reviews takes about 100 MiB on its way through.
 DEFAULT_CHUNK_ROWS = 100_000
@@ -69,6 +77,7 @@ class ReadLimits:
 class RowChunk:
     rows: pd.DataFrame  # the asked columns as text, line_number, _read_error
     n_not_reviews: int  # entries of this stretch of the file that are not reviews (Anki's manual ones)
+    n_remapped: int = 0  # answers read with scheduler v1's meaning and stored as v2's (ANKI_V1_SHIFTED_EASES)
 
 
 class ReviewSource(abc.ABC):
@@ -313,7 +322,8 @@ class _AnkiSource(ReviewSource):
     """The revlog table of an Anki collection (`collection.anki2`) or package (`.colpkg`/`.apkg`),
     opened read-only and fetched in batches of `chunk_rows` entries; a row's line number is its
     position in revlog by id. Refused when revlog is not a plain table or one reading of it spends
-    longer than the time limit in SQLite (a view or a huge table)."""
+    longer than the time limit in SQLite (a view or a huge table). A collection on scheduler v1 has its
+    learning and relearning answers read as v2's (anki_scheduler_v1)."""
 
     _TEXT_FIELDS = {"card_id": 1, "review_rating": 2, "review_duration": 3, "state": 4}  # in (id, cid, ease, time, type)
 
@@ -335,6 +345,7 @@ class _AnkiSource(ReviewSource):
             if kind != "table" or (sql or "").lstrip().upper().startswith("CREATE VIRTUAL"):
                 raise ReviewFileError(f"{path}: revlog is a {'virtual table' if kind == 'table' else kind}, "
                                       "not a table; refused (an Anki collection keeps its reviews in a table)")
+            self.scheduler_v1 = self._timed(self._on_scheduler_v1)
         except BaseException:
             self.close()
             raise
@@ -343,6 +354,31 @@ class _AnkiSource(ReviewSource):
         self._conn.execute("PRAGMA query_only = ON")
         self._conn.execute("PRAGMA trusted_schema = OFF")
         return self._conn.execute("SELECT type, sql FROM sqlite_master WHERE lower(name) = 'revlog'").fetchall()
+
+    def _on_scheduler_v1(self) -> bool:
+        learning_eases = dict(self._conn.execute(
+            "SELECT ease, count(*) FROM revlog WHERE type IN (0, 2) AND ease IN (2, 3, 4) GROUP BY ease").fetchall())
+        configured = None if self.path.suffix.lower() in ANKI_EXPORT_SUFFIXES else self._configured_scheduler()
+        return anki_scheduler_v1(configured, learning_eases)
+
+    def _configured_scheduler(self) -> int | None:
+        """The collection's `schedVer` (1 where it is not set, as in Anki), or None where its configuration
+        cannot be read: the `config` table from schema 15 on, `col.conf` (JSON) before."""
+        try:
+            tables = {name for (name,) in self._conn.execute(
+                "SELECT lower(name) FROM sqlite_master WHERE type = 'table'").fetchall()}
+            if "config" in tables:
+                found = self._conn.execute("SELECT val FROM config WHERE key = 'schedVer'").fetchone()
+                return 1 if found is None else int(json.loads(found[0]))
+            if "col" in tables:
+                found = self._conn.execute("SELECT conf FROM col").fetchone()
+                return None if found is None else int(json.loads(found[0]).get("schedVer", 1))
+        except sqlite3.Error:
+            if time.monotonic() > self._deadline:
+                raise  # the time limit, not a damaged configuration: _timed refuses the file
+        except (ValueError, TypeError, AttributeError):  # a configuration that is not the JSON Anki writes
+            pass
+        return None
 
     def _timed(self, read):
         """`read()`, its SQLite time counted against the limit of one reading of the collection."""
@@ -367,7 +403,10 @@ class _AnkiSource(ReviewSource):
                 reviews = [(number, row) for number, row in enumerate(rows, start=position + 1)
                            if not (row[2] == 0 or row[4] in ANKI_MANUAL_TYPES)]
                 position += len(rows)
-                yield RowChunk(self._text(reviews, columns), len(rows) - len(reviews))
+                n_remapped = 0
+                if self.scheduler_v1:
+                    reviews, n_remapped = _as_scheduler_v2(reviews)
+                yield RowChunk(self._text(reviews, columns), len(rows) - len(reviews), n_remapped)
         finally:
             cursor.close()
 
@@ -385,6 +424,31 @@ class _AnkiSource(ReviewSource):
             self._conn.close()
             self._conn = None
         self._scratch.cleanup()
+
+
+def anki_scheduler_v1(configured: int | None, learning_eases: dict[int, int]) -> bool:
+    """Whether a collection's learning and relearning answers have scheduler v1's meaning (three buttons).
+
+    configured: its `schedVer` (None: not known, as in a deck export); learning_eases: how many learning and
+    relearning answers it holds with ease 2, 3 and 4. A fourth button on such rows means v2's meaning whatever the
+    configuration says; without a configuration, the usual answer tells: Good is ease 2 on v1, ease 3 on v2.
+    """
+    if learning_eases.get(4, 0):
+        return False
+    if configured is not None:
+        return configured == 1
+    return learning_eases.get(2, 0) > learning_eases.get(3, 0)
+
+
+def _as_scheduler_v2(reviews: list[tuple[int, tuple]]) -> tuple[list[tuple[int, tuple]], int]:
+    """Scheduler v1's learning and relearning answers (id, cid, ease, time, type) with v2's ease, and how many."""
+    shifted, n_remapped = [], 0
+    for number, row in reviews:
+        if row[4] in ANKI_V1_SHIFTED_TYPES and row[2] in ANKI_V1_SHIFTED_EASES and type(row[2]) is int:
+            row = (row[0], row[1], row[2] + 1, *row[3:])
+            n_remapped += 1
+        shifted.append((number, row))
+    return shifted, n_remapped
 
 
 def _open_read_only(path: Path, database: Path) -> sqlite3.Connection:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, migrate, tables
 from learning_pipelines.db.engine import get_engine
-from learning_pipelines.db.learner_queue import APP_VIEWS, learner_queue, revision_queue_view
+from learning_pipelines.db.learner_queue import APP_VIEWS, learner_queue, revision_queue_view, todays_queue_view
 from learning_pipelines.db.memory_state_progress import Progress, write_progress
 from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.resources import Warehouse
@@ -72,10 +72,12 @@ def test_no_reader_sees_a_learners_day_half_written(empty_postgres_url):
     url = empty_postgres_url
     migrate.upgrade(url)
     engine = get_engine(url)
-    users = pd.DataFrame({"user_id": range(1, 41)})
+    # Days start at midnight UTC, so the learner's current day is TODAY whatever the hour: the view of their
+    # current day reads it too.
+    users = pd.DataFrame({"user_id": range(1, 41), "timezone": "UTC", "day_start_hour": 0})
     concepts = pd.DataFrame({"concept_id": range(1, 31), "name": [f"c{i}" for i in range(1, 31)]})
     yesterday = pd.Timestamp(TODAY, tz="UTC") - pd.Timedelta(days=1)
-    states = users.merge(concepts[["concept_id"]], how="cross").assign(
+    states = users[["user_id"]].merge(concepts[["concept_id"]], how="cross").assign(
         stability_days=2.0, difficulty=5.0, n_reviews=3, weights_source="global", decay=0.1542)
     states["last_review_at"] = yesterday - pd.to_timedelta(states["concept_id"] % 7, unit="D")
     states["due_at"] = states["last_review_at"] + pd.Timedelta(days=2)
@@ -95,24 +97,26 @@ def test_no_reader_sees_a_learners_day_half_written(empty_postgres_url):
 
     done, reads, torn = threading.Event(), [], []
 
-    def poll():
-        view = revision_queue_view
+    def poll(view, *where):
         with engine.connect() as conn:
             while not done.is_set():
                 rows = conn.execute(sa.select(view.c.due_today_total, view.c.due_today).where(
-                    view.c.user_id == learner, view.c.queue_date == TODAY)).all()
+                    view.c.user_id == learner, *where)).all()
                 conn.rollback()
                 reads.append(len(rows))
                 if not rows or sum(r.due_today or 0 for r in rows) != rows[0].due_today_total:
                     torn.append(rows)
 
-    reader = threading.Thread(target=poll)
-    reader.start()
+    readers = [threading.Thread(target=poll, args=(revision_queue_view, revision_queue_view.c.queue_date == TODAY)),
+               threading.Thread(target=poll, args=(todays_queue_view,))]  # by user_id alone: their current day
+    for reader in readers:
+        reader.start()
     try:
         for _ in range(4):
             assert dg.materialize([revision_queues], resources=warehouse, partition_key=key).success
     finally:
         done.set()
-        reader.join()
+        for reader in readers:
+            reader.join()
     engine.dispose()
     assert len(reads) > 50 and torn == [], (len(reads), torn[:3])

@@ -98,7 +98,9 @@ def test_a_reader_stopped_early_leaves_no_read_running(warehouse_with_cards):
 def test_a_chunk_written_behind_that_fails_raises_in_the_caller_and_nothing_is_kept(warehouse_with_cards):
     day, now = dt.date(2026, 1, 1), dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     learners = pd.DataFrame({"user_id": np.arange(1, 11), "timezone": "UTC", "day_start_hour": 4,
-                             "retention_target": 0.9, "spacing_multiplier": 1.0, "revision_daily_target": 30})
+                             "retention_target": 0.9, "spacing_multiplier": 1.0, "revision_daily_target": 30,
+                             "valid_from": pd.Timestamp("2026-01-01 04:00", tz="UTC"),
+                             "valid_until": pd.Timestamp("2026-01-02 04:00", tz="UTC")})
     themes = pd.DataFrame({"concept_id": range(1, 8), "theme_key": "UNMAPPED", "is_fallback": True})
     with warehouse_with_cards.connect() as conn:
         queues = build_queues(queue_store.card_states(conn, learners["user_id"]), learners, themes, day)

@@ -25,11 +25,11 @@ EXPECTED_GRAPH = {
     "jobs": ["card_memory_states_job", "concept_complexity_job", "fsrs_global_job", "fsrs_optimization_job",
              "fsrs_shadow_evaluation_job", "ncf_job", "recommendations_job", "review_logs_job",
              "review_logs_partition_backfill", "revision_queues_job"],
-    "schedules": ["fsrs_shadow_daily", "fsrs_weekly", "review_logs_nightly", "revision_queues_nightly"],
+    "schedules": ["fsrs_shadow_daily", "fsrs_weekly", "review_logs_nightly"],
     "sensors": ["fsrs_eligibility_sensor", "fsrs_shards_after_global", "learning_pipelines_automation",
-                "ncf_retraining_sensor", "recommendations_after_ncf_model",
-                "review_logs_arrivals_sensor", "review_logs_partition_backfill_sensor", "revision_queue_shards_after_states",
-                "run_failure_reporter"],
+                "ncf_retraining_sensor", "recommendations_after_ncf_model", "review_logs_arrivals_sensor",
+                "review_logs_partition_backfill_sensor", "revision_queue_rollover_windows",
+                "revision_queue_shards_after_states", "run_failure_reporter"],
     "resources": ["alert_webhook", "model_store", "warehouse"],
 }
 

@@ -21,8 +21,11 @@ from learning_pipelines.definitions import defs as load_defs
 from learning_pipelines.defs.automation import review_logs_arrivals_sensor
 from learning_pipelines.defs.card_memory_states import card_memory_states
 from learning_pipelines.defs.resources import Warehouse
-from learning_pipelines.defs.revision_queue_automation import revision_queue_shards_after_states, revision_queues_nightly
-from learning_pipelines.defs.revision_queues import QUEUE_DAY_TAG, revision_queues_job
+from learning_pipelines.defs.revision_queue_automation import (
+    revision_queue_rollover_windows,
+    revision_queue_shards_after_states,
+)
+from learning_pipelines.defs.revision_queues import revision_queues_job
 from learning_pipelines.demo import load_platform
 from learning_pipelines.domain import fsrs
 from learning_pipelines.domain.simulate import simulate_platform
@@ -63,22 +66,24 @@ class Deployment:
         for event in result.asset_events:
             self.instance.report_runless_asset_event(event)
 
-    def nightly_queues(self, at: dt.datetime) -> str:
-        """What the 02:00 schedule launches (the refresh of the states), then the shard runs the run status
-        sensor launches after it, each through its job; returns the day."""
-        request = revision_queues_nightly(dg.build_schedule_context(instance=self.instance, scheduled_execution_time=at))
-        refresh = self.defs.resolve_job_def(revision_queues_nightly.job_name).execute_in_process(
+    def rollover_windows(self, since: dt.datetime) -> set[str]:
+        """What the rollover windows sensor launches for the windows due since `since` (one refresh of the states),
+        then the shard runs the run status sensor launches after it, each through its job; returns the days built."""
+        warehouse = {"warehouse": Warehouse(database_url=self.url)}
+        [request] = revision_queue_rollover_windows(dg.build_sensor_context(
+            instance=self.instance, resources=warehouse, cursor=since.isoformat())).run_requests
+        refresh = self.defs.resolve_job_def(revision_queue_rollover_windows.job_name).execute_in_process(
             instance=self.instance, tags=request.tags)
         assert refresh.success
         success = self.instance.all_logs(refresh.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)[0].dagster_event
         shard_requests = revision_queue_shards_after_states(dg.build_run_status_sensor_context(
             sensor_name=revision_queue_shards_after_states.name, dagster_instance=self.instance,
-            dagster_run=self.instance.get_run_by_id(refresh.run_id), dagster_event=success))
+            dagster_run=self.instance.get_run_by_id(refresh.run_id), dagster_event=success, resources=warehouse))
         shard_job = self.defs.resolve_job_def(revision_queues_job.name)
         for shard_request in shard_requests:
             assert shard_job.execute_in_process(instance=self.instance, partition_key=shard_request.partition_key,
-                                                tags=shard_request.tags).success
-        return request.tags[QUEUE_DAY_TAG]
+                                                tags=shard_request.tags, run_config=shard_request.run_config).success
+        return {request.partition_key.keys_by_dimension["day"] for request in shard_requests}
 
 
 def _theme_due(engine, day: str) -> pd.DataFrame:
@@ -131,11 +136,12 @@ def test_reviews_imported_after_a_queue_reach_the_next_one(warehouse_url, wareho
         deployment.sensor_tick(review_logs_arrivals_sensor)
         assert card_memory_states.key in deployment.automation_tick(), "the arrivals sensor's report starts the states"
         assert deployment.automation_tick() == set(), "and only once"
-        before_day = deployment.nightly_queues(now)
-        before = _theme_due(warehouse_engine, before_day)
-
+        # Every window of the last day, as a first deployment builds them (late): every learner's current day.
         today_start = pd.Timestamp(now.date(), tz="UTC") + pd.Timedelta(hours=4)  # UTC learners, day starts 04:00
         today_start -= pd.Timedelta(days=1) if now.hour < 4 else pd.Timedelta(0)
+        utc_day = str(today_start.date())
+        assert utc_day in deployment.rollover_windows(now - dt.timedelta(days=1))
+        before = _theme_due(warehouse_engine, utc_day)
         reviewed_at = pd.Timestamp(now) - pd.Timedelta(days=3)
         learner, good_card, failed_card = _pick_cards(warehouse_engine, platform, today_start + pd.Timedelta(days=1),
                                                       reviewed_at)
@@ -148,8 +154,8 @@ def test_reviews_imported_after_a_queue_reach_the_next_one(warehouse_url, wareho
         assert "2 loaded" in imported.stdout and "reported to Dagster: review_logs" in imported.stdout
 
         assert card_memory_states.key in deployment.automation_tick(), "the import's report makes the states stale"
-        after_day = deployment.nightly_queues(now + dt.timedelta(minutes=1))
-        after = _theme_due(warehouse_engine, after_day)
+        assert utc_day in deployment.rollover_windows(now - dt.timedelta(days=1))
+        after = _theme_due(warehouse_engine, utc_day)
 
     states = _frame(warehouse_engine, sa.select(tables.card_memory_states)
                     .where(tables.card_memory_states.c.user_id == learner)).set_index("concept_id")
@@ -165,19 +171,19 @@ def test_reviews_imported_after_a_queue_reach_the_next_one(warehouse_url, wareho
     assert summary["cutoff_at"] > reviewed_at
 
 
-def test_a_night_without_reviews_still_builds_the_queue(warehouse_url, warehouse_engine, tmp_path, monkeypatch, now):
-    """`on_cron` would wait for an upstream update that never comes; the nightly run does not."""
+def test_a_window_without_reviews_still_builds_its_queues(warehouse_url, warehouse_engine, tmp_path, monkeypatch, now):
+    """`on_cron` would wait for an upstream update that never comes; a window's refresh does not."""
     monkeypatch.setenv("LEARNING_PIPELINES_DATABASE_URL", warehouse_url)
     platform = simulate_platform(n_learners=10, n_concepts=20, n_resources=5, days=30, mean_cards_per_learner=10,
                                  as_of=now - dt.timedelta(days=2), seed=8)
     load_platform(warehouse_engine, platform)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         deployment = Deployment(instance, warehouse_url)
-        first = deployment.nightly_queues(now)
-        second = deployment.nightly_queues(now + dt.timedelta(minutes=1))
+        first = deployment.rollover_windows(now - dt.timedelta(days=1))
+        second = deployment.rollover_windows(now - dt.timedelta(days=1))
     assert first == second
     summary = _frame(warehouse_engine, sa.select(tables.revision_queue_user_summary))
-    assert len(summary) == 10 and summary["cutoff_at"].notna().all()
+    assert summary["user_id"].nunique() == 10 and summary["cutoff_at"].notna().all(), "every learner has a queue"
 
 
 def test_the_arrivals_sensor_reports_reviews_beyond_the_states_once(warehouse_url, warehouse_engine, tmp_path, now):

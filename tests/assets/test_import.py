@@ -203,3 +203,96 @@ def test_not_an_anki_package(warehouse_engine, tmp_path):
     path.write_bytes(b"definitely not a zip")
     with pytest.raises(ReviewFileError, match="not an Anki package"):
         import_review_file(warehouse_engine, path, user_id=1, now=NOW)
+
+
+# Scheduler v1 (three buttons on learning and relearning cards): ease 2 is Good, 3 is Easy there.
+V1_REVLOG = [
+    # id (answer time, ms), card id, ease, duration ms, type (0 learning, 1 review, 2 relearning)
+    (1714557600000, 601, 2, 4000, 0),  # learning Good
+    (1714557660000, 601, 3, 3000, 0),  # learning Easy
+    (1714644000000, 601, 1, 9000, 1),  # review Again: its meaning never changed
+    (1714644600000, 601, 2, 3000, 2),  # relearning Good
+    (1714730400000, 601, 2, 2000, 1),  # review Hard: a review card had four buttons on v1 too
+    (1714816800000, 601, 3, 2000, 1),  # review Good
+]
+STORED_AS_V2 = [3, 4, 1, 3, 2, 3]  # learning/relearning answers one up, reviews as they are
+
+
+def _anki_schema_11(path, revlog_rows, conf: dict | str) -> None:
+    """A collection as Anki 2.1 (schema 11) keeps it: `col.conf` holds the configuration as JSON."""
+    _anki_collection(path, revlog_rows)
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE col (id INTEGER PRIMARY KEY, crt INTEGER, ver INTEGER, conf TEXT)")
+        conn.execute("INSERT INTO col VALUES (1, 0, 11, ?)", (conf if isinstance(conf, str) else json.dumps(conf),))
+
+
+def _anki_schema_18(path, revlog_rows, sched_ver: int | None) -> None:
+    """A collection as current Anki keeps it: a `config` table of JSON values, `col.conf` left empty."""
+    _anki_collection(path, revlog_rows)
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE col (id INTEGER PRIMARY KEY, crt INTEGER, ver INTEGER, conf TEXT)")
+        conn.execute("INSERT INTO col VALUES (1, 0, 18, '')")
+        conn.execute("CREATE TABLE config (KEY TEXT PRIMARY KEY, usn INTEGER, mtime_secs INTEGER, val BLOB)")
+        if sched_ver is not None:
+            conn.execute("INSERT INTO config VALUES ('schedVer', 0, 0, ?)", (json.dumps(sched_ver).encode(),))
+
+
+def _stored_ratings(engine) -> list[int]:
+    with engine.connect() as conn:
+        return [r for (r,) in conn.execute(sa.select(review_logs.c.rating).order_by(review_logs.c.reviewed_at))]
+
+
+@pytest.mark.parametrize(("build", "remapped"), [
+    (lambda path: _anki_schema_11(path, V1_REVLOG, {"schedVer": 1}), True),
+    (lambda path: _anki_schema_11(path, V1_REVLOG, {"curModel": 1}), True),  # no schedVer: v1, as in Anki
+    (lambda path: _anki_schema_18(path, V1_REVLOG, None), True),
+    (lambda path: _anki_schema_11(path, V1_REVLOG, {"schedVer": 2}), False),
+    (lambda path: _anki_schema_18(path, V1_REVLOG, 2), False),
+    # A configuration that cannot be read costs no row: the answers tell (Good, the usual one, is ease 2 here).
+    (lambda path: _anki_schema_11(path, V1_REVLOG, "{not json"), True),
+], ids=["schema11-v1", "schema11-unset", "schema18-unset", "schema11-v2", "schema18-v2", "schema11-damaged"])
+def test_scheduler_v1_learning_answers_are_stored_with_their_v2_meaning(warehouse_engine, tmp_path, build, remapped):
+    path = tmp_path / "collection.anki2"
+    build(path)
+    summary = import_review_file(warehouse_engine, path, user_id=7, register_unknown=True, now=NOW)
+    assert summary.n_loaded == len(V1_REVLOG)
+    if remapped:
+        assert _stored_ratings(warehouse_engine) == STORED_AS_V2
+        assert summary.n_remapped == 3
+        assert "3 learning/relearning answer(s) remapped" in summary.message()
+    else:
+        assert _stored_ratings(warehouse_engine) == [row[2] for row in V1_REVLOG]
+        assert summary.n_remapped == 0 and "remapped" not in summary.message()
+
+
+def test_a_fourth_button_on_learning_answers_means_v2_whatever_the_configuration_says(warehouse_engine, tmp_path):
+    path = tmp_path / "collection.anki2"
+    _anki_schema_11(path, [*V1_REVLOG, (1714903200000, 602, 4, 2000, 0)], {"schedVer": 1})
+    summary = import_review_file(warehouse_engine, path, user_id=7, register_unknown=True, now=NOW)
+    assert summary.n_remapped == 0
+    assert _stored_ratings(warehouse_engine) == [row[2] for row in V1_REVLOG] + [4]
+
+
+@pytest.mark.parametrize(("learning_eases", "remapped"), [((2, 2, 3), 3), ((3, 3, 2), 0)])
+def test_a_deck_export_is_read_by_its_answers_not_the_configuration_it_carries(warehouse_engine, tmp_path,
+                                                                               learning_eases, remapped):
+    """An .apkg's configuration is the exporting program's: Good, the usual learning answer, is ease 2 on v1 and 3
+    on v2; here the configuration says v2 both times."""
+    database = tmp_path / "collection.anki2"
+    rows = [(1714557600000 + 60_000 * i, 700 + i, ease, 3000, 0) for i, ease in enumerate(learning_eases)]
+    _anki_schema_11(database, rows, {"schedVer": 2})
+    path = tmp_path / "shared_deck.apkg"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.write(database, "collection.anki2")
+    summary = import_review_file(warehouse_engine, path, user_id=7, register_unknown=True, now=NOW)
+    assert summary.n_remapped == remapped
+    assert _stored_ratings(warehouse_engine) == [e + 1 if remapped else e for e in learning_eases]
+
+
+def test_import_command_says_how_many_answers_it_remapped(warehouse_url, tmp_path, capsys):
+    from learning_pipelines.cli import main
+
+    path = tmp_path / "collection.anki2"
+    _anki_schema_11(path, V1_REVLOG, {"schedVer": 1})
+    assert main(["import", str(path), "--user-id", "7", "--register-unknown", "--database-url", warehouse_url]) == 0
+    assert "scheduler v1 collection: 3 learning/relearning answer(s) remapped" in capsys.readouterr().out

@@ -50,7 +50,11 @@ def _fill_every_learner_table(conn: sa.Connection) -> None:
         EVERYONE, queue_date=DAY, due_today_total=1, overdue_total=0, recommended_theme_ids="[]", generated_at=NOW))
     bulk.bulk_insert(conn, tables.tag_quality_debt_log, _per_learner(
         EVERYONE, queue_date=DAY, concept_id=10, fallback_key="UNMAPPED", reason="no theme"))
+    bulk.bulk_insert(conn, tables.revision_queue_target_concept, _per_learner(
+        EVERYONE, queue_date=DAY, position=1, concept_id=10, theme_key="UNMAPPED", overdue=True, recall_lost=0.1))
     bulk.bulk_insert(conn, tables.ncf_user_embeddings, _per_learner(EVERYONE, model_id=1, embedding="[0.1]"))
+    bulk.bulk_insert(conn, tables.learner_calendar_fallbacks, _per_learner(
+        EVERYONE, timezone="Mars/Olympus", first_noticed_at=NOW, last_noticed_at=NOW))
     bulk.bulk_insert(conn, tables.user_recommendations, _per_learner(
         EVERYONE, rank=1, resource_id=5, score=0.5, strategy="content_graph", content_score=0.5, graph_score=0.5,
         generated_at=NOW))

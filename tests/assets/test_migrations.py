@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from learning_pipelines.db import bulk, migrate, partitions
+from learning_pipelines.db import bulk, migrate, partitions, tables
 from learning_pipelines.db.engine import get_engine
 from learning_pipelines.db.tables import metadata
 
@@ -129,9 +129,10 @@ def test_migrations_import_nothing_from_learning_pipelines():
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_queue_stats_per_shard_downgrade_sums_the_shards(request, backend):
-    """0010 -> 0009 with rows: a day's per-shard statistics become the day's totals, and come back as one shard."""
+    """0010 -> 0009 with rows: a day's per-shard statistics become the day's totals, and come back as one shard
+    (and, from 0013 on, as one window starting at the day's midnight UTC)."""
     url = request.getfixturevalue("empty_sqlite_url" if backend == "sqlite" else "empty_postgres_url")
-    migrate.upgrade(url)
+    command.upgrade(migrate.alembic_config(url), "0012")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text(
@@ -140,7 +141,9 @@ def test_queue_stats_per_shard_downgrade_sums_the_shards(request, backend):
     command.downgrade(migrate.alembic_config(url), "0009")
     command.upgrade(migrate.alembic_config(url), "head")
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT learner_shard, theme_key, n_learners, due_today, overdue "
-                                    "FROM queue_stats_daily")).all()
+        rows = conn.execute(sa.select(tables.queue_stats_daily.c.learner_shard, tables.queue_stats_daily.c.theme_key,
+                                      tables.queue_stats_daily.c.n_learners, tables.queue_stats_daily.c.due_today,
+                                      tables.queue_stats_daily.c.overdue, tables.queue_stats_daily.c.window_start)).all()
     engine.dispose()
-    assert [tuple(row) for row in rows] == [("00-of-01", "*", 5, 7, 9)]
+    midnight = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+    assert [tuple(row) for row in rows] == [("00-of-01", "*", 5, 7, 9, midnight)]

@@ -12,16 +12,24 @@ from learning_pipelines.db.engine import get_engine
 from learning_pipelines.db.learner_settings import calendars_and_preferences
 from learning_pipelines.db.memory_state_progress import Progress, write_progress
 from learning_pipelines.db.preferences import write_learning_prefs
-from learning_pipelines.db.reads import concept_graph, learner_ids
+from learning_pipelines.db.reads import calendars_in_use, concept_graph, learner_ids
 from learning_pipelines.definitions import defs
 from learning_pipelines.defs.card_memory_states import card_memory_states, card_memory_states_job
 from learning_pipelines.defs.complexity import concept_complexity, scores_in_unit_interval
 from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.resources import Warehouse
-from learning_pipelines.defs.revision_queue_automation import revision_queue_shards_after_states, revision_queues_nightly
-from learning_pipelines.defs.revision_queues import QUEUE_DAY_TAG, STATES_CUTOFF_TAG, revision_queues, revision_queues_job
+from learning_pipelines.defs.revision_queue_automation import (
+    revision_queue_rollover_windows,
+    revision_queue_shards_after_states,
+)
+from learning_pipelines.defs.revision_queues import (
+    ROLLOVER_WINDOW_TAG,
+    STATES_CUTOFF_TAG,
+    revision_queues,
+    revision_queues_job,
+)
 from learning_pipelines.demo import load_platform
-from learning_pipelines.domain import revision
+from learning_pipelines.domain import revision, rollovers
 from learning_pipelines.domain.learner_shards import shard_of
 from learning_pipelines.domain.revision import InvalidPreference
 from learning_pipelines.domain.simulate import simulate_platform
@@ -42,7 +50,8 @@ def _frame(engine, statement):
 def queue_warehouse(warehouse_url, warehouse_engine, today):
     """Two learners with hand-made memory states, one concept without a theme."""
     with warehouse_engine.begin() as conn:
-        bulk.bulk_insert(conn, tables.users, pd.DataFrame({"user_id": [1, 2], "timezone": ["UTC", "Asia/Tokyo"],
+        # Both learners' day `today` (the UTC date) lasts past the end of the UTC day, so a test builds it at any hour.
+        bulk.bulk_insert(conn, tables.users, pd.DataFrame({"user_id": [1, 2], "timezone": ["UTC", "America/New_York"],
                                                            "day_start_hour": [4, 4]}))
         bulk.bulk_insert(conn, tables.themes, pd.DataFrame({"theme_id": [1, 2], "name": ["algebra", "geometry"]}))
         bulk.bulk_insert(conn, tables.concepts, pd.DataFrame({"concept_id": [10, 11, 12, 13],
@@ -116,7 +125,11 @@ def test_queues_for_a_day_are_written_checked_and_idempotent(queue_warehouse, wa
         stats = queue_store.day_totals(conn, today, SHARDS).set_index("theme_key")
     assert stats.loc["*", "due_today"] == 4 and stats.loc["*", "n_learners"] == 2
     assert stats.loc["1", "due_today"] == 3
-    assert set(before["queue_stats_daily"]["learner_shard"]) == set(SHARDS), "every shard writes its own totals"
+    assert set(before["queue_stats_daily"]["learner_shard"]) == {_shard_of(1), _shard_of(2)}, \
+        "every shard with learners writes its own totals"
+    day_starts = {1: t(today, "04:00"), 2: pd.Timestamp(f"{today}T04:00", tz="America/New_York").tz_convert("UTC")}
+    assert set(before["queue_stats_daily"]["window_start"]) == set(day_starts.values()), "totals per rollover window"
+    assert (summary["valid_from"] == pd.Series(day_starts)).all()
     for user_id, row in summary.iterrows():
         run = first[_shard_of(user_id)]
         cutoff = run.asset_materializations_for_node("revision_queues")[0].metadata["cutoff"].value
@@ -142,11 +155,11 @@ def test_the_stored_consistency_sees_rows_that_disagree(queue_warehouse, warehou
 
 
 def test_a_past_day_is_refused_rather_than_built_from_todays_states(queue_warehouse, warehouse_engine, today):
-    yesterday = (today - dt.timedelta(days=1)).isoformat()
-    result = _queue_shard(queue_warehouse, _shard_of(1), yesterday, raise_on_error=False)
+    ended = (today - dt.timedelta(days=2)).isoformat()  # over on every calendar, whatever the hour
+    result = _queue_shard(queue_warehouse, _shard_of(1), ended, raise_on_error=False)
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
-    assert f"revision_queues for {yesterday} would be built from today's memory states" in failure.description
+    assert f"{ended} has ended for these learners on their own calendars" in failure.description
     assert _frame(warehouse_engine, sa.select(tables.revision_queue_user_summary)).empty
 
 
@@ -176,13 +189,23 @@ def test_preferences_out_of_range_are_refused_at_write(queue_warehouse, warehous
             conn.execute(tables.user_learning_prefs.insert().values(user_id=1, spacing_multiplier=3.0))
 
 
-def test_schedule_refreshes_the_states_at_two_for_that_day():
-    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.timezone.utc))
-    request = revision_queues_nightly(context)
-    assert revision_queues_nightly.cron_schedule == "0 2 * * *"
-    assert revision_queues_nightly.execution_timezone == "UTC"
-    assert (request.run_key, request.tags[QUEUE_DAY_TAG]) == ("revision_queues:2026-03-10", "2026-03-10")
-    assert revision_queues_nightly.job_name == card_memory_states_job.name
+def test_the_rollover_windows_sensor_refreshes_the_states_before_each_window(queue_warehouse):
+    """Learners in UTC and New York (day start 04:00): windows at 04:00 and 09:00 UTC (winter), each refreshed 15
+    minutes before; a tick with nothing due skips, and the cursor moves on."""
+    warehouse = {"warehouse": Warehouse(database_url=queue_warehouse)}
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources=warehouse,
+                                          cursor=(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).isoformat())
+        result = revision_queue_rollover_windows(context)
+    [request] = result.run_requests
+    windows = [dt.datetime.fromisoformat(w) for w in request.tags[ROLLOVER_WINDOW_TAG].split(",")]
+    assert {(w.hour, w.minute) for w in windows} <= {(4, 0), (8, 0), (9, 0)} and windows  # 08:00 in summer
+    assert all(w <= dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=15) for w in windows)
+    assert revision_queue_rollover_windows.job_name == card_memory_states_job.name
+    with dg.instance_for_test() as instance:
+        quiet = revision_queue_rollover_windows(dg.build_sensor_context(instance=instance, resources=warehouse,
+                                                                        cursor=result.cursor))
+    assert not quiet.run_requests and quiet.cursor >= result.cursor
     assert defs().resolve_job_def(revision_queues_job.name).asset_layer.executable_asset_keys == {revision_queues.key}
 
 
@@ -223,19 +246,22 @@ def _sorted(frame, key):
 
 
 def test_all_shards_give_exactly_the_rows_of_the_same_computation_unsharded(platform_states_url, today):
+    """Every learner of the platform, in whatever zone: tomorrow (UTC) has not ended for anyone. A learner without
+    cards gets an empty queue (nothing due), so the app tells "nothing due" from "not built yet"."""
     engine = get_engine(platform_states_url)
+    today = today + dt.timedelta(days=1)
     assert all(result.success for result in _queue(platform_states_url, today).values())
     with engine.connect() as conn:
         calendars, preferences = calendars_and_preferences(conn, learner_ids(conn))
         learners, _ = revision.effective_preferences(calendars, preferences)
         states = queue_store.card_states(conn, learners["user_id"])
-        learners = learners.loc[learners["user_id"].isin(states["user_id"])]
         concept_ids, theme_map, edges = concept_graph(conn)
         themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
         unsharded = revision.build_queues(states, learners, themes, today)
         stored_totals = queue_store.day_totals(conn, today, SHARDS)
     stored = _day_rows(engine, today)
-    assert len({_shard_of(u) for u in learners["user_id"]}) == len(SHARDS) > 1, "every shard has learners"
+    assert len({_shard_of(u) for u in states["user_id"]}) == len(SHARDS) > 1, "every shard has learners"
+    assert len(stored["revision_queue_user_summary"]) == len(learners)
     key = ["user_id", "theme_key"]
     theme_columns = ["user_id", "theme_key", "due_today", "overdue", "mastery", "rank"]
     pd.testing.assert_frame_equal(_sorted(stored["revision_queue_theme"][theme_columns], key),
@@ -266,8 +292,8 @@ def test_a_shard_rerun_replaces_exactly_its_learners_rows(platform_states_url, t
                                                                               ("after", after[name]))}
         kept = before[name][shards["before"] != rerun].reset_index(drop=True)
         pd.testing.assert_frame_equal(after[name][shards["after"] != rerun].reset_index(drop=True), kept)
-    stats_before, stats_after = (frame.set_index(["learner_shard", "theme_key"]) for frame in
-                                 (before["queue_stats_daily"], after["queue_stats_daily"]))
+    stats_before, stats_after = (frame.groupby(["learner_shard", "theme_key"])[["n_learners", "due_today", "overdue"]]
+                                 .sum() for frame in (before["queue_stats_daily"], after["queue_stats_daily"]))
     pd.testing.assert_frame_equal(stats_after.loc[untouched], stats_before.loc[untouched])
     assert (stats_after.loc[(rerun, "*"), "overdue"] > stats_before.loc[(rerun, "*"), "overdue"]), \
         "the rerun shard's learners now have overdue cards"
@@ -290,63 +316,80 @@ def test_a_day_built_under_another_number_of_shards_is_replaced(platform_states_
     assert set(after["queue_stats_daily"]["learner_shard"]) == {*SHARDS, "00-of-02"}
 
 
-def test_the_nightly_refresh_launches_every_shard_with_its_cutoff(platform_states_url, today):
-    day = today.isoformat()
+def _next_window(url) -> tuple[dt.datetime, dt.date]:
+    """The next rollover window of the platform's learners, and the day they roll into."""
+    with get_engine(url).connect() as conn:
+        calendars = calendars_in_use(conn)
+    now = dt.datetime.now(dt.timezone.utc)
+    first = rollovers.windows_due(calendars, now, now + dt.timedelta(days=1)).iloc[0]
+    return first["window_start"].to_pydatetime(), first["queue_date"]
+
+
+def _refresh(repository, instance, url, tags):
+    refresh = repository.get_job(card_memory_states_job.name).execute_in_process(
+        instance=instance, resources={"warehouse": Warehouse(database_url=url)}, tags=tags)
+    success = instance.all_logs(refresh.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)[0].dagster_event
+    return refresh, revision_queue_shards_after_states(dg.build_run_status_sensor_context(
+        sensor_name=revision_queue_shards_after_states.name, dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(refresh.run_id), dagster_event=success,
+        resources={"warehouse": Warehouse(database_url=url)}))
+
+
+def test_a_windows_refresh_launches_every_shard_of_its_day_with_the_window_and_its_cutoff(platform_states_url):
+    window, day = _next_window(platform_states_url)
     warehouse = {"warehouse": Warehouse(database_url=platform_states_url)}
     repository = defs().get_repository_def()
     with dg.instance_for_test() as instance:
-        refresh = repository.get_job(card_memory_states_job.name).execute_in_process(
-            instance=instance, resources=warehouse, tags={QUEUE_DAY_TAG: day})
+        refresh, requests = _refresh(repository, instance, platform_states_url,
+                                     {ROLLOVER_WINDOW_TAG: window.isoformat()})
         as_of = refresh.asset_materializations_for_node("card_memory_states")[0].metadata["as_of"].value
-        success = instance.all_logs(refresh.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)[0].dagster_event
-        requests = revision_queue_shards_after_states(dg.build_run_status_sensor_context(
-            sensor_name=revision_queue_shards_after_states.name, dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(refresh.run_id), dagster_event=success))
         assert sorted(r.partition_key for r in requests) == sorted(
-            dg.MultiPartitionKey({"day": day, "shard": shard}) for shard in SHARDS)
+            dg.MultiPartitionKey({"day": str(day), "shard": shard}) for shard in SHARDS)
         assert len({r.run_key for r in requests}) == len(requests)
+        assert {r.run_config["ops"]["revision_queues"]["config"]["window_start"] for r in requests} == {
+            window.isoformat()}
         cutoff = dt.datetime.fromisoformat(requests[0].tags[STATES_CUTOFF_TAG])
         assert abs(cutoff.timestamp() - as_of) < 1e-3
 
-        # A review that reaches the warehouse after the refresh does not hold the night's shards back...
+        # A review that reaches the warehouse after the refresh does not hold the window's shards back...
         with get_engine(platform_states_url).begin() as conn:
             bulk.insert_review_logs(conn, pd.DataFrame({"id": [10**9], "reviewed_at": [pd.Timestamp.now(tz="UTC")],
                                                         "user_id": [1], "concept_id": [1], "rating": [3],
                                                         "review_duration_ms": [900]}))
         shard_job = repository.get_job(revision_queues_job.name)
-        night = shard_job.execute_in_process(instance=instance, resources=warehouse, tags=requests[0].tags,
-                                             partition_key=requests[0].partition_key)
-        assert night.success
+        built = [shard_job.execute_in_process(instance=instance, resources=warehouse, tags=r.tags,
+                                              run_config=r.run_config, partition_key=r.partition_key)
+                 for r in requests]
+        assert all(result.success for result in built)
         with get_engine(platform_states_url).connect() as conn:
-            cutoffs = bulk.read_frame(conn, sa.select(tables.revision_queue_user_summary.c.cutoff_at))["cutoff_at"]
-        assert len(cutoffs) and (abs(cutoffs - pd.Timestamp(cutoff)) < pd.Timedelta(milliseconds=1)).all()
+            summary = bulk.read_frame(conn, sa.select(tables.revision_queue_user_summary))
+            users = bulk.read_frame(conn, sa.select(tables.users))
+        rolling = users.loc[rollovers.in_window(users, day, window), "user_id"]
+        assert set(summary["user_id"]) == set(rolling) and len(rolling), "exactly the window's learners"
+        assert (abs(summary["cutoff_at"] - pd.Timestamp(cutoff)) < pd.Timedelta(milliseconds=1)).all()
+        assert (summary["valid_from"] >= pd.Timestamp(window)).all()
+        assert (summary["valid_from"] < pd.Timestamp(window + rollovers.WINDOW)).all()
         # ...while a shard launched later without the refresh's cutoff refuses the states that miss it.
         later = shard_job.execute_in_process(instance=instance, resources=warehouse, raise_on_error=False,
-                                             partition_key=requests[1].partition_key)
+                                             run_config=requests[1].run_config, partition_key=requests[1].partition_key)
         assert not later.success
         # A cutoff written by hand without a time zone is UTC, not a crash.
         naive = cutoff.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat()
         assert shard_job.execute_in_process(instance=instance, resources=warehouse,
-                                            tags={STATES_CUTOFF_TAG: naive},
+                                            tags={STATES_CUTOFF_TAG: naive}, run_config=requests[2].run_config,
                                             partition_key=requests[2].partition_key).success
 
 
-def test_a_refresh_for_a_past_day_launches_no_shard(platform_states_url, today):
-    """A late sensor tick, or an old nightly refresh re-executed: its day's queues can no longer be built."""
-    repository = defs().get_repository_def()
-    yesterday = (today - dt.timedelta(days=1)).isoformat()
+def test_a_refresh_for_a_window_whose_day_has_ended_launches_no_shard(platform_states_url, today):
+    """An old window's refresh re-executed: its day's queues can no longer be built."""
+    long_ago = dt.datetime.combine(today - dt.timedelta(days=3), dt.time(4), dt.timezone.utc)
     with dg.instance_for_test() as instance:
-        refresh = repository.get_job(card_memory_states_job.name).execute_in_process(
-            instance=instance, resources={"warehouse": Warehouse(database_url=platform_states_url)},
-            tags={QUEUE_DAY_TAG: yesterday})
-        success = instance.all_logs(refresh.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)[0].dagster_event
-        result = revision_queue_shards_after_states(dg.build_run_status_sensor_context(
-            sensor_name=revision_queue_shards_after_states.name, dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(refresh.run_id), dagster_event=success))
-    assert isinstance(result, dg.SkipReason) and f"for {yesterday}" in result.skip_message
+        _, result = _refresh(defs().get_repository_def(), instance, platform_states_url,
+                             {ROLLOVER_WINDOW_TAG: long_ago.isoformat()})
+    assert isinstance(result, dg.SkipReason) and "into a day that has not ended" in result.skip_message
 
 
-def test_a_retried_nightly_refresh_runs_its_step_again():
-    """From the failure there would be nothing left to retry once the step had finished: no shards that night."""
+def test_a_retried_window_refresh_runs_its_step_again():
+    """From the failure there would be nothing left to retry once the step had finished: no shards that window."""
     job = defs().resolve_job_def(card_memory_states_job.name)
     assert job.tags["dagster/retry_strategy"] == "ALL_STEPS"

@@ -1,11 +1,13 @@
 """Prometheus itself reads what we ship: promtool's unit tests of monitoring/alerts.yml, and a real Prometheus
 scraping `learning-pipelines metrics` over a freshly materialized instance, asked through its HTTP API whether
-the alerts stay quiet when healthy, whether the failure-rate alert notices failures, and whether every
-dashboard query answers with the labels its legend shows."""
+the lateness alert fires while a rollover window's build is missing, whether the alerts stay quiet when healthy,
+whether the failure-rate alert notices failures, and whether every dashboard query answers with the labels its
+legend shows."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -19,10 +21,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
+import sqlalchemy as sa
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from learning_pipelines import settings
 from learning_pipelines.db import migrate
 from learning_pipelines.db.engine import get_engine
 from learning_pipelines.definitions import defs as load_defs
@@ -31,6 +36,7 @@ from learning_pipelines.demo import load_platform
 from learning_pipelines.domain.simulate import simulate_platform
 from learning_pipelines.observability.exporter import code_location_jobs
 from tests.conftest import _skip_or_fail
+from tests.support.queue_windows import BUILD_KEY, built_keys, current_builds, write_builds
 from tests.support.running_stack import free_port
 
 pytestmark = pytest.mark.slow
@@ -44,8 +50,12 @@ CLI = str(Path(sys.executable).parent / "learning-pipelines")
 HEALTHY_JOBS = ("review_logs_job", "fsrs_global_job", "fsrs_optimization_job", "card_memory_states_job",
                 "revision_queues_job", "fsrs_shadow_evaluation_job", "concept_complexity_job", "ncf_job")
 NO_DATA_YET = "no data yet"  # the noValue of a panel that is empty until something happens in its window
-WAIT_SECONDS = 90  # the longest any condition below is waited for; with 1 s scrapes each takes a few seconds
+WAIT_SECONDS = 90  # the longest any condition below is waited for; with 2 s scrapes each takes a few seconds
 LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+LATE_AFTER = dt.timedelta(minutes=30)  # RevisionQueueLate's threshold
+# The window left unbuilt: its rollover well past LATE_AFTER, its learners' next rollover (when they would get a new
+# day, and the gauge would follow it) far beyond the end of the test.
+STOPPED_ROLLOVER_AGE, STOPPED_NEXT_ROLLOVER_IN = dt.timedelta(minutes=40), dt.timedelta(minutes=20)
 
 
 def _binary(name: str) -> str:
@@ -150,7 +160,7 @@ def _stop(process: subprocess.Popen) -> None:
 @contextlib.contextmanager
 def _prometheus_over(home: Path, database_url: str, tmp_path: Path) -> Iterator[str]:
     """`learning-pipelines metrics` on a free port, and a Prometheus configured as monitoring/prometheus.yml but
-    scraping that port every second, with its own storage; its base URL. Both stopped afterwards."""
+    scraping that port every 2 seconds, with its own storage; its base URL. Both stopped afterwards."""
     prometheus_binary = _binary("prometheus")
     processes = []
     try:
@@ -167,7 +177,8 @@ def _prometheus_over(home: Path, database_url: str, tmp_path: Path) -> Iterator[
 
         exporter_port = _wait_for(serving, "the exporter to listen")[1]
         config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
-        config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+        # A scrape may not take longer than the interval; on a busy machine one takes over a second.
+        config["global"].update(scrape_interval="2s", evaluation_interval="1s")
         assert config["rule_files"] == ["alerts.yml"]
         config["rule_files"] = [str(MONITORING / "alerts.yml")]
         (scrape,) = config["scrape_configs"]
@@ -217,13 +228,34 @@ def _no_value(panel: dict) -> str | None:
     return panel.get("fieldConfig", {}).get("defaults", {}).get("noValue")
 
 
+def _build_every_window_but_one(engine: sa.Engine, learners: pd.DataFrame, now: dt.datetime) -> pd.DataFrame:
+    """Every learner's current day built in its window (those revision_queues_job did not build already), as the
+    rollover windows would have, except one window whose rollover passed over LATE_AFTER ago: its builds."""
+    builds = current_builds(learners, now, settings.LEARNER_SHARDS)
+    done = built_keys(engine)
+    builds = builds.loc[[key not in done for key in builds[BUILD_KEY].itertuples(index=False)]]
+    next_rollover = current_builds(learners, now, settings.LEARNER_SHARDS, day_offset=1).set_index("user_id")
+    windows = builds.assign(next_rollover_at=builds["user_id"].map(next_rollover["rollover_at"])).groupby(
+        "window_start").agg(rollover_at=("rollover_at", "min"), next_rollover_at=("next_rollover_at", "min"))
+    stoppable = windows.loc[(windows["rollover_at"] < pd.Timestamp(now - STOPPED_ROLLOVER_AGE))
+                            & (windows["next_rollover_at"] > pd.Timestamp(now + STOPPED_NEXT_ROLLOVER_IN))]
+    assert len(stoppable), f"no window to stop among {windows}"
+    stopped = builds["window_start"] == stoppable.index[0]
+    write_builds(engine, builds.loc[~stopped])
+    return builds.loc[stopped]
+
+
 def test_a_real_prometheus_scrapes_the_exporter_and_evaluates_the_alerts(tmp_path, empty_sqlite_url):
-    """Quiet on a healthy instance; the failure-rate alert pending at the third failed run (its `for:` is
-    promtool's to prove, so not waited out); every dashboard query answered, with its legend's labels."""
+    """RevisionQueueLate firing while a window's build is missing and its rollover passed over 30 minutes ago,
+    cleared once built (late); quiet on a healthy instance; the failure-rate alert pending at the third failed run
+    (its `for:` is promtool's to prove, so not waited out); every dashboard query answered, with its legend's
+    labels."""
     _binary("prometheus")  # skip before materializing anything
     migrate.upgrade(empty_sqlite_url)
-    load_platform(get_engine(empty_sqlite_url),
-                  simulate_platform(n_learners=30, n_concepts=60, n_resources=10, days=120, seed=2))
+    engine = get_engine(empty_sqlite_url)
+    platform = simulate_platform(n_learners=30, n_concepts=60, n_resources=10, days=120, seed=2)
+    platform.users["created_at"] = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)
+    load_platform(engine, platform)
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
@@ -233,6 +265,7 @@ def test_a_real_prometheus_scrapes_the_exporter_and_evaluates_the_alerts(tmp_pat
     broken = Warehouse(database_url=f"sqlite:///{tmp_path / 'never_migrated.db'}")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         _materialize_healthy(repository, instance, warehouse)
+        stopped = _build_every_window_but_one(engine, platform.users, dt.datetime.now(dt.timezone.utc))
 
         with _prometheus_over(home, empty_sqlite_url, tmp_path) as base:
             _settle(base)
@@ -243,7 +276,23 @@ def test_a_real_prometheus_scrapes_the_exporter_and_evaluates_the_alerts(tmp_pat
                 assert sorted(s.get("dagster_job") for s in stored) == jobs, (family, stored)
             rules = [rule for group in _get(base, "/api/v1/rules")["groups"] for rule in group["rules"]]
             assert rules and all(rule["health"] == "ok" for rule in rules), [r.get("lastError") for r in rules]
+
+            # The stopped window: its learners' rollover passed over 30 minutes ago without their queue.
+            alerts = _alerts(base)
+            assert [(a["labels"]["alertname"], a["state"]) for a in alerts] == [("RevisionQueueLate", "firing")]
+            rollover_age = dt.datetime.now(dt.timezone.utc) - stopped["rollover_at"].min()
+            assert float(alerts[0]["value"]) == pytest.approx(rollover_age.total_seconds(), abs=60)
+            assert float(alerts[0]["value"]) > LATE_AFTER.total_seconds()
+            without_queue = _query(base, "sum(revision_queue_learners_without_todays_queue)")
+            assert float(without_queue[0]["value"][1]) == len(stopped) > 0
+            assert alerts[0]["annotations"]["summary"].startswith(f"{len(stopped)} learners have no revision queue")
+
+            # Built late, every learner has their day's queue: the alert clears.
+            write_builds(engine, stopped, ready_at=dt.datetime.now(dt.timezone.utc))
+            _wait_for(lambda: not _alerts(base), "RevisionQueueLate to clear once the window is built")
+            _settle(base)
             assert _alerts(base) == [], "a healthy instance raises no alert, not even a pending one"
+            assert float(_query(base, "sum(revision_queue_learners_without_todays_queue)")[0]["value"][1]) == 0
             _check_dashboard(base, may_be_empty=lambda panel: _no_value(panel) is not None)
 
             # One more FSRS shard and CDC calculation (so the duration quantiles have a window with data), then

@@ -58,7 +58,7 @@ FORGET_SESSION, WRITER_SESSION = "faults_forget", "faults_writer"  # application
 APP_VIEWS = ("app_revision_queue", "app_due_concepts", "app_recommendations")
 # Columns a run stamps with its own time or id: two runs on the same data differ only there.
 RUN_STAMPS = {"generated_at", "trained_at", "training_cooldown_until", "model_id", "checkpoint_uri", "train_seconds",
-              "cutoff_at", "updated_at", "as_of", "pending_xids"}
+              "cutoff_at", "updated_at", "as_of", "pending_xids", "ready_at", "late"}
 SHARD = learner_shards.get_partition_keys()[0]
 # Enough epochs on the prepared platform for the model to beat popularity, so that it writes embeddings.
 QUICK_NCF = {"ops": {"ncf_model": {"config": {"choose_by_validation": False, "epochs": 20}}}}
@@ -105,8 +105,10 @@ WRITERS = {writer.name: writer for writer in (
            ("revision_queues.learners_locked", "revision_queues.cleared_revision_queue_theme",
             "revision_queues.day_cleared", "revision_queues.chunk_written", "revision_queues.before_commit"),
            (tables.revision_queue_theme, tables.revision_queue_user_summary, tables.tag_quality_debt_log,
-            tables.queue_stats_daily),
-           partition_key=lambda today: dg.MultiPartitionKey({"day": str(today), "shard": SHARD}),
+            tables.queue_stats_daily, tables.revision_queue_windows),
+           # Tomorrow (UTC) has not ended on any learner's calendar, whatever the hour: every learner is built.
+           partition_key=lambda today: dg.MultiPartitionKey({"day": str(today + dt.timedelta(days=1)),
+                                                             "shard": SHARD}),
            prepare=_built_once("revision_queues")),
     Writer("recommendations", (recommendations,),
            ("recommendations.ranked", "recommendations.before_commit"),
