@@ -69,8 +69,9 @@ def fsrs_global_parameters(context: dg.AssetExecutionContext, config: GlobalFitC
     owners=["team:learning-intelligence"],
     metadata=written_table("srs_user_params", "card_memory_states"),
     check_specs=[dg.AssetCheckSpec("tuned_not_worse_than_global", asset="fsrs_parameters",
-                                   description="On the shard's trained learners' held-out latest reviews, own "
-                                               "weights score a logloss no worse than the global weights."),
+                                   description="On the shard's trained learners' held-out latest reviews, the "
+                                               "weights they end with score a logloss no worse than the global "
+                                               "weights beyond the noise of that comparison (one-sided 95 %)."),
                  # In the asset's own step, on what it has just stored: one Celery task per shard, not two.
                  dg.AssetCheckSpec("weights_within_bounds", asset="fsrs_parameters", blocking=True,
                                    description="The latest global weights and the shard's learners' own weights, as "
@@ -80,10 +81,12 @@ def fsrs_global_parameters(context: dg.AssetExecutionContext, config: GlobalFitC
 def fsrs_parameters(context: dg.AssetExecutionContext, config: ShardFitConfig,
                     warehouse: Warehouse) -> dg.MaterializeResult:
     """One learner shard's own FSRS-6 weights: eligible TUNED_ELIGIBLE learners (at least 300 reviews,
-    7-day cooldown passed) are fitted from the latest global weights, each scored against them on their
-    held-out latest 10 % of reviews. The shard's srs_user_params rows and the memory states of its
-    learners now on other weights (replayed in full) switch together in one transaction, so a re-run or a
-    redelivered step replaces exactly the shard's rows."""
+    7-day cooldown passed) are fitted from the weights they use (the latest global ones until they have own),
+    and the new weights are stored only where they beat those and the defaults on the latest quarter of
+    the training reviews (metadata `weights_kept` says why the others stay); then each learner is scored against
+    the global weights on their held-out latest 10 % of reviews. The shard's srs_user_params rows and the
+    memory states of its learners now on other weights (replayed in full) switch together in one
+    transaction, so a re-run or a redelivered step replaces exactly the shard's rows."""
     summary = fit_shard(warehouse.engine, context.partition_key, config.to_training_config(), config.learner_chunk,
                         log=asset_logger(context).info)
     return dg.MaterializeResult(metadata=shown(summary.metadata()), check_results=_shard_checks(summary))
@@ -94,6 +97,7 @@ def _shard_checks(summary: ShardFitSummary) -> list[dg.AssetCheckResult]:
     own, global_ = trained.holdout_logloss_own, trained.holdout_logloss_global
     return [dg.AssetCheckResult(check_name="tuned_not_worse_than_global", passed=trained.tuned_not_worse_than_global,
                                 metadata={"holdout_logloss_own": own, "holdout_logloss_global": global_,
+                                          "holdout_difference_se": trained.holdout_difference_se,
                                           "n_holdout_reviews": trained.n_holdout_reviews,
                                           "n_learners": len(trained.holdout_scores)}),
             _within_bounds(summary.weight_vectors_out_of_bounds)]

@@ -11,6 +11,10 @@ numbers each) through the recurrence (forward mode); every scored review adds it
 unit's gradient and one column to its unit's Fisher factor: no autograd graph. The formulas are
 fsrs.py's, differentiated by hand; a test compares the gradient and the Fisher matrix with finite
 differences of fsrs_replay.
+
+Scored reviews belong to one of two parts (`part`: 0 the reviews a fit learns from, 1 a validation split
+held out of it): loss and gradient are summed per part, so one replay scores a fit on both. The Fisher
+matrix reads predictions, never outcomes, and is summed over both parts.
 """
 
 from __future__ import annotations
@@ -113,18 +117,19 @@ def work_units(card_start: np.ndarray, card_learner: np.ndarray) -> tuple[np.nda
 
 
 @numba.njit(cache=True, parallel=True)
-def loss_grad_fisher(elapsed, ratings, sample_weight, card_start, unit_card_start, unit_learner, weights, units,
+def loss_grad_fisher(elapsed, ratings, sample_weight, part, card_start, unit_card_start, unit_learner, weights, units,
                      fisher_reviews=FISHER_REVIEWS):
-    """For each unit in `units`: (sum of weighted log loss, gradient (21,), Fisher (21, 21)) with
-    its learner's weights (weights[unit_learner[unit]]). A review scores when its sample weight is > 0.
+    """For each unit in `units`: (sum of weighted log loss per part (2,), gradient per part (2, 21), Fisher
+    (21, 21)) with its learner's weights (weights[unit_learner[unit]]). A review scores when its sample weight
+    is > 0, in part part[t].
 
     The Fisher matrix is J' C J over the unit's scored reviews, estimated from every k-th of them
     (`fisher_reviews` of them at least): their columns of sqrt(k x curvature) x dR/dw are collected
     first and multiplied once, not added review by review.
     """
     n = len(units)
-    loss = np.zeros(n)
-    grad = np.zeros((n, N_WEIGHTS))
+    loss = np.zeros((n, 2))
+    grad = np.zeros((n, 2, N_WEIGHTS))
     fisher = np.zeros((n, N_WEIGHTS, N_WEIGHTS))
     for k in numba.prange(n):
         unit = units[k]
@@ -141,9 +146,8 @@ def loss_grad_fisher(elapsed, ratings, sample_weight, card_start, unit_card_star
         column = 0
         due = 0  # scored reviews to pass before the next one sampled for the Fisher matrix
         for card in range(unit_card_start[unit], unit_card_start[unit + 1]):
-            card_loss, column, due = _replay_card(elapsed, ratings, sample_weight, card_start[card],
-                                                  card_start[card + 1], w, js, jd, grad[k], rows, column, due, stride)
-            loss[k] += card_loss
+            column, due = _replay_card(elapsed, ratings, sample_weight, part, card_start[card], card_start[card + 1], w,
+                                       js, jd, loss[k], grad[k], rows, column, due, stride)
         _gram(rows, fisher[k])
     return loss, grad, fisher
 
@@ -161,19 +165,31 @@ def _gram(rows, out):
 
 
 @numba.njit(cache=True, parallel=True)
-def unit_losses(elapsed, ratings, sample_weight, card_start, unit_card_start, unit_learner, weights, units):
-    """The weighted log loss of each unit in `units` alone: no derivatives, several times cheaper."""
-    loss = np.zeros(len(units))
+def unit_losses(elapsed, ratings, sample_weight, part, card_start, card_end, unit_card_start, unit_learner, weights,
+                units):
+    """The weighted log loss of each unit in `units` per part (n, 2) alone: no derivatives, several times cheaper.
+    Card c is replayed up to card_end[c] (at most card_start[c + 1]): nothing after a card's last review of
+    interest needs replaying."""
+    loss = np.zeros((len(units), 2))
     for k in numba.prange(len(units)):
         unit = units[k]
         w = weights[unit_learner[unit]]
         for card in range(unit_card_start[unit], unit_card_start[unit + 1]):
-            loss[k] += _card_loss(elapsed, ratings, sample_weight, card_start[card], card_start[card + 1], w)
+            if card_end[card] > card_start[card] + 1:
+                _card_loss(elapsed, ratings, sample_weight, part, card_start[card], card_end[card], w, loss[k])
     return loss
 
 
 @numba.njit(cache=True)
-def _card_loss(elapsed, ratings, sample_weight, start, end, w):
+def _review_loss(r, log_r, recalled):
+    """-log of the predicted chance of what happened; log(r) is passed in, so a recall costs no logarithm."""
+    if recalled:
+        return -log_r if EPS < r < 1.0 - EPS else -math.log(min(max(r, EPS), 1.0 - EPS))
+    return -math.log(1.0 - min(max(r, EPS), 1.0 - EPS))
+
+
+@numba.njit(cache=True)
+def _card_loss(elapsed, ratings, sample_weight, part, start, end, w, loss):
     first = ratings[start]
     s = w[first - 1]
     d = min(max(w[4] - math.exp(w[5] * (first - 1)) + 1.0, _D_MIN), _D_MAX)
@@ -181,15 +197,14 @@ def _card_loss(elapsed, ratings, sample_weight, start, end, w):
     factor = 0.9 ** (-1.0 / decay) - 1.0
     exp_w8 = math.exp(w[8])
     init_easy = w[4] - math.exp(3.0 * w[5]) + 1.0
-    loss = 0.0
     for t in range(start + 1, end):
         e = elapsed[t]
         g = ratings[t]
-        r = math.exp(-decay * math.log(1.0 + factor * e / s))
+        log_r = -decay * math.log(1.0 + factor * e / s)
+        r = math.exp(log_r)
         weight = sample_weight[t]
         if weight > 0.0:
-            p = min(max(r, EPS), 1.0 - EPS)
-            loss -= weight * (math.log(p) if g > fsrs.AGAIN else math.log(1.0 - p))
+            loss[part[t]] += weight * _review_loss(r, log_r, g > fsrs.AGAIN)
         if e > 0 and g > fsrs.AGAIN:
             hard = w[15] if g == fsrs.HARD else 1.0
             easy = w[16] if g == fsrs.EASY else 1.0
@@ -206,14 +221,13 @@ def _card_loss(elapsed, ratings, sample_weight, start, end, w):
         s = min(max(s, _S_MIN), _S_MAX)
         damped = d + (10.0 - d) / 9.0 * (-w[6] * (g - 3.0))
         d = min(max(w[7] * init_easy + (1.0 - w[7]) * damped, _D_MIN), _D_MAX)
-    return loss
 
 
 @numba.njit(cache=True)
-def _replay_card(elapsed, ratings, sample_weight, start, end, w, js, jd, grad, rows, column, due, stride):
-    """Replays one card: returns its weighted loss and (column, due) after it; adds its gradient to
-    `grad`, and to `rows` the column sqrt(stride x curvature) x dR/dw of every stride-th scored review
-    of the unit (the next once `due` more have passed).
+def _replay_card(elapsed, ratings, sample_weight, part, start, end, w, js, jd, loss, grad, rows, column, due, stride):
+    """Replays one card: adds its weighted loss to `loss` (2,) and its gradient to `grad` (2, 21) by part, and to
+    `rows` the column sqrt(stride x curvature) x dR/dw of every stride-th scored review of the unit (the next once
+    `due` more have passed); returns (column, due) after it.
 
     dR/dw is dR/dS x js but for w20, which R also reads directly (dr_dw20): no array of its own.
     Difficulty depends on w4..w7 only, so jd is nonzero only there.
@@ -234,7 +248,6 @@ def _replay_card(elapsed, ratings, sample_weight, start, end, w, js, jd, grad, r
     d_factor = base * _LN_09 / decay**2
     exp_w8 = math.exp(w[8])
     exp_3w5 = math.exp(3.0 * w[5])
-    loss = 0.0
     for t in range(start + 1, end):
         e = elapsed[t]
         g = ratings[t]
@@ -246,16 +259,13 @@ def _replay_card(elapsed, ratings, sample_weight, start, end, w, js, jd, grad, r
         weight = sample_weight[t]
         if weight > 0.0:
             p = min(max(r, EPS), 1.0 - EPS)
-            if g > fsrs.AGAIN:
-                loss -= weight * math.log(p)
-                slope = -weight / p
-            else:
-                loss -= weight * math.log(1.0 - p)
-                slope = weight / (1.0 - p)
+            split = part[t]
+            slope = -weight / p if g > fsrs.AGAIN else weight / (1.0 - p)
+            loss[split] += weight * _review_loss(r, -decay * log_u, g > fsrs.AGAIN)
             grad_scale = slope * dr_ds
             for i in range(N_WEIGHTS):
-                grad[i] += grad_scale * js[i]
-            grad[20] += slope * dr_dw20
+                grad[split, i] += grad_scale * js[i]
+            grad[split, 20] += slope * dr_dw20
             if due == 0:
                 root_curvature = math.sqrt(stride * weight / (p * (1.0 - p)))
                 row_scale = root_curvature * dr_ds
@@ -267,7 +277,7 @@ def _replay_card(elapsed, ratings, sample_weight, start, end, w, js, jd, grad, r
             due -= 1
         s = _next_stability(s, d, r, e, g, w, exp_w8, js, jd, dr_ds, dr_dw20)
         d = _next_difficulty(d, g, w, exp_3w5, jd)
-    return loss, column, due
+    return column, due
 
 
 @numba.njit(cache=True)

@@ -31,7 +31,7 @@ WEIGHT_SPREAD = np.array([
 
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
-    max_iterations: int = 5  # 3 more move bench/fsrs_throughput.py's mean logloss by < 0.001
+    max_iterations: int = 5  # Levenberg-Marquardt steps; more move bench/fsrs_throughput.py's mean logloss by < 0.0002
     tolerance: float = 3e-4  # a learner whose accepted step gains less logloss than this is done
     # The prior adds prior_strength / n x sum(((w - start) / WEIGHT_SPREAD)^2) to the mean loss of a learner's
     # n reviews: a fixed total, so its pull fades as reviews accrue (fsrs-rs's gamma).
@@ -71,7 +71,7 @@ class CardHistories:
 
 def card_histories(reviews: pd.DataFrame) -> CardHistories:
     """reviews: user_id, concept_id, learner_day, rating, in time order."""
-    from learning_pipelines.domain import fsrs_kernel  # numba: see _Objective._kernel
+    from learning_pipelines.domain import fsrs_kernel  # numba: see Objective._kernel
 
     learner_of_row, learner_ids = pd.factorize(reviews["user_id"], sort=True)
     concept_of_row, concepts = pd.factorize(reviews["concept_id"])
@@ -175,58 +175,119 @@ def fit_histories(h: CardHistories, start: np.ndarray | None = None, config: Fit
     batch as they converge, so later iterations replay fewer cards; the last one replays for the
     loss alone (no step follows it).
     """
-    n_learners = h.n_learners
-    start = np.tile(fsrs.DEFAULT_WEIGHTS, (n_learners, 1)) if start is None else np.asarray(start, dtype=float)
+    start = default_start(h.n_learners) if start is None else np.asarray(start, dtype=float)
     sample_weight = training_weights(h, config)
     anchor = pretrain_initial_stability(h, sample_weight, start)
-    objective = _Objective(h, sample_weight, anchor, config)
-
-    weights = anchor.copy()
-    everyone = np.arange(n_learners)
-    loss, grad, hessian = objective.evaluate(weights, everyone)
-    loss_before = loss.copy()  # the prior is 0 at the anchor
-    damping = np.full(n_learners, 1e-3)
-    active = objective.n_reviews > 0
-    iteration = 0
-    for iteration in range(1, config.max_iterations + 1):
-        if not active.any():
-            break
-        learners = np.flatnonzero(active)
-        h_active = hessian[learners]
-        diagonal = np.einsum("lii->li", h_active)
-        system = h_active + (damping[learners, None] * diagonal + 1e-9)[:, :, None] * np.eye(fsrs.N_WEIGHTS)
-        candidate = weights.copy()
-        candidate[learners] = fsrs.clip_weights(
-            weights[learners] - np.linalg.solve(system, grad[learners][:, :, None])[:, :, 0])
-        if iteration < config.max_iterations:
-            new_loss, new_grad, new_hessian = objective.evaluate(candidate, learners)
-        else:
-            new_loss, new_grad, new_hessian = objective.loss(candidate, learners), grad, hessian
-        better = np.zeros(n_learners, dtype=bool)
-        better[learners] = new_loss[learners] < loss[learners]
-        gain = np.where(better, loss - new_loss, 0.0)
-        weights[better], grad[better], hessian[better] = candidate[better], new_grad[better], new_hessian[better]
-        loss = np.where(better, new_loss, loss)
-        damping = np.where(better, damping / 3.0, np.where(active, damping * 8.0, damping))
-        # Done: an accepted step gained almost nothing, or no step small enough helps any more.
-        active &= ~((better & (gain < config.tolerance)) | (damping > 1e8))
-    # `loss` holds each learner's loss at its final weights: only the prior's share comes off.
-    return FitResult(weights, loss_before, loss - objective.prior_loss(weights), objective.n_reviews, iteration)
+    objective = Objective(h, sample_weight, np.zeros(len(sample_weight), dtype=np.int8), anchor, config)
+    fit = LevenbergMarquardt(objective, anchor, objective.n_reviews[:, 0] > 0)
+    loss_before = fit.data_loss()  # the prior is 0 at the anchor
+    fit.run(config.max_iterations, last_loss_only=True)
+    return FitResult(fit.weights, loss_before, fit.data_loss(), objective.n_reviews[:, 0], fit.iterations)
 
 
-class _Objective:
-    """Per-learner recency-weighted logloss plus the prior, with gradient and Gauss-Newton (Fisher)
-    matrix, for any subset of learners (only their cards are replayed)."""
+def default_start(n_learners: int) -> np.ndarray:
+    return np.tile(fsrs.DEFAULT_WEIGHTS, (n_learners, 1))
 
-    def __init__(self, h: CardHistories, sample_weight: np.ndarray, anchor: np.ndarray, config: FitConfig):
+
+# Where a learner's damping starts, relative to its Fisher matrix's diagonal: a first step that short is taken at
+# once; from 1e-3 a third of the bench's learners had their first (full price) replay refused.
+_INITIAL_DAMPING = 1.0
+_IDENTITY = np.eye(fsrs.N_WEIGHTS)
+
+
+class LevenbergMarquardt:
+    """Each learner's damped Gauss-Newton steps on `objective`, all learners in lockstep, from `weights`.
+
+    A weight held at the bound its gradient pushes it against takes no part in a step (active set): the other
+    weights' step is solved with it fixed, instead of solved as if it moved and then clipped.
+    """
+
+    def __init__(self, objective: Objective, weights: np.ndarray, active: np.ndarray):
+        self.objective = objective
+        self.weights = weights.copy()
+        everyone = np.arange(len(weights))
+        self.loss_sums, self.grad_sums, self.fisher = objective.evaluate(self.weights, everyone)
+        self.loss = objective.value(self.loss_sums, self.weights)
+        self.damping = np.full(len(weights), _INITIAL_DAMPING)
+        self.active = active.copy()
+        self.iterations = 0
+
+    def data_loss(self) -> np.ndarray:
+        """Each learner's weighted mean log loss of the reviews its objective scores, at its current weights."""
+        return self.objective.value(self.loss_sums, self.weights, with_prior=False)
+
+    def run(self, n_iterations: int, last_loss_only: bool) -> None:
+        """Up to `n_iterations` steps of the active learners; with `last_loss_only`, the last step is tested by a
+        replay of the loss alone (its gradient is not needed: no step follows it)."""
+        objective = self.objective
+        for iteration in range(n_iterations):
+            if not self.active.any():
+                break
+            self.iterations += 1
+            learners = np.flatnonzero(self.active)
+            candidate = self.weights.copy()
+            candidate[learners] = self._step(learners)
+            loss_only = last_loss_only and iteration == n_iterations - 1
+            if loss_only:
+                loss_sums = objective.loss_sums(candidate, learners)
+            else:
+                loss_sums, grad_sums, fisher = objective.evaluate(candidate, learners)
+            new_loss = objective.value(loss_sums, candidate)
+            better = np.zeros(len(candidate), dtype=bool)
+            better[learners] = new_loss[learners] < self.loss[learners]
+            gain = np.where(better, self.loss - new_loss, 0.0)
+            self.weights[better], self.loss[better], self.loss_sums[better] = \
+                candidate[better], new_loss[better], loss_sums[better]
+            if not loss_only:
+                self.grad_sums[better], self.fisher[better] = grad_sums[better], fisher[better]
+            self.damping = np.where(better, self.damping / 3.0, np.where(self.active, self.damping * 8.0, self.damping))
+            # Done: an accepted step gained almost nothing, or no step small enough helps any more.
+            self.active &= ~((better & (gain < objective.config.tolerance)) | (self.damping > 1e8))
+
+    def resume(self, learners: np.ndarray) -> None:
+        """Only `learners` step from now on, on their objective as it is now (objective.include_validation
+        changes it)."""
+        self.loss[learners] = self.objective.value(self.loss_sums, self.weights)[learners]
+        self.active = np.zeros(len(self.weights), dtype=bool)
+        self.active[learners] = True
+
+    def _step(self, learners: np.ndarray) -> np.ndarray:
+        weights = self.weights[learners]
+        grad, hessian = self.objective.gradient_and_hessian(self.grad_sums, self.fisher, self.weights, learners)
+        held = (((weights <= fsrs.WEIGHT_BOUNDS[:, 0]) & (grad > 0))
+                | ((weights >= fsrs.WEIGHT_BOUNDS[:, 1]) & (grad < 0)))
+        hessian[held[:, :, None] | held[:, None, :]] = 0.0
+        grad[held] = 0.0
+        learner_of, weight_of = np.nonzero(held)
+        hessian[learner_of, weight_of, weight_of] = 1.0
+        diagonal = np.einsum("lii->li", hessian)
+        system = hessian + (self.damping[learners, None] * diagonal + 1e-9)[:, :, None] * _IDENTITY
+        return fsrs.clip_weights(weights - np.linalg.solve(system, grad[:, :, None])[:, :, 0])
+
+
+class Objective:
+    """Per learner: the recency-weighted mean log loss of the reviews it scores plus the prior, with gradient and
+    Gauss-Newton (Fisher) matrix, for any subset of learners (only their cards are replayed).
+
+    `part` splits the scored reviews in two (fsrs_kernel): 0, what every fit learns from; 1, a validation split,
+    scored alongside (at no extra replay) and learned from only by the learners include_validation names.
+    """
+
+    def __init__(self, h: CardHistories, sample_weight: np.ndarray, part: np.ndarray, anchor: np.ndarray,
+                 config: FitConfig):
         fsrs_kernel = self._kernel()
-        self.h, self.sample_weight, self.anchor = h, sample_weight, anchor
-        trained = sample_weight > 0
+        self.h, self.sample_weight, self.part, self.anchor, self.config = h, sample_weight, part, anchor, config
         learner_of_review = h.card_learner[h.card_of_review()]
-        self.n_reviews = np.bincount(learner_of_review[trained], minlength=h.n_learners)
-        self.total_weight = np.maximum(np.bincount(learner_of_review, sample_weight, h.n_learners), _EPS)
+        scored = sample_weight > 0
+        by_part = learner_of_review * 2 + part
+        self.n_reviews = np.bincount(by_part[scored], minlength=2 * h.n_learners).reshape(-1, 2)
+        self.total_weight = np.bincount(by_part, sample_weight, 2 * h.n_learners).reshape(-1, 2)
         self.unit_card_start, self.unit_learner = fsrs_kernel.work_units(h.card_start, h.card_learner)
-        self.prior = config.prior_strength / np.maximum(self.n_reviews, 1)
+        self.learns_validation = np.zeros(h.n_learners, dtype=bool)
+        # Each card's replay for the validation split alone ends after its last scored review there.
+        in_split = np.flatnonzero(scored & (part == 1))
+        self.validation_card_end = h.card_start[:-1].copy()
+        self.validation_card_end[h.card_of_review()[in_split]] = in_split + 1  # positions ascend: the last one stays
 
     @staticmethod
     def _kernel():
@@ -236,6 +297,39 @@ class _Objective:
 
         return fsrs_kernel
 
+    def include_validation(self, learners: np.ndarray) -> None:
+        self.learns_validation[learners] = True
+
+    def _parts(self) -> np.ndarray:
+        """(L, 2): 1 for each part a learner's objective scores."""
+        return np.column_stack([np.ones(self.h.n_learners), self.learns_validation]).astype(float)
+
+    def _prior(self) -> np.ndarray:
+        n = (self.n_reviews * self._parts()).sum(axis=1)
+        return self.config.prior_strength / np.maximum(n, 1)
+
+    def value(self, loss_sums: np.ndarray, weights: np.ndarray, with_prior: bool = True) -> np.ndarray:
+        """Each learner's objective from its per-part loss sums (L, 2) at `weights`."""
+        parts = self._parts()
+        data = (loss_sums * parts).sum(axis=1) / np.maximum((self.total_weight * parts).sum(axis=1), _EPS)
+        if not with_prior:
+            return data
+        return data + self._prior() * (((weights - self.anchor) / WEIGHT_SPREAD) ** 2).sum(axis=1)
+
+    def gradient_and_hessian(self, grad_sums: np.ndarray, fisher: np.ndarray, weights: np.ndarray,
+                             learners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The objective's gradient and Gauss-Newton matrix for `learners`, from per-part gradient sums and the
+        Fisher matrix per unit of sample weight."""
+        parts = self._parts()[learners]
+        total = np.maximum((self.total_weight[learners] * parts).sum(axis=1), _EPS)
+        prior = self._prior()[learners]
+        grad = (grad_sums[learners] * parts[:, :, None]).sum(axis=1) / total[:, None]
+        grad += 2 * prior[:, None] * (weights[learners] - self.anchor[learners]) / WEIGHT_SPREAD**2
+        hessian = fisher[learners].copy()
+        diagonal = np.arange(fsrs.N_WEIGHTS)
+        hessian[:, diagonal, diagonal] += 2 * prior[:, None] / WEIGHT_SPREAD**2
+        return grad, hessian
+
     def _units(self, learners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The work units of `learners` (ascending), and where each learner's first one is among them."""
         chosen = np.zeros(self.h.n_learners, dtype=bool)
@@ -244,53 +338,44 @@ class _Objective:
         owners = self.unit_learner[units]
         return units, np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
 
-    def _kernel_args(self, weights: np.ndarray, units: np.ndarray):
+    def _kernel_args(self, weights: np.ndarray, units: np.ndarray, card_end: np.ndarray | None = None):
         h = self.h
-        return (h.elapsed_days, h.ratings, self.sample_weight, h.card_start, self.unit_card_start, self.unit_learner,
-                np.ascontiguousarray(weights, dtype=np.float64), units)
+        card_bounds = (h.card_start,) if card_end is None else (h.card_start, card_end)
+        return (h.elapsed_days, h.ratings, self.sample_weight, self.part, *card_bounds, self.unit_card_start,
+                self.unit_learner, np.ascontiguousarray(weights, dtype=np.float64), units)
 
-    def data_loss(self, weights: np.ndarray, learners: np.ndarray | None = None) -> np.ndarray:
-        """Each learner's weighted mean log loss at `weights` (L, 21); NaN but for `learners` (default: all)."""
+    def loss_sums(self, weights: np.ndarray, learners: np.ndarray | None = None,
+                  validation_only: bool = False) -> np.ndarray:
+        """(L, 2): each learner's weighted log loss summed per part at `weights` (the validation split's alone, and
+        only its cards replayed, with `validation_only`); NaN but for `learners` (default: all)."""
         learners = np.arange(self.h.n_learners) if learners is None else learners
         units, firsts = self._units(learners)
-        per_unit = self._kernel().unit_losses(*self._kernel_args(weights, units))
-        loss = np.full(self.h.n_learners, np.nan)
-        loss[learners] = _per_learner(per_unit, firsts) / self.total_weight[learners]
-        return loss
-
-    def loss(self, weights: np.ndarray, learners: np.ndarray) -> np.ndarray:
-        """The objective (data and prior) alone, for `learners`; NaN for the others."""
-        return self.data_loss(weights, learners) + self.prior_loss(weights)
-
-    def prior_loss(self, weights: np.ndarray) -> np.ndarray:
-        return self.prior * (((weights - self.anchor) / WEIGHT_SPREAD) ** 2).sum(axis=1)
+        card_end = self.validation_card_end if validation_only else self.h.card_start[1:]
+        sums = np.full((self.h.n_learners, 2), np.nan)
+        sums[learners] = _per_learner(self._kernel().unit_losses(*self._kernel_args(weights, units, card_end)), firsts)
+        return sums
 
     def evaluate(self, weights: np.ndarray, learners: np.ndarray):
+        """(loss sums (L, 2), gradient sums (L, 2, 21), Fisher matrix per unit of sample weight (L, 21, 21)) at
+        `weights`, filled for `learners` only."""
         n_learners = self.h.n_learners
         units, firsts = self._units(learners)
         unit_loss, unit_grad, unit_fisher = self._kernel().loss_grad_fisher(*self._kernel_args(weights, units))
-        total = self.total_weight[learners]
-        offset = (weights - self.anchor) / WEIGHT_SPREAD
-        loss = self.prior_loss(weights)
-        loss[learners] += _per_learner(unit_loss, firsts) / total
-        grad = 2 * self.prior[:, None] * offset / WEIGHT_SPREAD
-        grad[learners] += _per_learner(unit_grad, firsts) / total[:, None]
-        fisher = _per_learner(unit_fisher, firsts)
-        fisher /= total[:, None, None]
-        diagonal = np.arange(fsrs.N_WEIGHTS)
-        fisher[:, diagonal, diagonal] += 2 * self.prior[learners, None] / WEIGHT_SPREAD**2
-        if len(learners) == n_learners:
-            return loss, grad, fisher
-        hessian = np.zeros((n_learners, fsrs.N_WEIGHTS, fsrs.N_WEIGHTS))  # only `learners`' are filled
-        hessian[learners] = fisher
-        return loss, grad, hessian
+        loss_sums = np.full((n_learners, 2), np.nan)
+        loss_sums[learners] = _per_learner(unit_loss, firsts)
+        grad_sums = np.zeros((n_learners, 2, fsrs.N_WEIGHTS))
+        grad_sums[learners] = _per_learner(unit_grad, firsts)
+        fisher = np.zeros((n_learners, fsrs.N_WEIGHTS, fsrs.N_WEIGHTS))
+        fisher[learners] = _per_learner(unit_fisher, firsts)
+        fisher[learners] /= np.maximum(self.total_weight[learners].sum(axis=1), _EPS)[:, None, None]
+        return loss_sums, grad_sums, fisher
 
 
 def _per_learner(per_unit: np.ndarray, firsts: np.ndarray) -> np.ndarray:
     """Sums over each learner's consecutive work units (a learner's first is at `firsts`)."""
     if len(firsts) == len(per_unit):
         return per_unit
-    sums = _Objective._kernel().sum_runs(per_unit.reshape(len(per_unit), -1), firsts)
+    sums = Objective._kernel().sum_runs(per_unit.reshape(len(per_unit), -1), firsts)
     return sums.reshape((len(firsts), *per_unit.shape[1:]))
 
 
@@ -300,9 +385,7 @@ def fit_reviews(reviews: pd.DataFrame, start: np.ndarray | None = None,
 
     Returns one row per learner (user_id, weights as a list, n_reviews, logloss_before/after).
     """
-    ordered = reviews if reviews["reviewed_at"].is_monotonic_increasing else reviews.sort_values(
-        "reviewed_at", kind="stable")
-    h = card_histories(ordered)
+    h = card_histories(in_time_order(reviews))
     result = fit_histories(h, start=start, config=config)
     table = pd.DataFrame({
         "user_id": h.learner_ids,
@@ -312,6 +395,11 @@ def fit_reviews(reviews: pd.DataFrame, start: np.ndarray | None = None,
         "logloss_after": result.logloss_after,
     })
     return table, result
+
+
+def in_time_order(reviews: pd.DataFrame) -> pd.DataFrame:
+    return reviews if reviews["reviewed_at"].is_monotonic_increasing else reviews.sort_values("reviewed_at",
+                                                                                              kind="stable")
 
 
 def fit_pooled(reviews: pd.DataFrame, config: FitConfig = FitConfig()) -> FitResult:

@@ -2,8 +2,10 @@
 
 Training: each learner's latest reviews are held out (fsrs_policy.HOLDOUT_SHARE); global weights are
 fitted once on a sample of learners' other reviews pooled (sampled by whole cards); then, shard by
-shard, eligible learners (fsrs_policy.eligible_learners) get own weights fitted from the global ones,
-and own and global weights are scored on their held-out reviews, giving the shard's srs_user_params rows.
+shard, eligible learners (fsrs_policy.eligible_learners) get new weights fitted from the weights they use,
+kept only where they beat those and the defaults on a validation split of the training reviews
+(fsrs_selection), and the weights each learner ends with are scored against the global ones on the held-out
+reviews, giving the shard's srs_user_params rows.
 
 Shadow evaluation: one day's reviews predicted with the weights each A/B group is served, scored
 per group (domain.metrics).
@@ -21,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from learning_pipelines.domain import fsrs, fsrs_policy
-from learning_pipelines.domain.fsrs_optimizer import FitConfig, fit_pooled, fit_reviews
+from learning_pipelines.domain.fsrs_optimizer import FitConfig, fit_pooled
 from learning_pipelines.domain.fsrs_replay import predict_reviews
+from learning_pipelines.domain.fsrs_selection import REPLACED, fit_or_keep_reviews
 from learning_pipelines.domain.memory_states import LearnerWeights
-from learning_pipelines.domain.metrics import calibration_table, log_loss, recall_metrics
+from learning_pipelines.domain.metrics import calibration_table, recall_metrics, review_log_losses
 from learning_pipelines.domain.review_history import with_learner_days
 
 # The pooled (global) fit sees at most this many reviews, sampled by whole cards: beyond it
@@ -57,13 +60,27 @@ class LearnerTraining:
     """Own weights for the eligible learners among some learners (a shard, or everyone)."""
 
     user_params: pd.DataFrame  # the new srs_user_params rows, one per learner with reviews (weights as JSON)
-    n_trained: int  # learners who got new own weights in this run
+    n_trained: int  # learners fitted in this run (their new weights stored or not)
     holdout_scores: pd.DataFrame  # per trained learner (index user_id): held-out logloss own, global; n reviews
     trained_at: dt.datetime
+    # Per trained learner (index user_id): decision (fsrs_selection: replaced, or why the weights in use stay),
+    # n_validation and validation_logloss_new / _current / _defaults.
+    decisions: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=["decision"]))
 
     @property
     def n_learners_with_own_weights(self) -> int:
         return int(self.user_params["weights"].notna().sum())
+
+    @property
+    def n_replaced(self) -> int:
+        """Trained learners whose new weights were stored."""
+        return int((self.decisions["decision"] == REPLACED).sum())
+
+    @property
+    def kept_reasons(self) -> dict[str, int]:
+        """Why the other trained learners kept the weights they use: reason -> learners."""
+        kept = self.decisions.loc[self.decisions["decision"] != REPLACED, "decision"]
+        return {str(reason): int(count) for reason, count in kept.value_counts().items()}
 
     @property
     def n_holdout_reviews(self) -> int:
@@ -80,8 +97,28 @@ class LearnerTraining:
         return self._holdout_mean("global")
 
     @property
+    def holdout_difference_se(self) -> float:
+        """Standard error of the held-out logloss difference own - global, paired review by review: clustered by
+        learner (a learner's reviews share their weights, so they are not independent draws), never below the
+        standard error that takes each review alone (which a single learner's shard falls back to)."""
+        scores = self.holdout_scores.astype(float)
+        n_reviews = scores["n"].sum()
+        if not n_reviews:
+            return float("nan")
+        difference = (scores["own"] - scores["global"]) * scores["n"]  # each learner's summed difference
+        mean = difference.sum() / n_reviews
+        clustered = np.sqrt(((difference - mean * scores["n"]) ** 2).sum()) / n_reviews
+        by_review = np.sqrt(max(scores["squared_difference"].sum() / n_reviews - mean * mean, 0.0) / n_reviews)
+        return float(max(clustered, by_review))
+
+    @property
     def tuned_not_worse_than_global(self) -> bool:
-        return bool(not self.n_holdout_reviews or self.holdout_logloss_own <= self.holdout_logloss_global)
+        """Own weights are not worse than the global ones on the held-out reviews beyond the noise of that
+        comparison (fsrs_policy.WORSE_THAN_GLOBAL_Z standard errors)."""
+        if not self.n_holdout_reviews:
+            return True
+        excess = self.holdout_logloss_own - self.holdout_logloss_global
+        return bool(excess <= fsrs_policy.WORSE_THAN_GLOBAL_Z * self.holdout_difference_se)
 
     def _holdout_mean(self, column: str) -> float:
         n = self.holdout_scores["n"].astype(float)
@@ -133,21 +170,24 @@ def train_learners(reviews: pd.DataFrame, previous: pd.DataFrame, global_weights
     holdout = fsrs_policy.holdout_mask(reviews)
     training = reviews.loc[~holdout]
     learners = _learner_rows(reviews, previous)
-    to_train = fsrs_policy.eligible_learners(learners, now)["user_id"].to_numpy()
+    to_train = np.sort(fsrs_policy.eligible_learners(learners, now)["user_id"].to_numpy())
     log(f"{len(to_train)} learner(s) eligible for own weights, of {len(learners)}")
-    holdout_scores = pd.DataFrame(columns=["own", "global", "n"])
-    if len(to_train):
-        fit_started = time.perf_counter()
-        fitted, result = fit_reviews(training.loc[training["user_id"].isin(to_train)],
-                                     start=np.tile(global_weights, (len(to_train), 1)), config=config.own_fit)
-        log(f"{len(to_train)} learners' weights fitted in {time.perf_counter() - fit_started:.1f} s "
-            f"({result.iterations} iterations)")
-        own = {int(u): np.array(w) for u, w in zip(fitted["user_id"], fitted["weights"])}
-        holdout_scores = _own_against_global(reviews.loc[reviews["user_id"].isin(to_train)], holdout, own,
-                                             global_weights)
-        learners = _with_own_weights(learners, own, holdout_scores, now)
-    return LearnerTraining(user_params=learners, n_trained=len(to_train), holdout_scores=holdout_scores,
-                           trained_at=now)
+    if not len(to_train):
+        return LearnerTraining(user_params=learners, n_trained=0, trained_at=now,
+                               holdout_scores=pd.DataFrame(columns=["own", "global", "n", "squared_difference"]))
+    fit_started = time.perf_counter()
+    in_use = _weights_in_use(learners, to_train, global_weights)
+    fitted, selection = fit_or_keep_reviews(training.loc[training["user_id"].isin(to_train)],
+                                            current=np.vstack([in_use[u] for u in to_train]), config=config.own_fit)
+    replaced = fitted["decision"] == REPLACED
+    log(f"{len(to_train)} learners fitted in {time.perf_counter() - fit_started:.1f} s ({selection.iterations} "
+        f"iterations); new weights kept for {int(replaced.sum())}, the weights in use for the others")
+    new = {int(u): np.array(w) for u, w in zip(fitted.loc[replaced, "user_id"], fitted.loc[replaced, "weights"])}
+    holdout_scores = _own_against_global(reviews.loc[reviews["user_id"].isin(to_train)], holdout, in_use | new,
+                                         global_weights)
+    return LearnerTraining(user_params=_with_fit_outcome(learners, to_train, new, holdout_scores, now),
+                           n_trained=len(to_train), holdout_scores=holdout_scores, trained_at=now,
+                           decisions=fitted.drop(columns=["weights"]).set_index("user_id"))
 
 
 def sample_cards(reviews: pd.DataFrame, max_reviews: int, seed: int = 0) -> pd.DataFrame:
@@ -160,21 +200,25 @@ def sample_cards(reviews: pd.DataFrame, max_reviews: int, seed: int = 0) -> pd.D
     return reviews.merge(keep, on=["user_id", "concept_id"])
 
 
-def holdout_logloss(predictions: pd.DataFrame, holdout_rows: pd.Index) -> pd.DataFrame:
-    """Per learner (index user_id): logloss and n of the predicted held-out reviews a day or more after the previous."""
-    scored = predictions.loc[predictions["row"].isin(holdout_rows) & (predictions["elapsed_days"] > 0)]
-    return scored.groupby("user_id").apply(
-        lambda g: pd.Series({"logloss": log_loss(g["recalled"], g["retrievability"]), "n": len(g)}),
-        include_groups=False)
-
-
 def _own_against_global(theirs: pd.DataFrame, holdout: pd.Series, own: dict[int, np.ndarray],
                         global_weights: np.ndarray) -> pd.DataFrame:
-    """Held-out logloss of the trained learners' reviews (`theirs`, all of them) with own and with global weights."""
+    """Per learner, on the held-out reviews of `theirs` (all their reviews): logloss with `own` and with the global
+    weights, n, and the sum of the squared per-review differences (for the comparison's standard error)."""
     held_out = theirs.index[holdout[theirs.index]]
-    own_scores = holdout_logloss(predict_reviews(theirs, own).predictions, held_out)
-    global_scores = holdout_logloss(predict_reviews(theirs, {}, global_weights).predictions, held_out)
-    return pd.DataFrame({"own": own_scores["logloss"], "global": global_scores["logloss"], "n": own_scores["n"]})
+    scored = []
+    for weights, default in ((own, global_weights), ({}, global_weights)):
+        predictions = predict_reviews(theirs, weights, default).predictions
+        predictions = predictions.loc[predictions["row"].isin(held_out) & (predictions["elapsed_days"] > 0)]
+        scored.append(predictions.set_index("row").sort_index())
+    own_scored, global_scored = scored
+    own_loss = review_log_losses(own_scored["recalled"], own_scored["retrievability"])
+    global_loss = review_log_losses(global_scored["recalled"], global_scored["retrievability"])
+    per_review = pd.DataFrame({"own": own_loss, "global": global_loss, "n": 1,
+                               "squared_difference": (own_loss - global_loss) ** 2},
+                              index=pd.Index(own_scored["user_id"].to_numpy(), name="user_id"))
+    scores = per_review.groupby(level="user_id").agg(own=("own", "mean"), global_=("global", "mean"), n=("n", "sum"),
+                                                     squared_difference=("squared_difference", "sum"))
+    return scores.rename(columns={"global_": "global"})
 
 
 def _learner_rows(reviews: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
@@ -188,13 +232,22 @@ def _learner_rows(reviews: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame
     return learners
 
 
-def _with_own_weights(learners: pd.DataFrame, own: dict[int, np.ndarray], holdout_scores: pd.DataFrame,
-                      now: dt.datetime) -> pd.DataFrame:
-    """`learners` with the new own weights, their training time, cooldown and held-out scores."""
+def _weights_in_use(learners: pd.DataFrame, user_ids: np.ndarray, global_weights: np.ndarray) -> dict[int, np.ndarray]:
+    """The weights each of `user_ids` is scheduled with now: their stored own weights, else the global ones."""
+    stored = learners.set_index("user_id").loc[user_ids, "weights"]
+    return {int(u): (np.array(json.loads(w), dtype=float) if isinstance(w, str) else np.asarray(global_weights))
+            for u, w in stored.items()}
+
+
+def _with_fit_outcome(learners: pd.DataFrame, trained_ids: np.ndarray, new: dict[int, np.ndarray],
+                      holdout_scores: pd.DataFrame, now: dt.datetime) -> pd.DataFrame:
+    """`learners` with the new weights where they replace the weights in use; every trained learner with the
+    training time, cooldown and held-out scores of the weights they end with."""
     learners = learners.copy()
-    trained = learners["user_id"].isin(own)
+    replaced = learners["user_id"].isin(new)
+    learners.loc[replaced, "weights"] = learners.loc[replaced, "user_id"].map(lambda u: json.dumps(new[u].tolist()))
+    trained = learners["user_id"].isin(trained_ids)
     user_ids = learners.loc[trained, "user_id"]
-    learners.loc[trained, "weights"] = user_ids.map(lambda u: json.dumps(own[u].tolist()))
     learners.loc[trained, "trained_at"] = pd.Timestamp(now)
     learners.loc[trained, "training_cooldown_until"] = pd.Timestamp(now + fsrs_policy.TRAINING_COOLDOWN)
     learners.loc[trained, "logloss_before"] = user_ids.map(holdout_scores["global"])

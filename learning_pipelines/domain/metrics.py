@@ -8,9 +8,14 @@ import pandas as pd
 _EPS = 1e-7
 
 
-def log_loss(y, p, weights=None) -> float:
+def review_log_losses(y, p) -> np.ndarray:
+    """Each prediction's log loss (what log_loss averages)."""
     y, p = np.asarray(y, dtype=float), np.clip(np.asarray(p, dtype=float), _EPS, 1 - _EPS)
-    return float(np.average(-(y * np.log(p) + (1 - y) * np.log(1 - p)), weights=weights))
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def log_loss(y, p, weights=None) -> float:
+    return float(np.average(review_log_losses(y, p), weights=weights))
 
 
 def brier(y, p) -> float:

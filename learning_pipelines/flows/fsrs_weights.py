@@ -67,13 +67,17 @@ class ShardFitSummary:
 
     def metadata(self) -> dict:
         params = self.trained.user_params
+        trained = params.loc[params["user_id"].isin(self.trained.decisions.index)]
+        decided = trained.join(self.trained.decisions["decision"], on="user_id")
         return {
             "dagster/row_count": len(params),
-            "preview": preview(params.loc[params["weights"].notna()],
-                               ["user_id", "n_reviews", "ab_group", "logloss_before", "logloss_after"]),
+            "preview": preview(decided, ["user_id", "n_reviews", "logloss_before", "logloss_after", "decision"]),
             "n_learners": self.n_learners,
             "n_learners_with_reviews": len(params),
             "n_learners_trained": self.trained.n_trained,
+            "n_learners_new_weights": self.trained.n_replaced,
+            # Why the other trained learners keep the weights they use (fsrs_selection's reasons).
+            "weights_kept": self.trained.kept_reasons,
             "n_learners_with_own_weights": self.trained.n_learners_with_own_weights,
             "learners_replayed": self.n_learners_replayed,
             "holdout_logloss_own": float(self.trained.holdout_logloss_own),

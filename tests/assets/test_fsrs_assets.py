@@ -24,12 +24,47 @@ from learning_pipelines.defs.learner_shards import learner_shards
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.shadow_evaluation import fsrs_shadow_daily, fsrs_shadow_evaluation
 from learning_pipelines.demo import load_platform
-from learning_pipelines.domain import fsrs, fsrs_policy, fsrs_training, memory_states
+from learning_pipelines.domain import fsrs, fsrs_policy, fsrs_selection, fsrs_training, memory_states
 from learning_pipelines.domain.learner_shards import shard_of
+from learning_pipelines.domain.review_history import with_learner_days
+from learning_pipelines.domain.review_ids import derive_review_ids
 from learning_pipelines.domain.simulate import simulate_platform
 from tests.support.fsrs_optimization import optimize_fsrs
 
 AS_OF = dt.datetime.now(dt.timezone.utc)
+
+
+# Two TUNED_ELIGIBLE learners besides the simulated ones (user ids 1..24), with 360 reviews each. One forgets
+# every card after its first review: its data favour a new fit over the global and the default weights. The
+# other forgets every card for 100 days, then recalls each: its validation split (its latest training reviews)
+# favours the default weights (and the global ones) over a fit that learned the forgetting.
+FORGETFUL_LEARNER, DRIFTING_LEARNER = 901, 902
+
+
+def _learner_reviews(user_id: int, cards: dict[int, list[tuple[int, int]]]) -> pd.DataFrame:
+    """review_logs rows from {concept: [(day, rating), ...]}, day 0 being 160 days before AS_OF, reviews at noon."""
+    rows = [(concept, day, rating) for concept, history in cards.items() for day, rating in history]
+    frame = pd.DataFrame(rows, columns=["concept_id", "day", "rating"])
+    first_day = pd.Timestamp(AS_OF).floor("D") - pd.Timedelta(days=160) + pd.Timedelta(hours=12)
+    frame["reviewed_at"] = first_day + pd.to_timedelta(frame["day"], unit="D") + pd.to_timedelta(frame["concept_id"],
+                                                                                                 unit="s")
+    frame["user_id"] = user_id
+    frame["id"] = derive_review_ids(frame["user_id"].to_numpy(), frame["concept_id"].to_numpy(),
+                                    frame["reviewed_at"].astype("int64").to_numpy() // 1_000_000)
+    return frame.assign(review_duration_ms=5000, state=1)[["id", "user_id", "concept_id", "rating", "reviewed_at",
+                                                           "review_duration_ms", "state"]]
+
+
+def _add_learners(engine) -> None:
+    forgetful = {c: [(c, 3)] + [(c + 3 * k, 1) for k in range(1, 6)] for c in range(1, 61)}
+    drifting = {c: [(c % 40, 3)] + [(c % 40 + 3 * k, 1) for k in range(1, 4)] + [(110 + c % 30, 3), (114 + c % 30, 3)]
+                for c in range(61, 121)}
+    users = pd.DataFrame({"user_id": [FORGETFUL_LEARNER, DRIFTING_LEARNER], "external_ref": ["test:forgetful",
+                          "test:drifting"], "timezone": "UTC", "day_start_hour": 4})
+    with engine.begin() as conn:
+        bulk.bulk_insert(conn, tables.users, users)
+        bulk.insert_review_logs(conn, pd.concat([_learner_reviews(FORGETFUL_LEARNER, forgetful),
+                                                  _learner_reviews(DRIFTING_LEARNER, drifting)], ignore_index=True))
 
 
 @pytest.fixture
@@ -37,6 +72,7 @@ def platform_url(warehouse_url, warehouse_engine):
     platform = simulate_platform(n_learners=24, n_concepts=120, n_resources=20, days=150,
                                  mean_cards_per_learner=50, as_of=AS_OF, seed=9)
     load_platform(warehouse_engine, platform)
+    _add_learners(warehouse_engine)
     return warehouse_url
 
 
@@ -58,14 +94,17 @@ def test_parameters_for_eligible_tuned_learners_then_cooldown(platform_url, ware
     _materialize(platform_url, [card_memory_states])
     params = _frame(warehouse_engine, sa.select(tables.srs_user_params)).set_index("user_id")
     counts = params["n_reviews"]
-    assert len(params) == 24
+    assert len(params) == 26
     assert (params["ab_group"] == fsrs_policy.ab_group(params.index)).all()
     should_train = (params["ab_group"] == fsrs_policy.TUNED_ELIGIBLE) & (counts >= fsrs_policy.MIN_REVIEWS_FOR_OPTIMIZATION)
-    assert should_train.sum() >= 2, "the fixture needs some eligible learners"
-    assert (params["weights"].notna() == should_train).all()
+    assert should_train.sum() >= 3, "the fixture needs some eligible learners"
     trained = params.loc[should_train]
+    assert trained["trained_at"].notna().all() and params.loc[~should_train, "trained_at"].isna().all()
     assert ((trained["training_cooldown_until"] - trained["trained_at"]) == pd.Timedelta(days=7)).all()
-    for weights in trained["weights"]:
+    # New weights are stored only where they won on the validation split: the forgetful learner's.
+    own = params.loc[params["weights"].notna()]
+    assert FORGETFUL_LEARNER in own.index and set(own.index) <= set(trained.index)
+    for weights in own["weights"]:
         w = np.array(json.loads(weights))
         assert w.shape == (21,) and np.all(w >= fsrs.WEIGHT_BOUNDS[:, 0]) and np.all(w <= fsrs.WEIGHT_BOUNDS[:, 1])
     assert trained["n_holdout_reviews"].gt(0).all() and trained["logloss_after"].notna().all()
@@ -76,8 +115,11 @@ def test_parameters_for_eligible_tuned_learners_then_cooldown(platform_url, ware
     assert all("holdout_logloss_own" in e.metadata for e in checks if e.check_name == "tuned_not_worse_than_global")
     assert len(_frame(warehouse_engine, sa.select(tables.fsrs_global_params))) == 1
     per_shard = [r.asset_materializations_for_node("fsrs_parameters")[0].metadata for r in results[1:]]
-    assert sum(m["n_learners_with_reviews"].value for m in per_shard) == 24
+    assert sum(m["n_learners_with_reviews"].value for m in per_shard) == 26
     assert sum(m["n_learners_trained"].value for m in per_shard) == should_train.sum()
+    assert sum(m["n_learners_new_weights"].value for m in per_shard) == len(own)
+    kept = sum(sum(m["weights_kept"].value.values()) for m in per_shard)
+    assert kept == should_train.sum() - len(own)
 
     states = _frame(warehouse_engine, sa.select(tables.card_memory_states))
     with warehouse_engine.connect() as conn:
@@ -85,7 +127,7 @@ def test_parameters_for_eligible_tuned_learners_then_cooldown(platform_url, ware
             "SELECT count(*) FROM (SELECT DISTINCT user_id, concept_id FROM review_logs) c")).scalar()
     assert len(states) == n_cards
     assert (states["due_at"] > states["last_review_at"]).all()
-    assert set(states.loc[states["weights_source"] == "own", "user_id"]) == set(trained.index)
+    assert set(states.loc[states["weights_source"] == "own", "user_id"]) == set(own.index)
 
     again = optimize_fsrs(platform_url)
     assert sum(r.asset_materializations_for_node("fsrs_parameters")[0].metadata["n_learners_trained"].value
@@ -94,6 +136,29 @@ def test_parameters_for_eligible_tuned_learners_then_cooldown(platform_url, ware
     after = _frame(warehouse_engine, sa.select(tables.srs_user_params)).set_index("user_id")
     assert after["weights"].equals(params["weights"]), "learners cooling down keep their weights"
     assert len(_frame(warehouse_engine, sa.select(tables.fsrs_global_params))) == 2
+
+
+def test_a_learner_whose_latest_reviews_favour_the_defaults_keeps_the_weights_in_use(platform_url, warehouse_engine):
+    results = optimize_fsrs(platform_url)
+    params = _frame(warehouse_engine, sa.select(tables.srs_user_params)).set_index("user_id")
+    drifting = params.loc[DRIFTING_LEARNER]
+    assert pd.notna(drifting["trained_at"]) and pd.isna(drifting["weights"]), "still on the global weights"
+    keys = learner_shards.get_partition_keys()
+    shard = keys[int(shard_of([DRIFTING_LEARNER], len(keys))[0])]
+    result = next(r for r in results[1:] if r.dagster_run.tags["dagster/partition"] == shard)
+    metadata = result.asset_materializations_for_node("fsrs_parameters")[0].metadata
+    assert metadata["weights_kept"].value.get(fsrs_selection.KEPT_CURRENT, 0) >= 1
+    assert "kept: the current weights" in metadata["preview"].value
+    # On the reviews the choice was made on, the defaults and the global weights beat the new fit.
+    with warehouse_engine.connect() as conn:
+        reviews = reads.reviews_with_calendar(conn, user_ids=[DRIFTING_LEARNER])
+        global_weights = json.loads(conn.execute(sa.select(tables.fsrs_global_params.c.weights)).scalar_one())
+    reviews = with_learner_days(reviews)
+    training = reviews.loc[~fsrs_policy.holdout_mask(reviews)]
+    table, _ = fsrs_selection.fit_or_keep_reviews(training, current=np.array([global_weights]))
+    scores = table.iloc[0]
+    assert scores["validation_logloss_defaults"] < scores["validation_logloss_new"]
+    assert scores["validation_logloss_current"] <= scores["validation_logloss_new"]
 
 
 def test_all_shards_give_exactly_the_rows_of_the_same_computation_unsharded(platform_url, warehouse_engine):

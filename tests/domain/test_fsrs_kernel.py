@@ -43,16 +43,32 @@ def test_loss_gradient_and_fisher_match_finite_differences(anki_csv):
     weight_of_row = np.zeros(len(reviews))
     weight_of_row[seqs.row_of[steps, cards]] = sample_weight[steps, cards]
     unit_card_start, unit_learner = fsrs_kernel.work_units(histories.card_start, histories.card_learner)
-    args = (histories.elapsed_days, histories.ratings, weight_of_row[histories.row], histories.card_start,
+    # Every third scored review in the second part (a validation split): loss and gradient are summed per part.
+    in_second = np.zeros(len(reviews), dtype=bool)
+    in_second[seqs.row_of[steps[scored], cards[scored]][::3]] = True
+    part = in_second[histories.row].astype(np.int8)
+    args = (histories.elapsed_days, histories.ratings, weight_of_row[histories.row], part, histories.card_start,
             unit_card_start, unit_learner, weights[None, :], np.arange(len(unit_learner)))
     unit_loss, unit_grad, unit_fisher = fsrs_kernel.loss_grad_fisher(*args, len(reviews))  # every review's term
-    loss, grad, fisher = unit_loss.sum(), unit_grad.sum(axis=0), unit_fisher.sum(axis=0)
+    loss, grad, fisher = unit_loss.sum(axis=0), unit_grad.sum(axis=0), unit_fisher.sum(axis=0)
 
-    expected_loss = -(sw * (labels * np.log(p) + (1 - labels) * np.log(1 - p))).sum()
-    np.testing.assert_allclose(loss, expected_loss, rtol=1e-10)
-    np.testing.assert_allclose(fsrs_kernel.unit_losses(*args).sum(), expected_loss, rtol=1e-10)
+    review_loss = -sw * (labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    second = in_second[seqs.row_of[steps[scored], cards[scored]]]
+    np.testing.assert_allclose(loss, [review_loss[~second].sum(), review_loss[second].sum()], rtol=1e-10)
+    card_end = histories.card_start[1:]
+    loss_only = fsrs_kernel.unit_losses(*args[:5], card_end, *args[5:])
+    np.testing.assert_allclose(loss_only.sum(axis=0), loss, rtol=1e-10)
+    # A card replayed only up to its last second-part review gives that part's whole loss.
+    counted = np.flatnonzero((args[2] > 0) & (part == 1))
+    up_to_second = histories.card_start[:-1].copy()
+    up_to_second[histories.card_of_review()[counted]] = counted + 1
+    shortened = fsrs_kernel.unit_losses(*args[:5], up_to_second, *args[5:])
+    np.testing.assert_allclose(shortened[:, 1].sum(), loss[1], rtol=1e-10)
+    assert (up_to_second <= card_end).all() and (up_to_second < card_end).any()
     slope = sw * (p - labels) / (p * (1 - p))
-    np.testing.assert_allclose(grad, slope @ numeric_jacobian, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(grad[0], slope[~second] @ numeric_jacobian[~second], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(grad[1], slope[second] @ numeric_jacobian[second], rtol=1e-4, atol=1e-6)
+    # The Fisher matrix reads no outcome: it is summed over both parts.
     expected_fisher = (numeric_jacobian * (sw / (p * (1 - p)))[:, None]).T @ numeric_jacobian
     np.testing.assert_allclose(fisher, expected_fisher, rtol=1e-4, atol=1e-6 * np.abs(expected_fisher).max())
     # From every k-th scored review only, the Fisher matrix is an estimate: close; the gradient stays exact.

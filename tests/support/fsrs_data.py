@@ -1,15 +1,31 @@
-"""The shared real review file as our optimizer and fsrs-rs see it (days starting 10:00 UTC)."""
+"""The shared real review files as our optimizer and fsrs-rs see them (each learner's days starting at the UTC hour
+../shared/data/README.md gives)."""
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-REFERENCE_DAY_START_HOUR = 10  # the reference figures in ../shared/data/README.md use this
+REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "fsrs"
+REFERENCE_DAY_START_HOUR = 10  # the reference figures in ../shared/data/README.md use this for the one-learner file
+# ../shared/data/fsrs/anki/*.csv: each collection's day start (UTC hour), from ../shared/data/README.md's table.
+ANKI_COLLECTION_DAY_START_HOURS = {
+    "greniermath": 4, "lackmeier": 4, "illdepence": 4, "geovanne": 4, "superdrdood": 4, "sken2015": 19,
+    "noaweboi": 12, "maxproft": 15, "asproson": 4, "grenieror": 4, "machtan": 4,
+}
 
 
-def real_reviews(path) -> pd.DataFrame:
+def real_collections() -> dict[str, tuple[Path, int]]:
+    """Every real data set that is there: name -> (file, day start hour); the one-learner file first."""
+    found = {"one_learner": (REAL_DATA / "anki_one_learner_revlog.csv", REFERENCE_DAY_START_HOUR)}
+    found |= {name: (REAL_DATA / "anki" / f"{name}.csv", hour) for name, hour in ANKI_COLLECTION_DAY_START_HOURS.items()}
+    return {name: entry for name, entry in found.items() if entry[0].exists()}
+
+
+def real_reviews(path, day_start_hour: int = REFERENCE_DAY_START_HOUR) -> pd.DataFrame:
     raw = pd.read_csv(path)
     reviewed_at = pd.to_datetime(raw["review_time"], utc=True, format="ISO8601")
-    day = (reviewed_at - pd.Timedelta(hours=REFERENCE_DAY_START_HOUR) - pd.Timestamp("1970-01-01", tz="UTC")).dt.days
+    day = (reviewed_at - pd.Timedelta(hours=day_start_hour) - pd.Timestamp("1970-01-01", tz="UTC")).dt.days
     frame = pd.DataFrame({"user_id": 1, "concept_id": raw["card_id"], "rating": raw["review_rating"],
                           "reviewed_at": reviewed_at, "learner_day": day})
     return frame.sort_values("reviewed_at", kind="stable").reset_index(drop=True)
