@@ -36,6 +36,7 @@ from revision_queue import SEED_SQL
 from scratch import scratch_postgres
 
 from learning_pipelines.db import bulk, migrate, reads
+from learning_pipelines.db import revision_queues as revision_queue_store
 from learning_pipelines.db.engine import get_engine
 from learning_pipelines.db.memory_state_progress import Progress, write_progress
 from learning_pipelines.defs.learner_shards import learner_shards
@@ -53,8 +54,8 @@ ZONES = ("UTC", "Europe/Berlin", "Europe/Athens", "Europe/Moscow", "Asia/Dubai",
          "America/Sao_Paulo")
 RATIO_GOAL = 1.3  # windows' recipe time against the single night's
 P99_GOAL_SECONDS = 600  # a window's trigger to ready
-OUTPUT_TABLES = ("revision_queue_theme", "revision_queue_user_summary", "tag_quality_debt_log", "queue_stats_daily",
-                 "revision_queue_windows")
+OUTPUT_TABLES = [table.name for table in revision_queue_store.LEARNER_TABLES] + ["queue_stats_daily",
+                                                                               "revision_queue_windows"]
 
 
 def seeded(url: str, n_learners: int, n_concepts: int) -> None:

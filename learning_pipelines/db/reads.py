@@ -9,7 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from learning_pipelines.db import bulk, tables
-from learning_pipelines.db.learner_calendars import calendars
+from learning_pipelines.db.learner_calendars import FALLBACK_TIME_ZONE, calendars
 from learning_pipelines.domain import learner_shards
 from learning_pipelines.domain.chunking import chunks
 
@@ -79,6 +79,24 @@ def learner_ids(conn: sa.Connection) -> np.ndarray:
 def shard_learners(conn: sa.Connection, shard: str) -> np.ndarray:
     """The user_ids of every learner in the learner shard `shard` (a key of domain.learner_shards)."""
     return learner_shards.learners_in(learner_ids(conn), shard)
+
+
+def learners_with_calendars(conn: sa.Connection, in_use: pd.DataFrame) -> np.ndarray:
+    """The user_ids of every learner whose calendar, as the recipes read it (learner_calendars.calendars), is one of
+    `in_use` (timezone, day_start_hour), by the index on users (timezone, day_start_hour). A learner whose stored
+    time zone is no key of tzdata reads as UTC: found by a scan of `users`, only when `in_use` has UTC calendars."""
+    users, zones = tables.users, tables.time_zones
+    pairs = [(zone, int(hour)) for zone, hour in in_use[["timezone", "day_start_hour"]].itertuples(index=False)]
+    if not pairs:
+        return np.array([], dtype=np.int64)
+    found = [bulk.read_frame(conn, sa.select(users.c.user_id).where(
+        sa.tuple_(users.c.timezone, users.c.day_start_hour).in_(part)))["user_id"] for part in chunks(pairs, 500)]
+    utc_hours = [hour for zone, hour in pairs if zone == FALLBACK_TIME_ZONE]
+    if utc_hours:
+        found.append(bulk.read_frame(conn, sa.select(users.c.user_id).where(
+            users.c.day_start_hour.in_(utc_hours),
+            ~sa.exists().where(zones.c.name == users.c.timezone)))["user_id"])
+    return np.sort(np.concatenate([part.to_numpy(np.int64) for part in found]))
 
 
 def review_counts(conn: sa.Connection, user_ids=None) -> pd.DataFrame:

@@ -52,6 +52,7 @@ users = _refusing_longer_text(sa.Table(
               comment="hour at which the learner's day starts (Anki's default is 4)"),
     sa.Column("created_at", UtcDateTime, nullable=False, server_default=sa.func.current_timestamp()),
     sa.CheckConstraint("day_start_hour BETWEEN 0 AND 23", name="day_start_hour"),
+    sa.Index(None, "timezone", "day_start_hour"),  # a rollover window's learners (migration 0017)
 ))
 
 themes = _refusing_longer_text(sa.Table(

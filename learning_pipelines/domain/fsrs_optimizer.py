@@ -29,6 +29,11 @@ WEIGHT_SPREAD = np.array([
 ])
 
 
+# The review count at which FitConfig.tolerance is the stopping gain of the mean loss (the simulated learners of
+# bench/fsrs_throughput.py have about this many scored reviews).
+TOLERANCE_REVIEWS = 870
+
+
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
     max_iterations: int = 5  # Levenberg-Marquardt steps; more move bench/fsrs_throughput.py's mean logloss by < 0.0002
@@ -242,7 +247,7 @@ class LevenbergMarquardt:
                 self.grad_sums[better], self.fisher[better] = grad_sums[better], fisher[better]
             self.damping = np.where(better, self.damping / 3.0, np.where(self.active, self.damping * 8.0, self.damping))
             # Done: an accepted step gained almost nothing, or no step small enough helps any more.
-            self.active &= ~((better & (gain < objective.config.tolerance)) | (self.damping > 1e8))
+            self.active &= ~((better & (gain < objective.stop_gain())) | (self.damping > 1e8))
 
     def resume(self, learners: np.ndarray) -> None:
         """Only `learners` step from now on, on their objective as it is now (objective.include_validation
@@ -303,6 +308,13 @@ class Objective:
     def _parts(self) -> np.ndarray:
         """(L, 2): 1 for each part a learner's objective scores."""
         return np.column_stack([np.ones(self.h.n_learners), self.learns_validation]).astype(float)
+
+    def stop_gain(self) -> np.ndarray:
+        """(L,): the least gain in a learner's objective (a mean) worth another step: config.tolerance per review
+        at TOLERANCE_REVIEWS reviews, i.e. a fixed gain in the summed log loss, so a large learner goes on
+        where its few-hundredths-of-a-percent steps still add up."""
+        n = (self.n_reviews * self._parts()).sum(axis=1)
+        return self.config.tolerance * TOLERANCE_REVIEWS / np.maximum(n, 1)
 
     def _prior(self) -> np.ndarray:
         n = (self.n_reviews * self._parts()).sum(axis=1)

@@ -59,11 +59,13 @@ def preference_problems(prefs: pd.DataFrame, nan_means_unset: bool = True) -> pd
         numbers, unset, not_finite = _preference_values(prefs[column], nan_means_unset)
         if not optional:
             problems[unset] += f"{column} is missing; "
-        hint = np.where(numbers.isna() & optional, " (None or pd.NA leaves it unset)", "")
-        not_a_number = column + " " + prefs[column].astype(object).map(str) + " is not a finite number" + hint
-        problems[not_finite] += not_a_number[not_finite] + "; "
+        if not_finite.any():
+            hint = np.where(numbers[not_finite].isna() & optional, " (None or pd.NA leaves it unset)", "")
+            problems[not_finite] += (column + " " + prefs.loc[not_finite, column].astype(object).map(str)
+                                     + " is not a finite number" + hint + "; ")
         bad = ~unset & ~not_finite & ~in_range(numbers)
-        problems[bad] += column + " " + numbers[bad].map("{:g}".format).astype(str) + rule + "; "
+        if bad.any():
+            problems[bad] += column + " " + numbers[bad].map("{:g}".format).astype(str) + rule + "; "
 
     low, high = SPACING_MULTIPLIER_RANGE
     check("spacing_multiplier", False, lambda v: v.between(low, high), f" outside [{low}, {high}]")
@@ -292,6 +294,23 @@ def theme_totals(queues: QueueChunk) -> pd.DataFrame:
                                "due_today": [int(summaries["due_today_total"].sum())],
                                "overdue": [int(summaries["overdue_total"].sum())]}, index=[ALL_THEMES])
     return pd.concat([per_theme, everything])
+
+
+def theme_totals_by_window(queues: QueueChunk, window_of: pd.Series) -> dict[object, pd.DataFrame]:
+    """theme_totals of the chunk's learners of each rollover window (`window_of`: window by user_id)."""
+    windows = window_of.loc[queues.summaries["user_id"]].unique() if len(queues.summaries) else []
+    if len(windows) == 1:  # a window's own build: every learner in one window
+        return {windows[0]: theme_totals(queues)}
+    themes, summaries = queues.themes, queues.summaries
+    due, due_total = themes["due_today"].to_numpy(), summaries["due_today_total"].to_numpy()
+    rows = pd.concat([
+        pd.DataFrame({"window": themes["user_id"].map(window_of).to_numpy(), "theme_key": themes["theme_key"].to_numpy(),
+                      "n_learners": (due > 0).astype(int), "due_today": due, "overdue": themes["overdue"].to_numpy()}),
+        pd.DataFrame({"window": summaries["user_id"].map(window_of).to_numpy(), "theme_key": ALL_THEMES,
+                      "n_learners": (due_total > 0).astype(int), "due_today": due_total,
+                      "overdue": summaries["overdue_total"].to_numpy()})])
+    totals = rows.groupby(["window", "theme_key"], sort=False).sum().astype(int)
+    return {window: frame.droplevel(0) for window, frame in totals.groupby(level=0, sort=False)}
 
 
 def day_stats(chunk_totals: list[pd.DataFrame]) -> pd.DataFrame:

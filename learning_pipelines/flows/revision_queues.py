@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from learning_pipelines import pause_points
 from learning_pipelines.db import bulk, learner_locks, learner_settings, reads, revision_queues
 from learning_pipelines.db.memory_state_progress import why_not_covering
-from learning_pipelines.domain import revision, rollovers
+from learning_pipelines.domain import learner_shards, revision, rollovers
 from learning_pipelines.domain.chunking import QUEUE_LEARNER_CHUNK, chunks
 from learning_pipelines.flows.refusals import Refused
 from learning_pipelines.flows.summaries import Instant, Markdown
@@ -74,28 +74,30 @@ def build_shard_day(engine: sa.Engine, day: dt.date, shard: str, cutoff: dt.date
                           "launches every shard).")
         bulk.plan_without_jit(conn)
         # Only learners that still exist, locked against `learners forget` until commit (db/learner_locks).
-        in_shard = learner_locks.lock_existing(conn, reads.shard_learners(conn, shard))
+        in_shard = learner_locks.lock_existing(conn, _shard_learners(conn, shard, day, window_start))
         pause_points.reached("revision_queues.learners_locked")
         calendars, preferences = learner_settings.calendars_and_preferences(conn, in_shard)
         learners, n_day_ended = _learners_of(calendars, day, window_start, now)
         learners, rejected = revision.effective_preferences(learners, preferences)
-        windows = [window_start] if window_start is not None else sorted(learners["window_start"].unique())
-        parts = [(window, ids) for window in windows for ids in
-                 chunks(learners.loc[learners["window_start"] == window, "user_id"].to_numpy(), QUEUE_LEARNER_CHUNK)]
-        totals: dict[dt.datetime, list[pd.DataFrame]] = {window: [] for window in windows}
+        windows = ([pd.Timestamp(window_start)] if window_start is not None
+                   else sorted(learners["window_start"].unique()))
+        window_of = learners.set_index("user_id")["window_start"]
+        parts = list(chunks(learners["user_id"].to_numpy(), QUEUE_LEARNER_CHUNK))
+        totals: dict[pd.Timestamp, list[pd.DataFrame]] = {window: [] for window in windows}
         n_theme_rows = 0
         # The first chunk's read starts here, on its own connection on PostgreSQL.
-        with revision_queues.card_states_read_ahead(conn, [ids for _, ids in parts]) as states_of:
+        with revision_queues.card_states_read_ahead(conn, parts) as states_of:
             concept_ids, theme_map, edges = reads.concept_graph(conn)
             concept_themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
             revision_queues.clear_learners_day(conn, day, shard, learners["user_id"].to_numpy(), windows)
             pause_points.reached("revision_queues.day_cleared")
             with revision_queues.chunks_written_behind(conn) as write_chunk:
-                for (window, ids), states in zip(parts, states_of):
+                for ids, states in zip(parts, states_of):
                     chunk = learners.loc[learners["user_id"].isin(ids)]
                     queues = revision.build_queues(states, chunk, concept_themes, day)
                     write_chunk(day, queues, chunk, dt.datetime.now(dt.timezone.utc), cutoff)
-                    totals[window].append(revision.theme_totals(queues))
+                    for window, window_totals in revision.theme_totals_by_window(queues, window_of).items():
+                        totals[window].append(window_totals)
                     n_theme_rows += len(queues.themes)
                     pause_points.reached("revision_queues.chunk_written")
         ready_at = dt.datetime.now(dt.timezone.utc)
@@ -113,6 +115,16 @@ def build_shard_day(engine: sa.Engine, day: dt.date, shard: str, cutoff: dt.date
     return QueueShardSummary(revision.day_stats(every_window), n_theme_rows, len(learners), rejected, stored, cutoff,
                              time.perf_counter() - started, windows, n_day_ended,
                              int((learners["valid_from"] < ready_at).sum()))
+
+
+def _shard_learners(conn: sa.Connection, shard: str, day: dt.date, window_start: dt.datetime | None):
+    """The learners of `shard`; with `window_start`, only those whose calendar rolls over into `day` in that window
+    (read by calendar, not the whole shard)."""
+    if window_start is None:
+        return reads.shard_learners(conn, shard)
+    in_use = reads.calendars_in_use(conn)
+    rolling = in_use.loc[rollovers.in_window(in_use, day, window_start)]
+    return learner_shards.learners_in(reads.learners_with_calendars(conn, rolling), shard)
 
 
 def _learners_of(calendars: pd.DataFrame, day: dt.date, window_start: dt.datetime | None,
