@@ -1,7 +1,6 @@
 """Revision-queue throughput: the domain step on 10,000,000 card states in memory, a straightforward per-learner
 loop on a 20,000-card sample beside it; with --postgres, the `revision_queues` asset end to end (every learner
-shard of the day: PostgreSQL in, queue tables out) beside the I/O floor of the same run and the implementation
-before issue 16.
+shard of the day: PostgreSQL in, queue tables out) beside the I/O floor of the same run.
 
     .venv/bin/python bench/revision_queue.py [--learners 100000] [--concepts 100] [--postgres [--cards 10000000]]
 """
@@ -111,7 +110,7 @@ SEED_SQL = [
 ]
 STATES_COLUMNS = "user_id, concept_id, stability_days, last_review_at, decay"
 OUTPUT_TABLES = ("revision_queue_theme", "revision_queue_user_summary", "tag_quality_debt_log",
-                 "revision_queue_target_concept", "queue_stats_daily")
+                 "revision_queue_target_concept", "queue_stats_daily", "revision_queue_windows")
 
 
 def seeded_warehouse(url: str, n_learners: int, n_concepts: int) -> None:
@@ -210,51 +209,7 @@ def materialize_shards() -> None:
                       "shards": len(learner_shards.get_partition_keys())}))
 
 
-def todays_implementation(url: str) -> float:
-    """The asset as it was before issue 16 (learners 200 at a time, states read as rows through
-    `pandas.read_sql`, the same domain step and writes), every shard in turn without Dagster's per-run cost,
-    into the same tables (today's rows deleted first, as a rerun does). Wall seconds."""
-    import sqlalchemy as sa
-
-    from learning_pipelines.db import bulk, tables
-    from learning_pipelines.db import revision_queues as queue_tables
-    from learning_pipelines.db.reads import concept_graph, shard_learners
-    from learning_pipelines.defs.learner_shards import learner_shards
-    from learning_pipelines.domain import revision
-
-    engine = sa.create_engine(url)
-    states = tables.card_memory_states
-    started = time.perf_counter()
-    for shard in learner_shards.get_partition_keys():
-        with engine.begin() as conn:
-            in_shard = shard_learners(conn, shard)
-            users, prefs = tables.users, tables.user_learning_prefs
-            calendars = bulk.read_frame_with_ids(
-                conn, sa.select(users.c.user_id, users.c.timezone, users.c.day_start_hour)
-                .where(sa.exists().where(states.c.user_id == users.c.user_id)), users.c.user_id, in_shard)
-            calendars = calendars.sort_values("user_id", ignore_index=True).astype({"day_start_hour": int})
-            preferences = bulk.read_frame_with_ids(conn, sa.select(prefs), prefs.c.user_id, in_shard)
-            learners, _ = revision.effective_preferences(calendars, preferences)
-            concept_ids, theme_map, edges = concept_graph(conn)
-            concept_themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
-            queue_tables.clear_shard_day(conn, DAY, shard, in_shard)
-            totals = []
-            for offset in range(0, len(learners), 200):
-                chunk = learners.iloc[offset:offset + 200]
-                cards = bulk.read_frame(conn, sa.select(states.c.user_id, states.c.concept_id, states.c.stability_days,
-                                                        states.c.last_review_at, states.c.decay)
-                                        .where(states.c.user_id.in_([int(u) for u in chunk["user_id"]])))
-                queues = revision.build_queues(cards, chunk, concept_themes, DAY)
-                now = dt.datetime.now(dt.timezone.utc)
-                queue_tables.write_chunk(conn, DAY, queues, chunk, now, now)
-                totals.append(revision.theme_totals(queues))
-            queue_tables.write_shard_stats(conn, DAY, shard, revision.day_stats(totals))
-    seconds = time.perf_counter() - started
-    engine.dispose()
-    return seconds
-
-
-def end_to_end(n_cards: int, n_concepts: int, reference: bool) -> tuple[list[str], dict]:
+def end_to_end(n_cards: int, n_concepts: int) -> tuple[list[str], dict]:
     import sqlalchemy as sa
 
     n_learners = n_cards // n_concepts
@@ -270,7 +225,6 @@ def end_to_end(n_cards: int, n_concepts: int, reference: bool) -> tuple[list[str
         floor = io_floor(url)
         load = os.getloadavg()  # over the night and the floor: other work slows the night (both cores) the more
         assert floor["rows_in"] == written, (floor["rows_in"], written)
-        before = todays_implementation(url) if reference else None
     floor_seconds = floor["copy_out_seconds"] + floor["copy_in_seconds"]
     ratio = ours["seconds"] / floor_seconds
     lines = [
@@ -287,15 +241,11 @@ def end_to_end(n_cards: int, n_concepts: int, reference: bool) -> tuple[list[str
         f"| `revision_queues`, every shard | {ours['seconds']:.1f} | {n_cards / ours['seconds']:,.0f} "
         f"| {ours['peak_rss_mb']:,.0f} |",
     ]
-    if before is not None:
-        lines.append(f"| before issue 16 (rows through `read_sql`, 200 learners a read; no Dagster) | {before:.1f} | "
-                     f"{n_cards / before:,.0f} | — |")
     lines += ["", f"Ours / floor: **{ratio:.2f}x** (goal <= 2x); peak RSS **{ours['peak_rss_mb']:,.0f} MiB** (goal < 1,500)."
-              + (f" Before issue 16 / ours: {before / ours['seconds']:.1f}x." if before is not None else "")
               + f" Load average after the floor (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in load)}."]
     figures = {"card_states": n_cards, "end_to_end_seconds": round(ours["seconds"], 2),
                "io_floor_seconds": round(floor_seconds, 2), "ratio": round(ratio, 3),
-               "peak_rss_mb": round(ours["peak_rss_mb"]), "before_seconds": round(before, 2) if before else None,
+               "peak_rss_mb": round(ours["peak_rss_mb"]),
                "load_average_5m": round(load[1], 2)}
     return lines, figures
 
@@ -306,7 +256,6 @@ def main() -> None:
     parser.add_argument("--concepts", type=int, default=100, help="cards per learner")
     parser.add_argument("--postgres", action="store_true", help="also run the asset end to end on PostgreSQL")
     parser.add_argument("--cards", type=int, default=10_000_000, help="card states of the PostgreSQL run")
-    parser.add_argument("--skip-reference", action="store_true", help="leave out the implementation before issue 16")
     parser.add_argument("--materialize-shards", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.materialize_shards:
@@ -338,7 +287,7 @@ def main() -> None:
     ]
     figures = {"domain_card_states_per_second": round(rate)}
     if args.postgres:
-        e2e_lines, e2e_figures = end_to_end(args.cards, args.concepts, reference=not args.skip_reference)
+        e2e_lines, e2e_figures = end_to_end(args.cards, args.concepts)
         lines += ["", *e2e_lines]
         figures.update(e2e_figures)
     publish("Revision queues", lines, {**figures, "machine": machine()})

@@ -1,5 +1,5 @@
-"""Screenshots of the Dagster UI over the demo's instance, for the README: the Overview timeline and the
-revision_queues asset page. Run `make demo` first; `make screenshots` runs this.
+"""Screenshots of the Dagster UI over the demo's instance, for the README: every picture it shows (PAGES).
+Run `make demo` first; `make screenshots` runs this.
 
 Starts dagster-webserver on a free port in its own session (stopped by pid afterwards) and photographs each
 page with headless Chromium, which gets a few seconds of virtual time to render the single-page app.
@@ -22,6 +22,10 @@ BIN = Path(sys.executable).parent
 PAGES = {
     "overview_timeline.png": "/overview/activity/timeline",
     "revision_queues_asset.png": "/assets/revision_queues",
+    "automation.png": "/automation",
+    "card_memory_states.png": "/assets/card_memory_states",
+    # A day of rollover windows: each window's states refresh, then its shard runs (tagged with the window).
+    "rollover_window_runs.png": "/runs?q%5B%5D=job%3Arevision_queues_job",
 }
 
 

@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -66,21 +67,44 @@ def clear_learners_day(conn: sa.Connection, day: dt.date, shard: str, user_ids, 
     window records of the day in `windows`. Statistics written under another number of shards stay (day_totals
     reads the current count's only): deleting them here would make every shard of the day wait on the same rows.
 
-    A shard writes its learners' rows of a day in the transaction that writes its statistics of the day, so while
-    the day has no statistics of this shard nor of another count of shards, none of these learners has rows of the
-    day and the search for them is skipped (each shard's first window of the day, among the other shards' rows)."""
+    Every learner-day written has its summary row (an empty queue has one too), so only the learners with a summary
+    of the day are searched in the other tables: in normal operation a window's learners have none yet."""
     stats = tables.queue_stats_daily
-    written = conn.execute(sa.select(stats.c.learner_shard).where(stats.c.queue_date == day).distinct()).scalars()
-    count = shard.partition("-of-")[2]
-    if any(key == shard or key.partition("-of-")[2] != count for key in written):
-        for table in LEARNER_TABLES:
-            bulk.delete_with_ids(conn, table, table.c.user_id, user_ids, table.c.queue_date == day)
-            pause_points.reached(f"revision_queues.cleared_{table.name}")
+    built_before = learners_with_day(conn, day, user_ids)
+    for table in LEARNER_TABLES:
+        if len(built_before):
+            bulk.delete_with_ids(conn, table, table.c.user_id, built_before, table.c.queue_date == day)
+        pause_points.reached(f"revision_queues.cleared_{table.name}")
     conn.execute(stats.delete().where(stats.c.queue_date == day, stats.c.learner_shard == shard,
                                       stats.c.window_start.in_(windows)))
     built = tables.revision_queue_windows
     conn.execute(built.delete().where(built.c.queue_date == day, built.c.learner_shard == shard,
                                       built.c.window_start.in_(windows)))
+
+
+def learners_with_day(conn: sa.Connection, day: dt.date, user_ids) -> np.ndarray:
+    """Of the learners `user_ids`, those with a queue summary of `day`, sorted.
+
+    On PostgreSQL one index probe per learner, whatever the planner believes of the day's rows: the day being built
+    is the newest, beyond the statistics' range, so a plain `user_id = ANY(...) AND queue_date = day` is planned as
+    a scan of every row of the day (every window already built) filtered by learner, a cost that grew window after
+    window (bench/rollover_windows.py)."""
+    summary = tables.revision_queue_user_summary
+    wanted = np.unique(np.asarray(user_ids, dtype=np.int64))
+    if len(wanted) == 0:
+        return wanted
+    if conn.dialect.name != "postgresql":
+        return np.sort(np.concatenate([wanted[:0]] + [
+            np.asarray(conn.execute(sa.select(summary.c.user_id).where(summary.c.queue_date == day, in_ids))
+                       .scalars().all(), dtype=np.int64)
+            for in_ids in bulk.id_conditions(conn, summary.c.user_id, wanted)]))
+    keys = sa.func.unnest(sa.literal(wanted.tolist(), sa.ARRAY(sa.BigInteger))).table_valued(
+        sa.column("user_id", sa.BigInteger)).render_derived()
+    # LATERAL with LIMIT: a probe per learner on (queue_date, user_id), never one scan of the day.
+    probe = (sa.select(summary.c.user_id).where(summary.c.queue_date == day, summary.c.user_id == keys.c.user_id)
+             .limit(1).lateral("probe"))
+    found = conn.execute(sa.select(probe.c.user_id).select_from(keys.join(probe, sa.true()))).scalars().all()
+    return np.sort(np.asarray(found, dtype=np.int64))
 
 
 def write_chunk(conn: sa.Connection, day: dt.date, queues: QueueChunk, learners: pd.DataFrame,
