@@ -13,9 +13,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Update together with the graph: adding an asset, check, job, schedule or sensor changes this.
 EXPECTED_GRAPH = {
-    "assets": ["card_memory_states", "concept_complexity", "fsrs_global_parameters", "fsrs_parameters",
+    "assets": ["app_due_concepts", "app_recommendations", "app_review_writes", "app_revision_queue",
+               "app_todays_revision_queue", "app_todays_target_concepts",
+               "card_memory_states", "concept_complexity", "fsrs_global_parameters", "fsrs_parameters",
                "fsrs_shadow_evaluation", "ncf_model",
-               "recommendations", "review_logs", "review_logs_partitioned", "revision_queues"],
+               "recommendations", "review_logs", "review_logs_partitioned", "revision_queues", "user_interactions"],
     "checks": ["concept_complexity:scores_in_unit_interval", "ncf_model:ncf_beats_popularity",
                "fsrs_global_parameters:weights_within_bounds",
                "fsrs_parameters:tuned_not_worse_than_global", "fsrs_parameters:weights_within_bounds",
