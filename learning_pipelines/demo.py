@@ -8,7 +8,7 @@ import dataclasses
 import datetime as dt
 import time
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -127,12 +127,24 @@ def _rollover_window_runs(partitions: dg.MultiPartitionsDefinition, now: dt.date
 
 
 @dataclasses.dataclass(frozen=True)
+class FailedCheck:
+    """A check that failed without stopping the demo: which, what it checks, what it found."""
+    name: str  # asset:check
+    checks: str  # the check's description: what it means
+    found: str = ""  # the evaluation's description or metadata: what it saw
+
+
+@dataclasses.dataclass(frozen=True)
 class DemoRun:
     """One run of the demo: what it materialized, how long it took, the checks that failed without
-    stopping it (asset:check)."""
+    stopping it."""
     label: str
     seconds: float
-    failed_checks: tuple[str, ...] = ()
+    failed_checks: tuple[FailedCheck, ...] = ()
+    run_id: str = ""
+
+    def line(self) -> str:
+        return f"  {self.label:<48} {self.seconds:6.1f} s"
 
 
 WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
@@ -168,14 +180,27 @@ def launch_in_process(instance: dg.DagsterInstance, repository: RemoteRepository
     return run.run_id
 
 
-def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: list[str]) -> list[DemoRun]:
+def _failed_check(evaluation, descriptions: dict[dg.AssetCheckKey, str]) -> FailedCheck:
+    key = dg.AssetCheckKey(evaluation.asset_key, evaluation.check_name)
+    found = evaluation.description or ", ".join(
+        f"{name} {value.value}" for name, value in evaluation.metadata.items()
+        if isinstance(value.value, (int, float, str)) and len(str(value.value)) <= 60)
+    return FailedCheck(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}",
+                       descriptions.get(key) or "", found)
+
+
+def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: list[str],
+                    on_run: Callable[[DemoRun], None] = lambda run: None) -> list[DemoRun]:
     """Every job of the code location, upstream first, into `instance`, each run launched as from the
-    workspace's code location (the UI shows the runs everywhere, as if launched there)."""
+    workspace's code location (the UI shows the runs everywhere, as if launched there); `on_run` is told of each
+    run as it ends."""
     runs = []
     # Steps in this process: a step process per step would import the code location each time.
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}},
                   "execution": {"config": {"in_process": {}}}}
     repository_def = defs.get_repository_def()
+    check_graph = repository_def.asset_graph
+    descriptions = {key: check_graph.get_check_spec(key).description for key in check_graph.asset_check_keys}
     now = dt.datetime.now(dt.timezone.utc)
     with get_engine().connect() as conn:
         calendars = reads.calendars_in_use(conn)
@@ -195,11 +220,12 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: 
                     raise RuntimeError(f"materializing {label} failed; see run {run_id} in the UI")
                 checks = [record.dagster_event.asset_check_evaluation_data for record in instance.all_logs(
                     run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
-                failed = tuple(f"{check.asset_key.to_user_string()}:{check.check_name}"
-                               for check in checks if not check.passed)
-                runs.append(DemoRun(label, time.perf_counter() - started, failed))
+                failed = tuple(_failed_check(check, descriptions) for check in checks if not check.passed)
+                runs.append(DemoRun(label, time.perf_counter() - started, failed, run_id))
+                on_run(runs[-1])
             done |= keys
-    data_assets = {spec.key for spec in defs.resolve_all_asset_specs() if spec.group_name != MAINTENANCE_GROUP}
+    graph = defs.resolve_asset_graph()  # the app's own tables and views (external assets) are no job's to build
+    data_assets = {key for key in graph.materializable_asset_keys if graph.get(key).group_name != MAINTENANCE_GROUP}
     if data_assets - done:
         raise RuntimeError(f"no job materializes {sorted(k.to_user_string() for k in data_assets - done)}")
     return runs
@@ -218,24 +244,40 @@ class DemoReport:
     runs: list[DemoRun]
     counts: dict[str, int]
 
-    def render(self) -> str:
-        lines = [f"warehouse: {shown_url(self.database_url)}"]
-        if self.loaded is None:
-            lines.append("simulated learners already present: load skipped (make clean-demo to start over)")
-        else:
-            lines.append(f"loaded simulated platform in {self.load_seconds:.1f} s")
-        lines.append("materialized:")
-        for run in self.runs:
-            lines.append(f"  {run.label:<48} {run.seconds:6.1f} s")
-            lines += [f"    check failed, not blocking: {check} (see the run in the UI)" for check in run.failed_checks]
+    def render(self, runs_shown: bool = False) -> str:
+        """The report; with `runs_shown`, less the lines of the runs (printed as they ended)."""
+        lines = [] if runs_shown else [*self.header(), "materialized:", *(run.line() for run in self.runs)]
+        if self.runs:
+            lines.append(f"materialized {len(self.runs)} run(s) in {sum(run.seconds for run in self.runs):.0f} s")
+        failed = [(run, check) for run in self.runs for check in run.failed_checks]
+        if failed:
+            lines.append(f"{len(failed)} check(s) failed without blocking (the assets were written; a check says what a "
+                         "person would look at):")
+        for run, check in failed:
+            lines.append(f"  {check.name} [{run.label}]")
+            lines += [f"    what it checks: {check.checks}"] if check.checks else []
+            lines += [f"    what it found: {check.found}"] if check.found else []
+            lines.append(f"    where to look: {UI_URL}/runs/{run.run_id} (the run's log), and the asset's Checks tab")
         lines.append("rows per table:")
         lines += [f"  {name:<28} {count:>10,}" for name, count in self.counts.items()]
-        lines.append("next: `make dev`, then open http://127.0.0.1:3000 (the runs: Overview's timeline and each "
-                     "job's page; lineage: Assets > View lineage)")
+        lines.append(f"next: `make dev`, then open {UI_URL}: the runs are on Overview's timeline and each job's "
+                     "page; the graph, from the app's writes to the views it reads, under Lineage in the sidebar")
         return "\n".join(lines)
 
+    def header(self) -> list[str]:
+        return [f"warehouse: {shown_url(self.database_url)}",
+                "simulated learners already present: load skipped (make clean-demo to start over)"
+                if self.loaded is None else f"loaded simulated platform in {self.load_seconds:.1f} s"]
 
-def run_demo(n_learners: int, seed: int, materialize: bool = True) -> DemoReport:
+
+UI_URL = "http://127.0.0.1:3000"  # where `make dev` serves the UI
+
+
+def run_demo(n_learners: int, seed: int, materialize: bool = True,
+             on_run: Callable[[DemoRun], None] = lambda run: None,
+             on_loaded: Callable[[DemoReport], None] = lambda report: None) -> DemoReport:
+    """Loads the simulated platform unless it is there, then (`materialize`) runs every job; `on_loaded` is told once
+    the data is in (the report so far), `on_run` of each run as it ends."""
     from learning_pipelines.definitions import defs as load_defs
 
     url = resolve_database_url()
@@ -246,8 +288,9 @@ def run_demo(n_learners: int, seed: int, materialize: bool = True) -> DemoReport
         loaded = load_platform(engine, simulate_platform(n_learners=n_learners, seed=seed))
         load_seconds = time.perf_counter() - started
     runs = []
+    on_loaded(DemoReport(url, loaded, load_seconds, runs, {}))
     if materialize:
         defs = load_defs()
         with dg.DagsterInstance.from_config(str(dagster_home().resolve())) as instance:  # as `make dev` reads it
-            runs = materialize_all(defs, instance, review_months(engine))
+            runs = materialize_all(defs, instance, review_months(engine), on_run)
     return DemoReport(url, loaded, load_seconds, runs, table_counts(engine))
