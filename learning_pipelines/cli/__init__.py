@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from learning_pipelines.cli import db, demo, deploy, fsrs, imports, learners, metrics, ncf, recommend, stack
+from learning_pipelines.cli import db, demo, deploy, fsrs, imports, learners, metrics, ncf, recommend, rejects, stack
 from learning_pipelines.cli.failures import FAILED, REFUSED, one_line_failure, stdout_reader_gone
 
 
@@ -20,7 +20,7 @@ class _OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="learning-pipelines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (demo, imports, fsrs, recommend, ncf, metrics, learners, db, stack, deploy):
+    for module in (demo, imports, rejects, fsrs, recommend, ncf, metrics, learners, db, stack, deploy):
         module.register(commands)
     return parser
 

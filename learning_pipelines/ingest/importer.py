@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from learning_pipelines.db.taken_review_ids import TakenReviewIds
 from learning_pipelines.domain import time_zones
 from learning_pipelines.ingest import validation
 from learning_pipelines.ingest.readers import DEFAULT_CHUNK_ROWS, ReadLimits, ReviewSource, open_review_file
-from learning_pipelines.ingest.validation import ReviewFileError
+from learning_pipelines.ingest.validation import ReviewFileError, ReviewFileUsageError
+
+FIRST_REJECTS_SHOWN = 5  # the summary's rejected lines; `learning-pipelines rejects --file F` lists them all
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +41,7 @@ class ImportSummary:
     reject_reasons: dict[str, int]
     loaded_by_month: dict[str, int]  # review_logs partition key (YYYY-MM-01) -> reviews loaded
     n_remapped: int = 0  # Anki scheduler v1 learning/relearning answers read with v2's meaning (ingest.readers)
+    first_rejects: tuple[tuple[int | None, str], ...] = ()  # (line number, reason) of the first rejected rows
 
     def message(self) -> str:
         lines = [f"{self.source}: {self.n_rows} row(s) read, {self.n_loaded} loaded, "
@@ -51,9 +55,19 @@ class ImportSummary:
                          f"{self.n_registered_concepts} new concept(s)")
         for reason, count in self.reject_reasons.items():
             lines.append(f"  rejected {count} x {reason}")
+        if self.first_rejects:
+            shown = "the first" if self.n_rejected > len(self.first_rejects) else "every"
+            lines.append(f"  {shown} rejected line{'s' if len(self.first_rejects) > 1 else ''}:")
+            lines += [f"    line {line}: {reason}" if line is not None else f"    {reason}"
+                      for line, reason in self.first_rejects]
         if self.n_rejected:
-            lines.append("  details: table review_log_rejects (line_number, raw_row, reason)")
+            lines.append(f"  all of them, with their raw rows: learning-pipelines rejects --file {_quoted(self.source)}")
         return "\n".join(lines)
+
+
+def _quoted(path: str) -> str:
+    """A path as a shell reads it back (quoted only when it needs it)."""
+    return shlex.quote(path)
 
 
 def import_review_file(
@@ -89,6 +103,8 @@ def import_review_file(
         with open_review_file(path, limits, chunk_rows) as source:
             validation.check_columns(source.columns, str(path), has_default_user=user_id is not None)
             return _import(engine, source, _Options(str(path), user_id, register_unknown, register_timezone, now))
+    except ReviewFileUsageError:
+        raise  # the command's usage, not the file's content: nothing to keep among the rejects
     except ReviewFileError as error:
         _record_refusal(engine, path, str(error), now)
         raise
@@ -117,13 +133,15 @@ class _Tally:
     n_registered_concepts: int = 0
     reject_reasons: Counter = dataclasses.field(default_factory=Counter)
     loaded_by_month: Counter = dataclasses.field(default_factory=Counter)
+    first_rejects: list = dataclasses.field(default_factory=list)
 
     def summary(self, source: str) -> ImportSummary:
         return ImportSummary(
             source=source, n_rows=self.n_rows, n_loaded=self.n_loaded, n_already_present=self.n_already_present,
             n_rejected=self.n_rejected, n_not_reviews=self.n_not_reviews, n_registered_users=self.n_registered_users,
             n_registered_concepts=self.n_registered_concepts, reject_reasons=dict(self.reject_reasons.most_common()),
-            loaded_by_month=dict(sorted(self.loaded_by_month.items())), n_remapped=self.n_remapped)
+            loaded_by_month=dict(sorted(self.loaded_by_month.items())), n_remapped=self.n_remapped,
+            first_rejects=tuple(self.first_rejects))
 
 
 def _import(engine: sa.Engine, source: ReviewSource, options: _Options) -> ImportSummary:
@@ -192,6 +210,9 @@ def _load_chunk(conn: sa.Connection, rows: pd.DataFrame, options: _Options, take
     tally.n_registered_users += len(new_users)
     tally.n_registered_concepts += len(new_concepts)
     tally.reject_reasons.update(_reason_kind(reason) for reason in result.rejects["reason"])
+    first = result.rejects.sort_values("line_number").head(FIRST_REJECTS_SHOWN - len(tally.first_rejects))
+    tally.first_rejects += [(None if pd.isna(line) else int(line), reason)
+                            for line, reason in zip(first["line_number"], first["reason"])]
     tally.loaded_by_month.update(_count_by_month(fresh["reviewed_at"]))
     return result.rejects
 
@@ -210,8 +231,8 @@ _VALUE = re.compile(r"'[^']*'|\d{4}-\d{2}-\d{2}[ T][\d:.+]+|(?<![.\w])-?\d+(?![.
 
 
 def _reason_kind(reason: str) -> str:
-    """'review_rating 5 outside 1..4' -> 'review_rating … outside 1..4', to count reasons by kind."""
-    return _VALUE.sub("…", reason.split("; ")[0].split(" (")[0])
+    """'review_rating 5 outside 1..4' -> 'review_rating <value> outside 1..4', to count reasons by kind."""
+    return _VALUE.sub("<value>", reason.split("; ")[0].split(" (")[0])
 
 
 def _count_by_month(reviewed_at: pd.Series) -> dict[str, int]:

@@ -37,6 +37,11 @@ class ReviewFileError(ValueError):
     """The file as a whole cannot be read (missing column, not the format it claims, unreadable)."""
 
 
+class ReviewFileUsageError(ReviewFileError):
+    """The file does not fit the command as given (a required column missing, no user_id column and no --user-id):
+    a refusal of the file, not of its rows, so nothing is recorded in review_log_rejects."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ValidatedReviews:
     good: pd.DataFrame  # TYPED_COLUMNS + line_number
@@ -46,10 +51,10 @@ class ValidatedReviews:
 def check_columns(columns, source: str, has_default_user: bool) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
-        raise ReviewFileError(f"{source}: missing required column(s) {', '.join(missing)}; "
+        raise ReviewFileUsageError(f"{source}: missing required column(s) {', '.join(missing)}; "
                               f"expected {', '.join(REQUIRED_COLUMNS)} (optional: {', '.join(OPTIONAL_COLUMNS)})")
     if "user_id" not in columns and not has_default_user:
-        raise ReviewFileError(f"{source}: no user_id column; say whose reviews these are (--user-id)")
+        raise ReviewFileUsageError(f"{source}: no user_id column; say whose reviews these are (--user-id)")
 
 
 def _texts(cells: pd.Series) -> list[str]:

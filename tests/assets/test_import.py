@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from learning_pipelines.db.tables import review_log_rejects, review_logs
-from learning_pipelines.ingest.importer import import_review_file
+from learning_pipelines.ingest.importer import FIRST_REJECTS_SHOWN, import_review_file
 from learning_pipelines.ingest.validation import ReviewFileError
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
@@ -94,21 +94,25 @@ def test_every_kind_of_bad_row_is_rejected_with_its_reason_and_good_rows_kept(wa
     duplicate = rejects.loc[rejects["reason"].str.contains("duplicate")].iloc[0]
     assert "(first on line 2)" in duplicate["reason"]
     assert json.loads(rejects.loc[rejects["line_number"] == 5, "raw_row"].iloc[0])["review_rating"] == "0"
-    assert "rejected 2 x review_rating … outside 1..4" in summary.message()
+    assert "rejected 2 x review_rating <value> outside 1..4" in summary.message()
+    # The first rejected lines with their numbers and reasons, and the command that lists them all.
+    first = sorted(zip(rejects["line_number"], rejects["reason"]))[:FIRST_REJECTS_SHOWN]
+    assert [f"    line {line}: {reason}" for line, reason in first] == [
+        line for line in summary.message().splitlines() if line.startswith("    line ")]
+    assert summary.message().endswith(f"learning-pipelines rejects --file {path}")
 
     again = import_review_file(warehouse_engine, path, now=NOW)
     assert (again.n_loaded, again.n_already_present, again.n_rejected) == (0, len(GOOD_LINES), len(BAD_LINES) + 1)
     assert len(_rejects(warehouse_engine)) == len(BAD_LINES) + 1, "re-importing a file records its rejects once"
 
 
-def test_a_missing_column_fails_the_file_with_a_clear_error_and_a_reject_row(warehouse_engine, tmp_path):
+def test_a_missing_column_fails_the_file_with_a_clear_error_and_no_reject_row(warehouse_engine, tmp_path):
     path = tmp_path / "no_duration.csv"
     path.write_text("card_id,review_rating,review_time\n10,3,2024-05-01T10:00:00Z\n")
     with pytest.raises(ReviewFileError, match="missing required column.*review_duration"):
         import_review_file(warehouse_engine, path, user_id=1, now=NOW)
     assert _count(warehouse_engine) == 0
-    rejects = _rejects(warehouse_engine)
-    assert len(rejects) == 1 and "review_duration" in rejects["reason"].iloc[0]
+    assert _rejects(warehouse_engine).empty  # a refusal of the file, not a rejected row
 
 
 def test_a_file_without_learner_needs_user_id(warehouse_engine, anki_csv):

@@ -4,6 +4,7 @@ good rows load, and a file that cannot be read at all is refused with one line n
 import datetime as dt
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from learning_pipelines.db.engine import get_engine
 from learning_pipelines.db.tables import concepts, review_log_imports, review_log_rejects, review_logs, users
 from learning_pipelines.ingest.importer import import_review_file
 from learning_pipelines.ingest.readers import ReadLimits
-from learning_pipelines.ingest.validation import ReviewFileError
+from learning_pipelines.ingest.validation import ReviewFileError, ReviewFileUsageError
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
 HEADER = "card_id,review_rating,review_time,review_duration,user_id"
@@ -342,19 +343,35 @@ def test_a_derived_review_id_with_other_content_is_a_conflict(warehouse_engine, 
 # --- 15: a refused file imported again ---
 
 def test_a_refused_file_imported_twice_records_its_reject_once(warehouse_engine, tmp_path):
-    path = tmp_path / "no_duration.csv"
-    path.write_text("card_id,review_rating,review_time\n10,3,2024-05-01T10:00:00Z\n")
+    path = _duplicate_column(tmp_path / "duplicate.csv")
     for _ in range(2):
-        with pytest.raises(ReviewFileError, match="missing required column"):
+        with pytest.raises(ReviewFileError, match="appear more than once"):
             import_review_file(warehouse_engine, path, user_id=1, now=NOW)
     rejects = _rejects(warehouse_engine)
     assert len(rejects) == 1 and rejects["line_number"].isna().all()
     assert json.loads(rejects["raw_row"].iloc[0])["file"] == str(path)
 
-    path.write_text("card_id,review_rating,review_time\n11,3,2024-05-01T10:00:00Z\n")  # other bytes: another reject
-    with pytest.raises(ReviewFileError):
+    path.write_text("card_id,review_rating,card_id,review_time,review_duration\n11,3,12,2024-05-01T10:00:00Z,5000\n")
+    with pytest.raises(ReviewFileError):  # other bytes: another reject
         import_review_file(warehouse_engine, path, user_id=1, now=NOW)
     assert len(_rejects(warehouse_engine)) == 2
+
+
+@pytest.mark.parametrize("content, user_id, message", [
+    ("card_id,review_rating,review_time\n10,3,2024-05-01T10:00:00Z\n", 1, "missing required column(s) review_duration"),
+    ("card_id,review_rating,review_time,review_duration\n10,3,2024-05-01T10:00:00Z,5000\n", None,
+     "no user_id column; say whose reviews these are (--user-id)"),
+])
+def test_a_usage_error_refuses_the_file_and_adds_no_rejected_row(warehouse_engine, tmp_path, content, user_id,
+                                                                  message):
+    """A file that does not fit the command as given is the command's usage, not bad rows: the rejects (and their
+    metric) count only rows."""
+    path = tmp_path / "reviews.csv"
+    path.write_text(content)
+    for _ in range(2):
+        with pytest.raises(ReviewFileUsageError, match=re.escape(message)):
+            import_review_file(warehouse_engine, path, user_id=user_id, now=NOW)
+    assert _rejects(warehouse_engine).empty
 
 
 # --- 7 (importer side): a database error is one line ---
