@@ -42,7 +42,7 @@ def _id_ranges(conn: sa.Connection) -> list[tuple[str, int, int]]:
     quote = conn.dialect.identifier_preparer.quote
     ranges = []
     for name in names:
-        low, high = conn.execute(sa.text(f"SELECT min(id), max(id) FROM {quote(name)}")).one()  # nosec B608: a catalog name, quoted
+        low, high = conn.execute(sa.text(f"SELECT min(id), max(id) FROM {quote(name)}")).one()  # nosec B608  # a catalog name, quoted
         if low is not None:
             ranges.append((name, low, high))
     return ranges
