@@ -59,20 +59,24 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _tell_dagster(loaded_by_month: dict[str, int], source: str) -> None:
-    """Report the months an import wrote to the Dagster instance ($DAGSTER_HOME), so automation sees them."""
-    import os
-
+    """Report the months an import wrote to the Dagster instance, so automation sees them. The instance is found as
+    every command finds it: $DAGSTER_HOME, else the repository's dagster_home/ (db.engine.dagster_home)."""
     import dagster as dg
 
     from learning_pipelines.dagster_reports import report_review_months
+    from learning_pipelines.db.engine import dagster_home
 
-    if not os.environ.get("DAGSTER_HOME"):
-        print("note: DAGSTER_HOME is not set, so Dagster was not told about these reviews; the "
-              "review_logs_arrivals_sensor will notice them", file=sys.stderr)
+    home = dagster_home()
+    if not home.is_dir():
+        print(f"note: no Dagster instance at {home} (set DAGSTER_HOME to the instance's directory), so Dagster was "
+              f"not told of the months written ({', '.join(m[:7] for m in sorted(loaded_by_month))}): "
+              "review_logs_arrivals_sensor reports them within a minute where it runs (schedules and sensors are on "
+              "with LEARNING_PIPELINES_AUTOMATION=on, as in the production stack), or materialize review_logs for "
+              "those months", file=sys.stderr)
         return
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(str(home.resolve())) as instance:
         months = report_review_months(instance, loaded_by_month, source)
-    print(f"  reported to Dagster: review_logs {', '.join(m[:7] for m in months)}")
+    print(f"  reported to Dagster: review_logs {', '.join(m[:7] for m in months)} (instance {home})")
 
 
 def register(commands) -> None:

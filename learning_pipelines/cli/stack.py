@@ -42,9 +42,27 @@ def _start(args: argparse.Namespace) -> int:
         print(f"  {name:<12} pid {pid:<8} log {stack.run_dir / 'logs' / f'{name}.log'}")
     print(f"stack up: Dagster UI {stack.webserver_url}, metrics {stack.metrics_url}, "
           f"schedules and sensors {'on' if stack.automation else 'off (LEARNING_PIPELINES_AUTOMATION=on starts them)'}")
-    print(f"launch a job: DAGSTER_HOME={stack.dagster_home} .venv/bin/dagster job launch -w {stack.workspace} "
-          "-j fsrs_global_job")
+    print("\n".join(next_steps(stack)))
     return 0
+
+
+def next_steps(stack) -> list[str]:
+    """What to do with a stack just started: its warehouse is empty, so first load learners, then launch a job."""
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(stack.warehouse_url)
+    password = " (its password from PGPASSWORD)" if url.password else ""
+    bare_url = sa.engine.URL.create(url.drivername, url.username, None, url.host, url.port, url.database,
+                                    url.query).render_as_string(hide_password=False)  # psycopg2 reads PGPASSWORD
+    env = f"DAGSTER_HOME={stack.dagster_home} LEARNING_PIPELINES_DATABASE_URL={bare_url}"
+    return [
+        f"the warehouse{password} starts empty: load the demo's 1,000 simulated learners into it with",
+        f"  {env} .venv/bin/learning-pipelines demo --no-materialize",
+        f"  (or your own review files: {env} .venv/bin/learning-pipelines import FILE --register-unknown)",
+        "then launch a job:",
+        f"  DAGSTER_HOME={stack.dagster_home} .venv/bin/dagster job launch -w {stack.workspace} -j fsrs_global_job",
+        f"  it prints no run id: the run is under Runs in the UI, {stack.webserver_url}/runs",
+    ]
 
 
 @_stack_errors_exit_2

@@ -14,7 +14,7 @@ APP_OWNERS = ["team:learning-app"]
 app_review_writes = dg.AssetSpec(
     "app_review_writes", group_name=APP_GROUP, kinds={"app"}, owners=APP_OWNERS,
     description="Reviews the app writes into the warehouse's review_logs as learners answer (imports of review files "
-                "are the other way in: `learning-pipelines import`). review_logs_arrivals_sensor reports them.")
+                "are the other way in: `learning-pipelines import FILE`). review_logs_arrivals_sensor reports them.")
 user_interactions = dg.AssetSpec(
     "user_interactions", group_name=APP_GROUP, kinds={"app", "sql"}, owners=APP_OWNERS,
     description="Learners' interactions with resources (table user_interactions), written by the app: what the NCF "
