@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import time
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -133,7 +134,8 @@ def _learners_of(calendars: pd.DataFrame, day: dt.date, window_start: dt.datetim
     with their day's UTC bounds (valid_from, valid_until) and window; and how many were left out as ended."""
     starts = rollovers.day_starts_seconds(calendars, day)
     ends = rollovers.day_starts_seconds(calendars, day + dt.timedelta(days=1))
-    rolling = rollovers.in_window(calendars, day, window_start)
+    rolling = (np.ones(len(calendars), dtype=bool) if window_start is None
+               else rollovers.windows_of(starts) == int(window_start.timestamp()))
     ended = rolling & (ends <= int(now.timestamp()))
     chosen = rolling & ~ended
     if ended.any() and not chosen.any():
