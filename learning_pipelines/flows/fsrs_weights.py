@@ -49,7 +49,7 @@ def fit_global(engine: sa.Engine, config: fsrs_training.TrainingConfig, log: Log
         sample = fsrs_params.global_training_sample(conn, config.global_fit_max_reviews)
     if sample.empty:
         raise Refused("review_logs holds no review: import reviews first "
-                      "(learning-pipelines import reviews FILE).")
+                      "(learning-pipelines import FILE).")
     fit = fsrs_training.fit_global(sample, dt.datetime.now(dt.timezone.utc), config, log=log)
     out_of_bounds = fsrs_training.weight_vectors_out_of_bounds(LearnerWeights(fit.weights, "", {}, {}))
     with engine.begin() as conn:

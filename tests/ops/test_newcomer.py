@@ -62,19 +62,12 @@ HOW = {
     "learning-pipelines demo --no-materialize": "run",
     "learning-pipelines import FILE": "run",
     "learning-pipelines import FILE --register-unknown": "run",
-    "learning-pipelines import reviews FILE": "run",
     "learning-pipelines rejects --file FILE": "run",
     "learning-pipelines stack stop": "run",
     "learning-pipelines metrics": "serve",
     "learning-pipelines metrics --port <port>": "serve",
     "learning-pipelines stack start": "parse",
 }
-KNOWN_WRONG = {  # owned elsewhere; fixed there
-    "learning-pipelines import reviews FILE": "flows/fsrs_weights.py's message (FSRS): `import FILE`, not `import "
-                                              "reviews FILE`",
-}
-
-
 def test_every_suggested_command_is_tried_below():
     assert sorted(_suggested_commands()) == sorted(HOW)
 
@@ -96,8 +89,6 @@ def newcomer(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(HOW))
 def test_a_suggested_command_does_what_it_says(command, newcomer, tmp_path):
-    if command in KNOWN_WRONG:
-        pytest.xfail(KNOWN_WRONG[command])
     argv = shlex.split(command)[1:]
     file = tmp_path / "backup.db" if argv[:2] == ["db", "backup"] else newcomer["reviews"]
     argv = [str(file) if word == "FILE" else "0" if word == "<port>" else word for word in argv]
