@@ -23,6 +23,7 @@ from learning_pipelines.db import bulk, reads, tables
 from learning_pipelines.db.engine import dagster_home, get_engine, resolve_database_url
 from learning_pipelines.db.maintenance import shown_url
 from learning_pipelines.defs.revision_queue_automation import CATCH_UP
+from learning_pipelines.defs.revision_queues import ROLLOVER_WINDOW_TAG
 from learning_pipelines.domain import rollovers, time_zones
 from learning_pipelines.domain.simulate import SimulatedPlatform, simulate_platform
 
@@ -85,6 +86,7 @@ class PlannedRun:
     partition_key: str | None = None
     run_config: dict = dataclasses.field(default_factory=dict)
     label: str = ""
+    tags: dict = dataclasses.field(default_factory=dict)
 
 
 def runs_to_launch(repository: dg.RepositoryDefinition, job: dg.JobDefinition, months: list[str],
@@ -122,7 +124,8 @@ def _rollover_window_runs(partitions: dg.MultiPartitionsDefinition, now: dt.date
             continue  # that day has already ended for these learners
         config = {"ops": {"revision_queues": {"config": {"window_start": window.isoformat()}}}}
         runs += [PlannedRun(dg.MultiPartitionKey({"day": str(day), "shard": shard}), config,
-                            f"{day}|{shard} window {window:%H:%M} UTC") for shard in shards]
+                            f"{day}|{shard} window {window:%H:%M} UTC", {ROLLOVER_WINDOW_TAG: window.isoformat()})
+                 for shard in shards]
     return runs
 
 
@@ -167,13 +170,13 @@ def workspace_repository(instance: dg.DagsterInstance) -> Iterator[RemoteReposit
 
 
 def launch_in_process(instance: dg.DagsterInstance, repository: RemoteRepository, job: dg.JobDefinition,
-                      partition_key: str | None, run_config: dict) -> str:
+                      partition_key: str | None, run_config: dict, tags: dict | None = None) -> str:
     """Runs `job` here, in this process, as a run of the workspace's code location (what the UI launches
     carries the same origin, so the Overview timeline, job and asset pages list the run); its run id."""
     remote_job = repository.get_full_job(job.name)
     run = instance.create_run_for_job(
         job_def=job, run_config=run_config, status=dg.DagsterRunStatus.NOT_STARTED,
-        tags=merge_run_tags(job_def=job, partition_key=partition_key, tags=None, asset_selection=None,
+        tags=merge_run_tags(job_def=job, partition_key=partition_key, tags=tags, asset_selection=None,
                             instance=instance, run_config=run_config),
         remote_job_origin=remote_job.get_remote_origin(), job_code_origin=remote_job.get_python_origin())
     execute_run(recon_job_from_origin(remote_job.get_python_origin()), run, instance)
@@ -215,7 +218,7 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance, months: 
                 label += f" [{planned.label}]" if planned.label else ""
                 started = time.perf_counter()
                 run_id = launch_in_process(instance, repository, job, planned.partition_key,
-                                           {**run_config, **planned.run_config})
+                                           {**run_config, **planned.run_config}, planned.tags)
                 if instance.get_run_by_id(run_id).status != dg.DagsterRunStatus.SUCCESS:
                     raise RuntimeError(f"materializing {label} failed; see run {run_id} in the UI")
                 checks = [record.dagster_event.asset_check_evaluation_data for record in instance.all_logs(

@@ -66,7 +66,7 @@ def revision_queue_shards_after_states(context: dg.RunStatusSensorContext, wareh
         # A day that has ended for every learner rolling into it (an old refresh re-executed) is not built.
         for day in sorted(set(rolling.loc[rolling["day_ends_at"] > pd.Timestamp(now), "queue_date"])):
             requests += every_shard(f"revision_queues:{window.isoformat()}:{day}:{run.run_id}",
-                                    tags={STATES_CUTOFF_TAG: cutoff},
+                                    tags={STATES_CUTOFF_TAG: cutoff, ROLLOVER_WINDOW_TAG: window.isoformat()},
                                     partition_key=lambda shard, day=day: dg.MultiPartitionKey({"day": str(day),
                                                                                                "shard": shard}),
                                     run_config={"ops": {"revision_queues": {"config": {
