@@ -10,11 +10,13 @@ from pathlib import Path
 def _ncf(args: argparse.Namespace) -> int:
     import dataclasses
     import json
+    import logging
 
     import pandas as pd
 
     from learning_pipelines.domain.ncf_config import NcfConfig
     from learning_pipelines.domain.ncf_fit import evaluate_neumf
+    from learning_pipelines.domain.ncf_search import progress
 
     if args.format == "movielens":
         interactions = pd.read_csv(args.file, sep="\t", names=["user", "item", "rating", "time"])
@@ -27,6 +29,11 @@ def _ncf(args: argparse.Namespace) -> int:
             return 2
         if "time" not in interactions:
             interactions["time"] = range(len(interactions))  # file order is time order
+    # Progress on stderr (the scores alone on stdout): a search on MovieLens-1M takes minutes.
+    shown = logging.StreamHandler(sys.stderr)
+    shown.setFormatter(logging.Formatter("ncf: %(message)s"))
+    progress.addHandler(shown)
+    progress.setLevel(logging.INFO)
     # As ncf_model trains by default: the configuration chosen on validation, unless --epochs fixes one.
     config = dataclasses.replace(NcfConfig(), seed=args.seed, epochs=args.epochs) if args.epochs else None
     print(json.dumps(evaluate_neumf(interactions, config, seed=args.seed)))

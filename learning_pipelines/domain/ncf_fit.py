@@ -14,7 +14,7 @@ from learning_pipelines.domain.ncf_checkpoint import NcfCheckpoint
 from learning_pipelines.domain.ncf_config import NcfConfig
 from learning_pipelines.domain.ncf_protocol import leave_one_out, popularity_scores
 from learning_pipelines.domain.ncf_results import ConfigChoice, NcfScores
-from learning_pipelines.domain.ncf_search import choose_config
+from learning_pipelines.domain.ncf_search import choose_config, progress
 from learning_pipelines.domain.ncf_training import NeumfTraining, score_candidates
 
 
@@ -35,8 +35,10 @@ def fit_and_evaluate(interactions: pd.DataFrame, config: NcfConfig | None = None
     config = config or choice.config
     started = time.perf_counter()
     training = NeumfTraining(split.train, split.n_users, split.n_items, config)
-    for _ in range(config.epochs):
+    for epoch in range(1, config.epochs + 1):
         training.epoch()
+        progress.info("training the chosen configuration on all but each user's latest item: epoch %d of %d", epoch,
+                      config.epochs)
     train_seconds = time.perf_counter() - started
     candidate_scores = score_candidates(training.model, split)
     hr, ndcg = hit_rate_and_ndcg(candidate_scores)

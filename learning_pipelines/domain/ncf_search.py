@@ -18,6 +18,7 @@ MovieLens").
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 
@@ -26,6 +27,9 @@ from learning_pipelines.domain.ncf_config import NcfConfig
 from learning_pipelines.domain.ncf_protocol import LeaveOneOut, validation_split
 from learning_pipelines.domain.ncf_results import ConfigChoice, Trial
 from learning_pipelines.domain.ncf_training import NeumfTraining, score_candidates
+
+# What a long search is doing, at INFO: `ncf evaluate` shows it on stderr.
+progress = logging.getLogger(__name__)
 
 # Embedding sizes, negatives per positive, learning rate and history length: plain NeuMF near its published settings,
 # and NeuMF with the last 3, 5 or 10 items a user touched (`ncf_model.NeuMF`), since which wins depends on the data:
@@ -55,15 +59,18 @@ def batch_size_for(n_positives: int) -> int:
 
 
 class _Candidate:
-    def __init__(self, split: LeaveOneOut, config: NcfConfig):
+    def __init__(self, split: LeaveOneOut, config: NcfConfig, label: str):
         self.config = config
         self.training = NeumfTraining(split.train, split.n_users, split.n_items, config)
         self.best = (-1.0, 0, 0.0, 0.0)  # score, epoch, HR@10, NDCG@10
+        self.label = label  # the search space's point: what this candidate changes
 
     def train_to(self, epochs: int, validation: LeaveOneOut) -> None:
         while self.training.epochs_done < epochs:
             self.training.epoch()
             hr, ndcg = hit_rate_and_ndcg(score_candidates(self.training.model, validation))
+            progress.info("search: %s, epoch %d: validation HR@10 %.3f, NDCG@10 %.3f", self.label,
+                          self.training.epochs_done, hr, ndcg)
             # HR@10 and NDCG@10 summed: the protocol's two figures; NDCG steadies HR's ties between close runs.
             if hr + ndcg > self.best[0]:
                 self.best = (hr + ndcg, self.training.epochs_done, hr, ndcg)
@@ -85,7 +92,9 @@ def choose_config(split: LeaveOneOut, space: tuple[dict, ...] = SEARCH_SPACE, se
     n_positives = len(validation.train)
     base = NcfConfig(batch_size=batch_size_for(n_positives), seed=seed,
                      round_positives=min(ROUND_POSITIVES, math.ceil(n_positives / 2)))
-    candidates = [_Candidate(validation, dataclasses.replace(base, **point)) for point in space]
+    candidates = [_Candidate(validation, dataclasses.replace(base, **point),
+                             f"candidate {number} of {len(space)} ({', '.join(f'{k}={v}' for k, v in point.items())})")
+                  for number, point in enumerate(space, start=1)]
     alive = candidates
     for rung_epochs, keep in ((first_rung_epochs, math.ceil(len(candidates) / 3)), (second_rung_epochs, 1)):
         for candidate in alive:

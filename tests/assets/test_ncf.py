@@ -142,7 +142,9 @@ def test_ncf_evaluate_chooses_the_configuration_as_the_asset_does(tmp_path, caps
     path = tmp_path / "interactions.csv"
     interactions[["user", "item", "time"]].to_csv(path, index=False)
     assert cli_main(["ncf", "evaluate", str(path), "--format", "csv", "--seed", "3"]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    shown = capsys.readouterr()
+    printed = json.loads(shown.out)
+    assert "ncf: search: candidate 1 of 5" in shown.err, "the search shows its progress on stderr"
     chosen = fit_and_evaluate(interactions, seed=3).checkpoint.config
     assert printed["search_cost"] > 0 and printed["config"] == json.loads(json.dumps(dataclasses.asdict(chosen)))
     assert cli_main(["ncf", "evaluate", str(path), "--format", "csv", "--epochs", "2"]) == 0
@@ -389,6 +391,7 @@ def test_ncf_evaluate_cli_on_a_csv(tmp_path):
     result = subprocess.run([cli, "ncf", "evaluate", str(path), "--format", "csv", "--epochs", "2", "--seed", "3"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    assert "ncf: training the chosen configuration on all but each user's latest item: epoch 2 of 2" in result.stderr
     scores = json.loads(result.stdout)
     assert set(scores) >= {"hr_at_10", "ndcg_at_10", "popularity_hr_at_10", "train_seconds", "n_users", "n_items"}
     assert scores["n_users"] == 80
