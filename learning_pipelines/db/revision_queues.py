@@ -147,14 +147,12 @@ def chunks_written_behind(conn: sa.Connection) -> Iterator[Callable[..., None]]:
                 future.cancel() or future.exception()
 
 
-def write_window(conn: sa.Connection, day: dt.date, shard: str, window_start: dt.datetime, stats: pd.DataFrame,
-                 built: dict) -> None:
-    """A window's statistics of the shard's day, and its row of revision_queue_windows (`built`: n_learners,
-    first_rollover_at, day_ends_at, cutoff_at, ready_at, late)."""
-    bulk.bulk_insert(conn, tables.queue_stats_daily, stats.assign(queue_date=day, learner_shard=shard,
-                                                                  window_start=window_start))
-    conn.execute(tables.revision_queue_windows.insert().values(window_start=window_start, queue_date=day,
-                                                               learner_shard=shard, **built))
+def write_windows(conn: sa.Connection, day: dt.date, shard: str, stats: pd.DataFrame, built: pd.DataFrame) -> None:
+    """The shard's statistics of `day` per window (window_start, theme_key, n_learners, due_today, overdue) and a row
+    of revision_queue_windows per window built (`built`: window_start, n_learners, first_rollover_at, day_ends_at,
+    cutoff_at, ready_at, late)."""
+    bulk.bulk_insert(conn, tables.queue_stats_daily, stats.assign(queue_date=day, learner_shard=shard))
+    bulk.bulk_insert(conn, tables.revision_queue_windows, built.assign(queue_date=day, learner_shard=shard))
 
 
 def day_totals(conn: sa.Connection, day: dt.date, shards: list[str]) -> pd.DataFrame:

@@ -296,21 +296,48 @@ def theme_totals(queues: QueueChunk) -> pd.DataFrame:
     return pd.concat([per_theme, everything])
 
 
-def theme_totals_by_window(queues: QueueChunk, window_of: pd.Series) -> dict[object, pd.DataFrame]:
-    """theme_totals of the chunk's learners of each rollover window (`window_of`: window by user_id)."""
-    windows = window_of.loc[queues.summaries["user_id"]].unique() if len(queues.summaries) else []
-    if len(windows) == 1:  # a window's own build: every learner in one window
-        return {windows[0]: theme_totals(queues)}
+def window_theme_totals(queues: QueueChunk, window_of: pd.Series) -> pd.DataFrame:
+    """One chunk's contribution to each rollover window's stats (`window_of`: window by user_id): window_start,
+    theme_key (ALL_THEMES: every theme), learners with a card due today, due and overdue cards; theme_totals per
+    window, counted in one pass."""
     themes, summaries = queues.themes, queues.summaries
-    due, due_total = themes["due_today"].to_numpy(), summaries["due_today_total"].to_numpy()
-    rows = pd.concat([
-        pd.DataFrame({"window": themes["user_id"].map(window_of).to_numpy(), "theme_key": themes["theme_key"].to_numpy(),
-                      "n_learners": (due > 0).astype(int), "due_today": due, "overdue": themes["overdue"].to_numpy()}),
-        pd.DataFrame({"window": summaries["user_id"].map(window_of).to_numpy(), "theme_key": ALL_THEMES,
-                      "n_learners": (due_total > 0).astype(int), "due_today": due_total,
-                      "overdue": summaries["overdue_total"].to_numpy()})])
-    totals = rows.groupby(["window", "theme_key"], sort=False).sum().astype(int)
-    return {window: frame.droplevel(0) for window, frame in totals.groupby(level=0, sort=False)}
+    window_codes, windows = pd.factorize(window_of.reindex(summaries["user_id"].to_numpy()).to_numpy())
+    theme_windows = pd.Series(window_codes, index=summaries["user_id"].to_numpy()).reindex(
+        themes["user_id"].to_numpy()).to_numpy()
+    theme_codes, keys = pd.factorize(themes["theme_key"])
+    size = len(windows) * len(keys)
+    key = theme_windows * len(keys) + theme_codes
+    due = themes["due_today"].to_numpy()
+    present = np.flatnonzero(np.bincount(key, minlength=size))
+    per_theme = pd.DataFrame({"window_start": np.asarray(windows)[present // max(len(keys), 1)],
+                              "theme_key": np.asarray(keys, dtype=object)[present % max(len(keys), 1)],
+                              "n_learners": np.bincount(key, due > 0, size)[present],
+                              "due_today": np.bincount(key, due, size)[present],
+                              "overdue": np.bincount(key, themes["overdue"].to_numpy(), size)[present]})
+    due_total = summaries["due_today_total"].to_numpy()
+    everything = pd.DataFrame({"window_start": np.asarray(windows), "theme_key": ALL_THEMES,
+                               "n_learners": np.bincount(window_codes, due_total > 0, len(windows)),
+                               "due_today": np.bincount(window_codes, due_total, len(windows)),
+                               "overdue": np.bincount(window_codes, summaries["overdue_total"].to_numpy(),
+                                                      len(windows))})
+    return pd.concat([per_theme, everything], ignore_index=True)
+
+
+def window_stats(chunk_totals: list[pd.DataFrame], windows: list) -> pd.DataFrame:
+    """queue_stats_daily rows of each of `windows` (window_start, theme_key, n_learners, due_today, overdue) from
+    every chunk's window_theme_totals; a window without learners has its ALL_THEMES row, at 0."""
+    empty = pd.DataFrame({"window_start": list(windows), "theme_key": ALL_THEMES, "n_learners": 0, "due_today": 0,
+                          "overdue": 0})
+    stats = pd.concat([empty, *chunk_totals], ignore_index=True)
+    return stats.groupby(["window_start", "theme_key"], as_index=False, sort=True).sum().astype(
+        {"n_learners": int, "due_today": int, "overdue": int})
+
+
+def days_stats(stats: pd.DataFrame) -> pd.DataFrame:
+    """The day's totals by theme (theme_key, n_learners, due_today, overdue) of window_stats; the ALL_THEMES row at 0
+    when no window was built."""
+    every = pd.DataFrame({"theme_key": [ALL_THEMES], "n_learners": [0], "due_today": [0], "overdue": [0]})
+    return pd.concat([every, stats.drop(columns="window_start")]).groupby("theme_key", as_index=False).sum()
 
 
 def day_stats(chunk_totals: list[pd.DataFrame]) -> pd.DataFrame:

@@ -84,7 +84,7 @@ def build_shard_day(engine: sa.Engine, day: dt.date, shard: str, cutoff: dt.date
                    else sorted(learners["window_start"].unique()))
         window_of = learners.set_index("user_id")["window_start"]
         parts = list(chunks(learners["user_id"].to_numpy(), QUEUE_LEARNER_CHUNK))
-        totals: dict[pd.Timestamp, list[pd.DataFrame]] = {window: [] for window in windows}
+        totals: list[pd.DataFrame] = []
         n_theme_rows = 0
         # The first chunk's read starts here, on its own connection on PostgreSQL.
         with revision_queues.card_states_read_ahead(conn, parts) as states_of:
@@ -97,25 +97,30 @@ def build_shard_day(engine: sa.Engine, day: dt.date, shard: str, cutoff: dt.date
                     chunk = learners.loc[learners["user_id"].isin(ids)]
                     queues = revision.build_queues(states, chunk, concept_themes, day)
                     write_chunk(day, queues, chunk, dt.datetime.now(dt.timezone.utc), cutoff)
-                    for window, window_totals in revision.theme_totals_by_window(queues, window_of).items():
-                        totals[window].append(window_totals)
+                    totals.append(revision.window_theme_totals(queues, window_of))
                     n_theme_rows += len(queues.themes)
                     pause_points.reached("revision_queues.chunk_written")
         ready_at = dt.datetime.now(dt.timezone.utc)
-        for window in windows:
-            built = learners.loc[learners["window_start"] == window]
-            first_rollover = built["valid_from"].min() if len(built) else None
-            revision_queues.write_window(conn, day, shard, window, revision.day_stats(totals[window]), {
-                "n_learners": len(built), "first_rollover_at": first_rollover,
-                "day_ends_at": built["valid_until"].max() if len(built) else None, "cutoff_at": cutoff,
-                "ready_at": ready_at, "late": bool(first_rollover is not None and ready_at > first_rollover)})
+        stats = revision.window_stats(totals, windows)
+        revision_queues.write_windows(conn, day, shard, stats, _window_records(learners, windows, cutoff, ready_at))
         pause_points.reached("revision_queues.before_commit")
     with engine.begin() as conn:
         stored = revision_queues.stored_consistency(conn, day, learners["user_id"].to_numpy())
-    every_window = [frame for parts_of_window in totals.values() for frame in parts_of_window]
-    return QueueShardSummary(revision.day_stats(every_window), n_theme_rows, len(learners), rejected, stored, cutoff,
+    return QueueShardSummary(revision.days_stats(stats), n_theme_rows, len(learners), rejected, stored, cutoff,
                              time.perf_counter() - started, windows, n_day_ended,
                              int((learners["valid_from"] < ready_at).sum()))
+
+
+def _window_records(learners: pd.DataFrame, windows: list, cutoff: dt.datetime, ready_at: dt.datetime) -> pd.DataFrame:
+    """revision_queue_windows' row of each window built: learners, first rollover, end of the last day, cutoff, when
+    ready, and whether that was after the first rollover (late)."""
+    per_window = learners.groupby("window_start").agg(
+        n_learners=("user_id", "size"), first_rollover_at=("valid_from", "min"),
+        day_ends_at=("valid_until", "max")).reindex(pd.DatetimeIndex(windows, name="window_start"))
+    per_window["n_learners"] = per_window["n_learners"].fillna(0).astype(int)
+    return per_window.reset_index().assign(
+        cutoff_at=cutoff, ready_at=ready_at,
+        late=(per_window["first_rollover_at"] < pd.Timestamp(ready_at)).to_numpy())
 
 
 def _shard_learners(conn: sa.Connection, shard: str, day: dt.date, window_start: dt.datetime | None):

@@ -62,10 +62,10 @@ def write_builds(engine: sa.Engine, builds: pd.DataFrame, ready_at: dt.datetime 
             cutoff = window_start.to_pydatetime() - BUILD_LEAD
             ready = ready_at or cutoff + READY_AFTER_CUTOFF
             first_rollover = learners["rollover_at"].min().to_pydatetime()
-            stats = pd.DataFrame({"theme_key": [ALL_THEMES], "n_learners": [len(learners)],
-                                  "due_today": [due_per_learner * len(learners)],
+            stats = pd.DataFrame({"window_start": [window_start], "theme_key": [ALL_THEMES],
+                                  "n_learners": [len(learners)], "due_today": [due_per_learner * len(learners)],
                                   "overdue": [overdue_per_learner * len(learners)]})
-            revision_queues.write_window(conn, queue_date, shard, window_start.to_pydatetime(), stats, {
-                "n_learners": len(learners), "first_rollover_at": first_rollover,
-                "day_ends_at": learners["day_ends_at"].max().to_pydatetime(), "cutoff_at": cutoff,
-                "ready_at": ready, "late": ready > first_rollover})
+            revision_queues.write_windows(conn, queue_date, shard, stats, pd.DataFrame({
+                "window_start": [window_start], "n_learners": [len(learners)], "first_rollover_at": [first_rollover],
+                "day_ends_at": [learners["day_ends_at"].max().to_pydatetime()], "cutoff_at": [cutoff],
+                "ready_at": [ready], "late": [ready > first_rollover]}))
