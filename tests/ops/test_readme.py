@@ -56,3 +56,15 @@ def test_troubleshooting_covers_what_newcomers_hit():
     troubleshooting = _section("Troubleshooting")
     for topic in ("Port 3000 in use", "PostgreSQL not reachable", "make clean-demo", "numba"):
         assert topic in troubleshooting, topic
+
+
+def test_make_screenshots_retakes_every_picture_the_readme_shows():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("take_screenshots", ROOT / "docs" / "take_screenshots.py")
+    screenshots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screenshots)
+    shown = set(re.findall(r"\(docs/([\w-]+\.png)\)", README))
+    assert shown and shown == set(screenshots.PAGES), "a README picture make screenshots does not retake, or one it "\
+                                                      "takes that the README does not show"
+    assert all((ROOT / "docs" / name).is_file() for name in shown)
