@@ -310,7 +310,7 @@ def test_user_deployment_serves_the_code_location(values):
     assert deployment["name"] == "learning-pipelines"
     assert deployment["port"] == 3030
     args = deployment.get("codeServerArgs") or deployment.get("dagsterApiGrpcArgs")
-    assert args == ["-m", "learning_pipelines.definitions"]
+    assert args == ["-m", "learning_pipelines.definitions", "--location-name", "learning_pipelines"]
     image = deployment["image"]
     assert image["repository"] and isinstance(image["tag"], str)
     assert image["tag"] not in ("", "latest")
