@@ -15,7 +15,8 @@ automation = dg.AutomationConditionSensorDefinition(
     default_status=settings.DEFAULT_SENSOR_STATUS,
     minimum_interval_seconds=30,
     description="Evaluates every asset's automation condition: card_memory_states as soon as reviews or "
-                "weights change (eager), concept_complexity nightly after the states. Off in development; "
+                "weights change (eager), concept_complexity once a day at 02:00 (the schedule time zone). Off in "
+                "development; "
                 f"{settings.AUTOMATION_ENV}=on starts it with the other schedules and sensors.",
 )
 

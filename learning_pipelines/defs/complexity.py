@@ -35,4 +35,4 @@ def scores_in_unit_interval(warehouse: Warehouse) -> dg.AssetCheckResult:
 
 concept_complexity_job = dg.define_asset_job(
     "concept_complexity_job", selection=[concept_complexity],
-    description="Scores every concept's complexity from the current memory states (nightly by automation).")
+    description="Scores every concept's complexity from the current memory states (daily at 02:00 by automation).")

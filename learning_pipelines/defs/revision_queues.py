@@ -18,7 +18,7 @@ from learning_pipelines.observability.structured_logs import asset_logger
 # Through tomorrow (UTC): learners east of UTC roll into tomorrow during today (Pacific/Kiritimati, UTC+14, at
 # 14:00 UTC with day_start_hour 4).
 queue_days = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=2, timezone=settings.SCHEDULE_TIMEZONE)
-# Each day's queues are built shard by shard: the shards of a night are separate runs any worker takes.
+# Each day's queues are built shard by shard, window by window: a window's shards are separate runs any worker takes.
 queue_days_by_shard = dg.MultiPartitionsDefinition({"day": queue_days, "shard": learner_shards})
 # Set on the shard runs that follow a rollover window's refresh of the memory states: every review committed
 # before this moment (ISO 8601) is in the states the queues are built from.
