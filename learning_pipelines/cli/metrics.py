@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+
+
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _metrics(args: argparse.Namespace) -> int:
@@ -27,6 +32,9 @@ def _metrics(args: argparse.Namespace) -> int:
         if args.once:
             sys.stdout.write(generate_latest(registry).decode())
             return 0
+        # Stops on SIGTERM even when started with it ignored (an ignored signal is inherited across exec: a
+        # supervisor or a test runner that ignores it would otherwise leave the server running).
+        signal.signal(signal.SIGTERM, _interrupted)
         server, _ = start_http_server(args.port, addr=args.host, registry=registry)
         print(f"serving Prometheus metrics on http://{args.host}:{server.server_port}/metrics", flush=True)
         try:

@@ -102,8 +102,11 @@ def test_a_suggested_command_does_what_it_says(command, newcomer, tmp_path):
         argv += ["--learners", "20"]  # the stack's line loads 1,000; the same command
     if HOW[command] == "serve":
         argv += [] if "--port" in argv else ["--port", "0"]
+        # Started with SIGTERM ignored, as a runner or supervisor may leave it (an ignored signal survives exec):
+        # the server still stops on it.
         server = subprocess.Popen([CLI, *argv], env=newcomer["env"], cwd=newcomer["cwd"], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                  stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                  preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
         try:
             assert "serving Prometheus metrics on http://" in server.stdout.readline(), server.stderr.read()
         finally:
