@@ -166,19 +166,6 @@ def day_totals(conn: sa.Connection, day: dt.date, shards: list[str]) -> pd.DataF
                            .group_by(stats.c.theme_key).order_by(stats.c.theme_key))
 
 
-def latest_complete_day(conn: sa.Connection, shards: list[str]) -> tuple[dt.date, dt.datetime | None] | None:
-    """The latest day for which every learner shard of `shards` built its queues, and when its last learner's
-    queue was written (None when it has no learner); None when no day is complete."""
-    stats, summary = tables.queue_stats_daily, tables.revision_queue_user_summary
-    day = conn.execute(sa.select(stats.c.queue_date).where(stats.c.learner_shard.in_(shards))
-                       .group_by(stats.c.queue_date)
-                       .having(sa.func.count(sa.distinct(stats.c.learner_shard)) == len(set(shards)))
-                       .order_by(stats.c.queue_date.desc()).limit(1)).scalar()
-    if day is None:
-        return None
-    return day, conn.execute(sa.select(sa.func.max(summary.c.generated_at)).where(summary.c.queue_date == day)).scalar()
-
-
 def stored_consistency(conn: sa.Connection, day: dt.date, user_ids) -> dict[str, int]:
     """As stored for `day` and those of the learners `user_ids` (a learner shard) with a summary row: learners
     whose summary differs from their theme rows, due cards in mapped themes, cards logged as tag-quality debt,

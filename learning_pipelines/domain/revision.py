@@ -279,27 +279,10 @@ def concept_theme_keys(concept_ids: np.ndarray, concept_theme_map: pd.DataFrame,
 ALL_THEMES = "*"
 
 
-def theme_totals(queues: QueueChunk) -> pd.DataFrame:
-    """One chunk's contribution to the day's stats, indexed by theme_key (ALL_THEMES: every theme):
-    learners with a card due today, due and overdue cards."""
-    themes = queues.themes
-    theme, keys = pd.factorize(themes["theme_key"])
-    due = themes["due_today"].to_numpy()
-    per_theme = pd.DataFrame({"n_learners": np.bincount(theme, due > 0, len(keys)),
-                              "due_today": np.bincount(theme, due, len(keys)),
-                              "overdue": np.bincount(theme, themes["overdue"].to_numpy(), len(keys))},
-                             index=keys).astype(int)
-    summaries = queues.summaries
-    everything = pd.DataFrame({"n_learners": [int((summaries["due_today_total"] > 0).sum())],
-                               "due_today": [int(summaries["due_today_total"].sum())],
-                               "overdue": [int(summaries["overdue_total"].sum())]}, index=[ALL_THEMES])
-    return pd.concat([per_theme, everything])
-
-
 def window_theme_totals(queues: QueueChunk, window_of: pd.Series) -> pd.DataFrame:
     """One chunk's contribution to each rollover window's stats (`window_of`: window by user_id): window_start,
-    theme_key (ALL_THEMES: every theme), learners with a card due today, due and overdue cards; theme_totals per
-    window, counted in one pass."""
+    theme_key (ALL_THEMES: every theme), learners with a card due today, due and overdue cards; counted in one
+    pass over every window."""
     themes, summaries = queues.themes, queues.summaries
     window_codes, windows = pd.factorize(window_of.reindex(summaries["user_id"].to_numpy()).to_numpy())
     theme_windows = pd.Series(window_codes, index=summaries["user_id"].to_numpy()).reindex(
@@ -338,10 +321,3 @@ def days_stats(stats: pd.DataFrame) -> pd.DataFrame:
     when no window was built."""
     every = pd.DataFrame({"theme_key": [ALL_THEMES], "n_learners": [0], "due_today": [0], "overdue": [0]})
     return pd.concat([every, stats.drop(columns="window_start")]).groupby("theme_key", as_index=False).sum()
-
-
-def day_stats(chunk_totals: list[pd.DataFrame]) -> pd.DataFrame:
-    """queue_stats_daily rows (theme_key, n_learners, due_today, overdue) from every chunk's theme_totals."""
-    if not chunk_totals:
-        return pd.DataFrame({"theme_key": [ALL_THEMES], "n_learners": [0], "due_today": [0], "overdue": [0]})
-    return pd.concat(chunk_totals).groupby(level=0).sum().astype(int).rename_axis("theme_key").reset_index()

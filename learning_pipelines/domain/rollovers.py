@@ -85,8 +85,7 @@ def in_window(learners: pd.DataFrame, day: dt.date, window_start: dt.datetime | 
     """Which `learners` (timezone, day_start_hour) roll over into `day` inside the window (all when None)."""
     if window_start is None:
         return np.ones(len(learners), dtype=bool)
-    starts = day_starts_seconds(learners, day)
-    return starts - starts % _WINDOW_SECONDS == int(window_start.timestamp())
+    return windows_of(day_starts_seconds(learners, day)) == int(window_start.timestamp())
 
 
 def windows_of(day_starts: np.ndarray) -> np.ndarray:
