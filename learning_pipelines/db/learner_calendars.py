@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -35,10 +34,11 @@ def fallbacks_among(conn: sa.Connection, user_ids) -> pd.DataFrame:
     user_id."""
     if len(user_ids) == 0:
         return pd.DataFrame({"user_id": pd.Series(dtype="int64"), "timezone": pd.Series(dtype=object)})
-    stored = bulk.read_frame(conn, sa.select(users.c.user_id, users.c.timezone)
-                             .select_from(users.outerjoin(time_zones, time_zones.c.name == users.c.timezone))
-                             .where(time_zones.c.name.is_(None)).order_by(users.c.user_id))
-    return stored.loc[stored["user_id"].isin(np.asarray(user_ids, dtype=np.int64))].reset_index(drop=True)
+    # Only these learners' rows (by their key), not every learner with a bad zone: a refresh asks for the few it wrote.
+    stored = bulk.read_frame_with_ids(conn, sa.select(users.c.user_id, users.c.timezone)
+                                      .select_from(users.outerjoin(time_zones, time_zones.c.name == users.c.timezone))
+                                      .where(time_zones.c.name.is_(None)), users.c.user_id, user_ids)
+    return stored.sort_values("user_id", ignore_index=True)
 
 
 def record_fallbacks(conn: sa.Connection, user_ids, noticed_at: dt.datetime | None = None) -> pd.DataFrame:
