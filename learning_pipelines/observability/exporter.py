@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
 import threading
 import time
 from collections import Counter
@@ -37,6 +36,7 @@ from learning_pipelines import settings
 from learning_pipelines.db import monitoring_reads
 from learning_pipelines.domain import rollovers, time_zones
 from learning_pipelines.domain.learner_shards import shard_keys, shard_of
+from learning_pipelines.observability import admin_views
 
 FSRS_JOB = "fsrs_optimization_job"
 CDC_ASSET = "concept_complexity"
@@ -69,12 +69,13 @@ JOB_LABEL = "dagster_job"
 METRIC_NAMES = (
     "dagster_run_queue_size", "dagster_runs_finished", "jobs_failed", "learning_pipelines_last_success_timestamp_seconds",
     "fsrs_optimization_jobs_processed", "fsrs_optimization_job_duration_seconds", "cdc_calculation_job_duration_seconds",
-    "dagster_asset_last_materialization_timestamp_seconds", "fsrs_learners_optimized", "fsrs_shadow_logloss",
+    "dagster_asset_last_materialization_timestamp_seconds", "fsrs_learners_optimized",
     "revision_queue_due", "revision_queue_learners_without_todays_queue",
-    "revision_queue_oldest_missing_rollover_age_seconds", "revision_queue_window_build_seconds", "review_logs_rows",
+    "revision_queue_oldest_missing_rollover_age_seconds", "revision_queue_window_build_seconds",
+    "revision_queue_last_build_ready_timestamp_seconds", "revision_queue_last_build_late", "review_logs_rows",
     "review_log_rejects_rows", "learning_pipelines_scrape_duration_seconds", "learning_pipelines_warehouse_up",
     "ncf_model_age_seconds", "ncf_model_hr_at_10", "review_logs_partition_migration_months",
-    "review_logs_partition_migration_rows_copied",
+    "review_logs_partition_migration_rows_copied", *admin_views.METRIC_NAMES,
 )
 
 
@@ -197,13 +198,17 @@ def learners_without_todays_queue(today: LearnersToday, built_windows: pd.DataFr
 class LearningPipelinesCollector(Collector):
     def __init__(self, instance: dg.DagsterInstance, engine: sa.Engine | None, job_names: Iterable[str] = (),
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
-                 learner_counts_every: dt.timedelta = LEARNER_COUNTS_EVERY, learner_page: int = LEARNER_PAGE):
+                 learner_counts_every: dt.timedelta = LEARNER_COUNTS_EVERY, learner_page: int = LEARNER_PAGE,
+                 tag_debt_alert_share: float | None = None):
         self.instance = instance
         self.engine = engine
         self.job_names = frozenset(job_names)  # exported from the first scrape, at 0 until they run
         self.clock = clock  # the warehouse figures' now (aware)
         self.learner_counts_every = learner_counts_every
         self.learner_page = learner_page
+        self.tag_debt_alert_share = (settings.tag_debt_alert_share() if tag_debt_alert_share is None
+                                     else tag_debt_alert_share)
+        self._admin_views = admin_views.AdminViews()
         self._learner_counts: LearnerCounts | None = None  # of the last complete pass
         self._learner_counts_done_at: dt.datetime | None = None
         self._learner_count_pass: LearnerCountPass | None = None
@@ -231,6 +236,7 @@ class LearningPipelinesCollector(Collector):
             warehouse_up.add_metric([], 0)
         yield from families
         yield warehouse_up
+        yield admin_views.alert_share_family(self.tag_debt_alert_share)
         scrape = GaugeMetricFamily("learning_pipelines_scrape_duration_seconds", "Time to build this scrape")
         scrape.add_metric([], time.perf_counter() - started)
         yield scrape
@@ -334,6 +340,8 @@ class LearningPipelinesCollector(Collector):
             figures = monitoring_reads.warehouse_figures(conn, shards, now)
             counts = (self._learner_counts_at(conn, now) if figures.queues is not None and figures.calendars_readable
                       else None)
+            views = (self._admin_views.read(conn, figures.queues, shards, now) if figures.queues is not None
+                     else None)
         today = self._learners_today_at(counts, now) if counts is not None else None
         gauge = GaugeMetricFamily("fsrs_learners_optimized", "Learners with their own FSRS weights")
         gauge.add_metric([], figures.learners_optimized)
@@ -345,12 +353,7 @@ class LearningPipelinesCollector(Collector):
             family.add_metric([], value)
             yield family
         yield from _queue_families(figures.queues, today, shards, now)
-        shadow_family = GaugeMetricFamily("fsrs_shadow_logloss", "Latest daily shadow-evaluation logloss per A/B group",
-                                          labels=["ab_group"])
-        for group, value in figures.shadow_logloss:
-            if value is not None and math.isfinite(value):
-                shadow_family.add_metric([group], value)
-        yield shadow_family
+        yield from admin_views.families(views, figures.shadow_metrics)
         age = GaugeMetricFamily("ncf_model_age_seconds", "Age of the latest NCF model")
         hit_rate = GaugeMetricFamily("ncf_model_hr_at_10", "Held-out HR@10 of the latest NCF model and of popularity",
                                      labels=["model"])
@@ -380,6 +383,13 @@ def _queue_families(queues: monitoring_reads.QueueFigures | None, today: Learner
     oldest = GaugeMetricFamily("revision_queue_oldest_missing_rollover_age_seconds",
                                "How long ago the oldest rollover without its queue was (0 when none)",
                                labels=["learner_shard"])
+    last_ready = GaugeMetricFamily("revision_queue_last_build_ready_timestamp_seconds",
+                                   "When the window build ready last (of a learner shard's day) was ready")
+    last_late = GaugeMetricFamily("revision_queue_last_build_late",
+                                  "1 when the window build ready last was ready after its window's first rollover")
+    if queues is not None and queues.last_build is not None:
+        last_ready.add_metric([], pd.Timestamp(queues.last_build.ready_at).timestamp())
+        last_late.add_metric([], int(bool(queues.last_build.late)))
     if queues is not None:
         due.add_metric(["due_today"], queues.due_today)
         due.add_metric(["overdue"], queues.overdue)
@@ -393,7 +403,7 @@ def _queue_families(queues: monitoring_reads.QueueFigures | None, today: Learner
             n_learners, rollover_at = late["n_learners"].get(shard, 0), late["oldest_rollover_at"].get(shard)
             missing.add_metric([shard], int(n_learners))
             oldest.add_metric([shard], 0 if rollover_at is None else (pd.Timestamp(now) - rollover_at).total_seconds())
-    yield from (due, build_times, missing, oldest)
+    yield from (due, build_times, missing, oldest, last_ready, last_late)
 
 
 def _migration_progress(report: dict) -> Iterator:

@@ -63,6 +63,15 @@ def _label_names(expr: str, legend: str = "") -> set[str]:
     return names
 
 
+def _dashboard() -> dict:
+    return json.loads((MONITORING / "grafana" / "dashboards" / "learning_pipelines.json").read_text())
+
+
+def _query_panels(dashboard: dict) -> list[dict]:
+    """The panels that query Prometheus: all but the rows (headers that group the panels below them)."""
+    return [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+
+
 def _exported_sample_names(registry) -> set[str]:
     names = set()
     for family in registry.collect():
@@ -77,13 +86,13 @@ def test_dashboard_and_alerts_use_only_exported_metrics(tmp_path, empty_sqlite_u
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         exported = _exported_sample_names(build_registry(instance, get_engine(empty_sqlite_url)))
     exported.add("up")  # written by Prometheus itself for every scrape target
-    dashboard = json.loads((MONITORING / "grafana" / "dashboards" / "learning_pipelines.json").read_text())
+    dashboard = _dashboard()
     datasource_uid = yaml.safe_load((MONITORING / "grafana" / "provisioning" / "datasources" / "prometheus.yml")
                                     .read_text())["datasources"][0]["uid"]
     assert dashboard["uid"] and dashboard["title"] and dashboard["panels"]
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
     expressions = []
-    for panel in dashboard["panels"]:
+    for panel in _query_panels(dashboard):
         assert panel["title"] and set(panel["gridPos"]) == {"x", "y", "w", "h"}
         assert panel["datasource"]["uid"] == datasource_uid
         assert panel["targets"], panel["title"]
@@ -95,7 +104,7 @@ def test_dashboard_and_alerts_use_only_exported_metrics(tmp_path, empty_sqlite_u
     used = set().union(*(_metric_names(e) for e in expressions))
     assert used <= exported, f"not exported: {sorted(used - exported)}"
     # and every exported family shows on the dashboard
-    dashboard_names = set().union(*(_metric_names(t["expr"]) for p in dashboard["panels"] for t in p["targets"]))
+    dashboard_names = set().union(*(_metric_names(t["expr"]) for p in _query_panels(dashboard) for t in p["targets"]))
     families = {n.removesuffix("_bucket").removesuffix("_total") for n in dashboard_names}
     missing = {n for n in exported if re.sub(r"_(g?sum|g?count|bucket|total)$", "", n) not in families and n != "up"}
     assert not missing, f"exported but on no panel: {sorted(missing)}"
@@ -106,9 +115,8 @@ def test_dashboard_and_alerts_use_only_exported_metrics(tmp_path, empty_sqlite_u
 def test_only_up_is_matched_grouped_or_shown_by_the_labels_prometheus_sets():
     """Prometheus owns `job` and `instance`: a panel or rule that reads our series by them would see the scrape
     job, not the Dagster job (which the exporter labels `dagster_job`)."""
-    dashboard = json.loads((MONITORING / "grafana" / "dashboards" / "learning_pipelines.json").read_text())
     rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"][0]["rules"]
-    queries = [(f"panel {p['title']!r}", t["expr"], t.get("legendFormat", "")) for p in dashboard["panels"]
+    queries = [(f"panel {p['title']!r}", t["expr"], t.get("legendFormat", "")) for p in _query_panels(_dashboard())
                for t in p["targets"]]
     queries += [(f"alert {rule['alert']}", rule["expr"], "") for rule in rules]
     for where, expr, legend in queries:
@@ -121,8 +129,8 @@ def test_only_up_is_matched_grouped_or_shown_by_the_labels_prometheus_sets():
 def test_quantile_panels_read_no_data_yet_instead_of_nan():
     """histogram_quantile of a window without new observations (or of a gauge histogram of no builds) is NaN;
     guarded, the panel is empty and says so."""
-    dashboard = json.loads((MONITORING / "grafana" / "dashboards" / "learning_pipelines.json").read_text())
-    quantile_panels = [p for p in dashboard["panels"] if any("histogram_quantile" in t["expr"] for t in p["targets"])]
+    quantile_panels = [p for p in _query_panels(_dashboard())
+                       if any("histogram_quantile" in t["expr"] for t in p["targets"])]
     assert len(quantile_panels) == 3  # FSRS optimization and CDC durations, window builds' cutoff to ready
     for panel in quantile_panels:
         assert panel["fieldConfig"]["defaults"].get("noValue") == "no data yet", panel["title"]
@@ -132,6 +140,36 @@ def test_quantile_panels_read_no_data_yet_instead_of_nan():
             guard = (f"and on() sum(increase({over_time[1]}_count[{over_time[2]}])) > 0" if over_time else
                      f"and on() sum({as_is[1]}_gcount) > 0")
             assert target["expr"].endswith(guard), (panel["title"], target["expr"])
+
+
+# The admin views' rows (issue #32): what each row's panels must show, by metric.
+ROWS = {
+    "Queues": {"revision_queue_due", "revision_queue_theme_due", "revision_queue_last_build_ready_timestamp_seconds",
+               "revision_queue_last_build_late", "revision_queue_learners_without_todays_queue"},
+    "Evaluation": {"fsrs_shadow_logloss", "fsrs_shadow_brier", "fsrs_shadow_ece", "fsrs_shadow_rmse_bins"},
+    "Tag quality": {"tag_quality_debt_last_7_days", "tag_quality_debt_by_theme_last_7_days",
+                    "revision_queue_due_last_7_days", "tag_quality_debt_alert_share"},
+}
+
+
+def test_the_dashboard_has_the_queues_evaluation_and_tag_quality_rows():
+    """Grafana puts a panel in the row above it (by gridPos.y); no two panels overlap, so each is where it is read."""
+    panels = sorted(_dashboard()["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    rows = [p for p in panels if p["type"] == "row"]
+    assert [row["title"] for row in rows] == list(ROWS)
+    assert all(row["gridPos"]["w"] == 24 and not row["collapsed"] and not row["panels"] for row in rows)
+    in_row: dict[str, set[str]] = {}
+    current = None
+    for panel in panels:
+        if panel["type"] == "row":
+            current = panel["title"]
+        elif current:
+            in_row.setdefault(current, set()).update(*(_metric_names(t["expr"]) for t in panel["targets"]))
+    for title, metrics in ROWS.items():
+        assert metrics <= in_row[title], f"row {title!r} lacks {sorted(metrics - in_row[title])}"
+    cells = [(x, y) for p in panels for x in range(p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"])
+             for y in range(p["gridPos"]["y"], p["gridPos"]["y"] + p["gridPos"]["h"])]
+    assert len(cells) == len(set(cells)) and all(x < 24 for x, _ in cells), "panels overlap or leave the grid"
 
 
 def test_every_known_job_and_outcome_is_exported_from_the_first_scrape_at_zero(tmp_path, empty_sqlite_url):

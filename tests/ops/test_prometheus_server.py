@@ -33,9 +33,11 @@ from learning_pipelines.db.engine import get_engine
 from learning_pipelines.definitions import defs as load_defs
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.demo import load_platform
+from learning_pipelines.domain.learner_shards import shard_keys
 from learning_pipelines.domain.simulate import simulate_platform
 from learning_pipelines.observability.exporter import code_location_jobs
 from tests.conftest import _skip_or_fail
+from tests.support.admin_figures import ADMIN_SERIES, expected_series
 from tests.support.queue_windows import BUILD_KEY, built_keys, current_builds, write_builds
 from tests.support.running_stack import free_port
 
@@ -211,7 +213,7 @@ def _check_dashboard(base: str, may_be_empty: Callable[[dict], bool]) -> None:
     """Every target of every panel: data (unless the panel may be empty), never NaN, and every label its legend
     shows present and telling the series apart."""
     for panel in json.loads(DASHBOARD.read_text())["panels"]:
-        for target in panel["targets"]:
+        for target in panel.get("targets", []):  # a row only groups the panels below it
             where = f"panel {panel['title']!r} {target['refId']}: {target['expr']}"
             series = _query(base, target["expr"])
             assert series or may_be_empty(panel), f"no data: {where}"
@@ -222,6 +224,20 @@ def _check_dashboard(base: str, may_be_empty: Callable[[dict], bool]) -> None:
                 assert shown <= s["metric"].keys(), f"{where}: {s['metric']} lacks {shown - s['metric'].keys()}"
             legends = [LEGEND_LABEL.sub(lambda m, s=s: s["metric"][m[1]], legend) for s in series]
             assert not shown or len(set(legends)) == len(legends), f"{where}: series share a legend: {legends}"
+
+
+def _check_admin_views(base: str, engine: sa.Engine) -> None:
+    """What Prometheus stored of the admin views equals the tables (tests/support/admin_figures.py); the healthy
+    instance's tag-quality debt, every concept of it under a reason of the fixed list, is under the alert's share."""
+    stored = {(s["metric"]["__name__"], tuple(sorted((k, v) for k, v in s["metric"].items()
+                                                     if k not in ("__name__", "job", "instance")))): float(s["value"][1])
+              for s in _query(base, f'{{__name__=~"{"|".join(ADMIN_SERIES)}"}}')}
+    assert stored == pytest.approx(expected_series(engine, shard_keys(settings.LEARNER_SHARDS),
+                                                          dt.datetime.now(dt.timezone.utc)))
+    debt = {s["metric"]["reason"]: float(s["value"][1]) for s in _query(base, "tag_quality_debt_last_7_days")}
+    assert debt["other"] == 0 and sum(debt.values()) > 0, debt
+    share = float(_query(base, "sum(tag_quality_debt_last_7_days) / sum(revision_queue_due_last_7_days)")[0]["value"][1])
+    assert 0 < share < float(_query(base, "tag_quality_debt_alert_share")[0]["value"][1])
 
 
 def _no_value(panel: dict) -> str | None:
@@ -294,6 +310,7 @@ def test_a_real_prometheus_scrapes_the_exporter_and_evaluates_the_alerts(tmp_pat
             assert _alerts(base) == [], "a healthy instance raises no alert, not even a pending one"
             assert float(_query(base, "sum(revision_queue_learners_without_todays_queue)")[0]["value"][1]) == 0
             _check_dashboard(base, may_be_empty=lambda panel: _no_value(panel) is not None)
+            _check_admin_views(base, engine)
 
             # One more FSRS shard and CDC calculation (so the duration quantiles have a window with data), then
             # exactly 3 failed runs: the third failure makes the failure rate alert pending.

@@ -56,15 +56,18 @@ def write_builds(engine: sa.Engine, builds: pd.DataFrame, ready_at: dt.datetime 
                  due_per_learner: int = 3, overdue_per_learner: int = 1) -> None:
     """One window build per (window_start, queue_date, learner_shard) of `builds` (as current_builds gives them),
     ready at `ready_at` (by default READY_AFTER_CUTOFF after its cutoff, BUILD_LEAD before its window), with
-    statistics of `due_per_learner` and `overdue_per_learner` concepts for each of its learners."""
+    statistics of `due_per_learner` (at least 1) and `overdue_per_learner` concepts for each of its learners."""
     with engine.begin() as conn:
         for (window_start, queue_date, shard), learners in builds.groupby(BUILD_KEY):
             cutoff = window_start.to_pydatetime() - BUILD_LEAD
             ready = ready_at or cutoff + READY_AFTER_CUTOFF
             first_rollover = learners["rollover_at"].min().to_pydatetime()
-            stats = pd.DataFrame({"window_start": [window_start], "theme_key": [ALL_THEMES],
-                                  "n_learners": [len(learners)], "due_today": [due_per_learner * len(learners)],
-                                  "overdue": [overdue_per_learner * len(learners)]})
+            # As the recipes count them: the total (ALL_THEMES) and per theme, here "1" with every concept due of
+            # each learner but one, "2" with that one.
+            stats = pd.DataFrame({"window_start": window_start, "theme_key": [ALL_THEMES, "1", "2"],
+                                  "n_learners": len(learners),
+                                  "due_today": [due * len(learners) for due in (due_per_learner, due_per_learner - 1, 1)],
+                                  "overdue": [overdue * len(learners) for overdue in (overdue_per_learner,) * 2 + (0,)]})
             revision_queues.write_windows(conn, queue_date, shard, stats, pd.DataFrame({
                 "window_start": [window_start], "n_learners": [len(learners)], "first_rollover_at": [first_rollover],
                 "day_ends_at": [learners["day_ends_at"].max().to_pydatetime()], "cutoff_at": [cutoff],
