@@ -51,9 +51,11 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-# The README's pictures of the UI (docs/*.png), over the demo's instance: run `make demo` first.
-screenshots: install chromium
+# The README's pictures (docs/*.png), over the demo's instance: run `make demo` first. The UI's pages, then the
+# dashboard drawn from its queries on a real Prometheus scraping the demo (Grafana is not installable here).
+screenshots: install chromium promtool
 	$(BIN)/python docs/take_screenshots.py
+	$(BIN)/python docs/render_dashboard.py
 
 test: install promtool pg-client
 	$(BIN)/ruff check .
