@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 
@@ -62,20 +63,38 @@ def _csv(prepared: pd.DataFrame) -> io.BytesIO:
     return buffer
 
 
-def bulk_insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int:
-    """Insert every row of `frame` into `table` inside the caller's transaction."""
-    if frame.empty:
-        return 0
-    dialect = conn.dialect.name
+@dataclasses.dataclass(frozen=True)
+class EncodedRows:
+    """Rows of a table made ready for the driver (`encode_rows`), to be inserted later by `insert_encoded`: the
+    encoding is Python's work and the insert the server's, so a writer can encode the next rows while the server
+    takes in these."""
+
+    table: sa.Table
+    columns: list[str]
+    payload: io.BytesIO | list[tuple]  # CSV for COPY on PostgreSQL; parameter tuples elsewhere
+    n_rows: int
+
+
+def encode_rows(dialect: str, table: sa.Table, frame: pd.DataFrame) -> EncodedRows:
+    """`frame`'s rows for `table`, encoded for a connection of `dialect`."""
     prepared = _prepared(table, frame, dialect)
-    columns = list(prepared.columns)
     if dialect == "postgresql":
-        buffer = _csv(prepared)
-        column_sql = ", ".join(f'"{c}"' for c in columns)
-        statement = f'COPY "{table.name}" ({column_sql}) FROM STDIN WITH (FORMAT csv)'
+        payload = _csv(prepared) if len(prepared) else io.BytesIO()
+    else:
+        payload = list(prepared.astype(object).where(prepared.notna(), None).itertuples(index=False, name=None))
+    return EncodedRows(table, list(prepared.columns), payload, len(prepared))
+
+
+def insert_encoded(conn: sa.Connection, rows: EncodedRows) -> int:
+    """Insert `rows` (encode_rows for this connection's dialect) inside the caller's transaction."""
+    if rows.n_rows == 0:
+        return 0
+    column_sql = ", ".join(f'"{c}"' for c in rows.columns)
+    if conn.dialect.name == "postgresql":
+        statement = f'COPY "{rows.table.name}" ({column_sql}) FROM STDIN WITH (FORMAT csv)'
         cursor = conn.connection.dbapi_connection.cursor()
         try:
-            cursor.copy_expert(statement, buffer)
+            cursor.copy_expert(statement, rows.payload)
         except conn.dialect.loaded_dbapi.Error as error:
             # The raw cursor bypasses SQLAlchemy: raise what its execute would (callers catch SQLAlchemyError).
             raise sa.exc.DBAPIError.instance(statement, None, error, conn.dialect.loaded_dbapi.Error,
@@ -83,11 +102,16 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> in
         finally:
             cursor.close()
     else:
-        placeholders = ", ".join("?" for _ in columns)
-        column_sql = ", ".join(f'"{c}"' for c in columns)
-        rows = prepared.astype(object).where(prepared.notna(), None).itertuples(index=False, name=None)
-        conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({column_sql}) VALUES ({placeholders})', list(rows))
-    return len(prepared)
+        placeholders = ", ".join("?" for _ in rows.columns)
+        conn.exec_driver_sql(f'INSERT INTO "{rows.table.name}" ({column_sql}) VALUES ({placeholders})', rows.payload)
+    return rows.n_rows
+
+
+def bulk_insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int:
+    """Insert every row of `frame` into `table` inside the caller's transaction."""
+    if frame.empty:
+        return 0
+    return insert_encoded(conn, encode_rows(conn.dialect.name, table, frame))
 
 
 def review_log_months(reviewed_at: pd.Series) -> list[dt.date]:

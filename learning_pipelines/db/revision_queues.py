@@ -107,26 +107,38 @@ def learners_with_day(conn: sa.Connection, day: dt.date, user_ids) -> np.ndarray
     return np.sort(np.asarray(found, dtype=np.int64))
 
 
-def write_chunk(conn: sa.Connection, day: dt.date, queues: QueueChunk, learners: pd.DataFrame,
-                generated_at: dt.datetime, cutoff_at: dt.datetime) -> None:
-    """One chunk of learners' queues of `day`; `learners` holds their revision_daily_target and their day's UTC
-    bounds (valid_from, valid_until)."""
-    bulk.bulk_insert(conn, tables.revision_queue_theme, queues.themes.assign(queue_date=day))
+def encoded_chunk(dialect: str, day: dt.date, queues: QueueChunk, learners: pd.DataFrame, generated_at: dt.datetime,
+                  cutoff_at: dt.datetime) -> list[bulk.EncodedRows]:
+    """One chunk of learners' queues of `day`, encoded for the tables (write_encoded inserts them); `learners` holds
+    their revision_daily_target and their day's UTC bounds (valid_from, valid_until)."""
     summaries = queues.summaries.merge(learners[["user_id", "revision_daily_target", "valid_from", "valid_until"]],
                                        on="user_id")
-    bulk.bulk_insert(conn, tables.revision_queue_user_summary,
-                     summaries.assign(queue_date=day, generated_at=generated_at, cutoff_at=cutoff_at))
-    bulk.bulk_insert(conn, tables.tag_quality_debt_log, queues.debt.assign(queue_date=day))
-    bulk.bulk_insert(conn, tables.revision_queue_target_concept, queues.target_concepts.assign(queue_date=day))
+    return [bulk.encode_rows(dialect, table, frame) for table, frame in (
+        (tables.revision_queue_theme, queues.themes.assign(queue_date=day)),
+        (tables.revision_queue_user_summary, summaries.assign(queue_date=day, generated_at=generated_at,
+                                                              cutoff_at=cutoff_at)),
+        (tables.tag_quality_debt_log, queues.debt.assign(queue_date=day)),
+        (tables.revision_queue_target_concept, queues.target_concepts.assign(queue_date=day)))]
+
+
+def write_encoded(conn: sa.Connection, chunk: list[bulk.EncodedRows]) -> None:
+    for rows in chunk:
+        bulk.insert_encoded(conn, rows)
+
+
+def write_chunk(conn: sa.Connection, day: dt.date, queues: QueueChunk, learners: pd.DataFrame,
+                generated_at: dt.datetime, cutoff_at: dt.datetime) -> None:
+    """One chunk of learners' queues of `day` (encoded_chunk's arguments), inserted."""
+    write_encoded(conn, encoded_chunk(conn.dialect.name, day, queues, learners, generated_at, cutoff_at))
 
 
 @contextlib.contextmanager
 def chunks_written_behind(conn: sa.Connection) -> Iterator[Callable[..., None]]:
-    """A write_chunk(conn, ...) that, on PostgreSQL, runs on a thread of its own one chunk behind the caller:
-    the server takes in chunk k while Python computes chunk k + 1 (the next call first waits for the write in
-    flight, so at most one chunk waits in memory). The caller leaves `conn` alone inside the block; when the
-    block ends every chunk is written, or the first write's error is raised. Elsewhere each write is done at
-    the call (a SQLite connection stays in its thread)."""
+    """A write_chunk(conn, ...) that, on PostgreSQL, inserts on a thread of its own one chunk behind the caller:
+    the caller encodes chunk k + 1 and computes the next while the server takes in chunk k (each call encodes its
+    chunk, then waits for the insert in flight, so at most one encoded chunk waits in memory). The caller leaves
+    `conn` alone inside the block; when the block ends every chunk is written, or the first insert's error is
+    raised. Elsewhere each write is done at the call (a SQLite connection stays in its thread)."""
     if conn.dialect.name != "postgresql":
         yield lambda *args: write_chunk(conn, *args)
         return
@@ -134,9 +146,10 @@ def chunks_written_behind(conn: sa.Connection) -> Iterator[Callable[..., None]]:
         in_flight: list[concurrent.futures.Future] = []
 
         def write(*args) -> None:
+            encoded = encoded_chunk(conn.dialect.name, *args)
             if in_flight:
                 in_flight.pop().result()
-            in_flight.append(pool.submit(write_chunk, conn, *args))
+            in_flight.append(pool.submit(write_encoded, conn, encoded))
 
         try:
             yield write
