@@ -10,18 +10,20 @@ import datetime as dt
 
 import pandas as pd
 
+from learning_pipelines.domain import revision
+
 # Themes shown per view: the most due (or most indebted) ones. A platform has hundreds of themes; ten bars are
 # what an admin reads, and each one is a series Prometheus keeps.
 TOP_THEMES = 10
 # Tag-quality debt is judged over the last week of queue dates: one day is noisy (a day's queues are built window
 # by window, so the latest date is still filling in), a week is what the content team fixes mappings against.
 DEBT_DAYS = 7
-# The reasons revision queues log a due concept as tag-quality debt with (domain/revision.py writes them), and the
+# The reasons revision queues log a due concept as tag-quality debt with, and the
 # short label each one is exported under. A reason not in the list is counted as OTHER_REASON, so the number of
 # series stays fixed whatever the log holds.
 DEBT_REASONS = {
-    "no theme mapping; theme inferred from prerequisite graph": "theme_inferred_from_graph",
-    "no theme mapping and no mapped graph neighbour": "unmapped",
+    revision.DEBT_INFERRED_FROM_GRAPH: "theme_inferred_from_graph",
+    revision.DEBT_UNMAPPED: "unmapped",
 }
 OTHER_REASON = "other"
 

@@ -27,6 +27,9 @@ from learning_pipelines.domain import fsrs, learner_calendar
 
 UNMAPPED = "UNMAPPED"
 FALLBACK_PREFIX = "THEME::"
+# tag_quality_debt_log.reason of a due concept without a theme of its own
+DEBT_INFERRED_FROM_GRAPH = "no theme mapping; theme inferred from prerequisite graph"
+DEBT_UNMAPPED = "no theme mapping and no mapped graph neighbour"
 # Recall probability a card is scheduled for when the learner sets none (FSRS's usual target).
 DEFAULT_RETENTION_TARGET = 0.9
 DEFAULT_SPACING_MULTIPLIER = 1.0
@@ -229,8 +232,7 @@ def build_queues(states: pd.DataFrame, learners: pd.DataFrame, concept_themes: p
         "concept_id": states["concept_id"].to_numpy()[debt_cards],
         "fallback_key": np.asarray(theme_keys, dtype=object)[theme[fallback_due]],
     })
-    debt["reason"] = np.where(debt["fallback_key"] == UNMAPPED, "no theme mapping and no mapped graph neighbour",
-                              "no theme mapping; theme inferred from prerequisite graph")
+    debt["reason"] = np.where(debt["fallback_key"] == UNMAPPED, DEBT_UNMAPPED, DEBT_INFERRED_FROM_GRAPH)
     target_concepts = pd.DataFrame({
         "user_id": states["user_id"].to_numpy()[target_cards], "position": positions,
         "concept_id": states["concept_id"].to_numpy()[target_cards],
