@@ -6,8 +6,9 @@ memory states against a full replay.
 
 Queues: 10,000,000 card states (100,000 learners x 100 concepts) whose learners live in 24 time zones (day start
 04:00), one rollover window each. The single night is every learner shard's day built at once (the recipe with no
-window, as the 02:00 build did); the windows are the same day built window by window, every shard of each, as
-revision_queue_shards_after_states launches them. Both are the recipe (flows/revision_queues.py) without Dagster.
+window, shard by shard, as the 02:00 build did); the windows are the same day built window by window, every shard
+of each in one recipe call, as revision_queue_shards_after_states launches them. Both are the recipe
+(flows/revision_queues.py) without Dagster.
 Refresh: card_memory_states (the recipe) on 1,000,000 cards first replayed in full, then brought up to date after a
 window's worth of new reviews (one card in 96 reviewed), as each window's refresh does.
 
@@ -35,16 +36,17 @@ from report import machine, publish
 from revision_queue import SEED_SQL
 from scratch import scratch_postgres
 
+from learning_pipelines import settings
 from learning_pipelines.db import bulk, migrate, reads
 from learning_pipelines.db import revision_queues as revision_queue_store
 from learning_pipelines.db.engine import get_engine
 from learning_pipelines.db.memory_state_progress import Progress, write_progress
-from learning_pipelines.defs.learner_shards import learner_shards
+from learning_pipelines.defs.learner_shards import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, learner_shards
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.revision_queues import revision_queues
 from learning_pipelines.domain import rollovers
 from learning_pipelines.flows.card_memory_states import bring_up_to_date
-from learning_pipelines.flows.revision_queues import build_shard_day
+from learning_pipelines.flows.revision_queues import build_shard_day, build_shards_day
 
 # One zone per whole or fractional offset, so 24 rollover windows at a 04:00 day start.
 ZONES = ("UTC", "Europe/Berlin", "Europe/Athens", "Europe/Moscow", "Asia/Dubai", "Asia/Karachi", "Asia/Kolkata",
@@ -94,27 +96,32 @@ def queues(url: str, day: dt.date, now: dt.datetime) -> dict:
     per_window = []
     for window in windows:
         started = time.perf_counter()
-        for shard in shards:
-            build_shard_day(engine, day, shard, cutoff=now, now=now, window_start=window.to_pydatetime())
+        for begin in range(0, len(shards), settings.WINDOW_RUN_SHARDS):  # as revision_queue_shards_after_states
+            build_shards_day(engine, day, shards[begin:begin + settings.WINDOW_RUN_SHARDS], cutoff=now, now=now,
+                             window_start=window.to_pydatetime())
         per_window.append(time.perf_counter() - started)
     with engine.connect() as conn:
         built = conn.execute(sa.text("SELECT count(*) FROM revision_queue_user_summary")).scalar()
     return {"single_night_seconds": single_night, "window_seconds": per_window, "n_windows": len(windows),
-            "n_shards": len(shards), "learners_built": built}
+            "n_shards": len(shards), "runs_per_window": -(-len(shards) // settings.WINDOW_RUN_SHARDS),
+            "learners_built": built}
 
 
 def run_overhead(url: str, day: dt.date) -> dict:
-    """Dagster's cost of one window run of a shard, without its recipe's work: an in-process run of a window no
-    learner rolls over in, and the start of a run worker (a new process importing the code location)."""
+    """Dagster's cost of one window run, without its recipe's work: an in-process run of a window no learner rolls
+    over in (its shards' range, as revision_queue_shards_after_states launches it), and the start of a run worker (a
+    new process importing the code location)."""
     quiet = dt.datetime.combine(day, dt.time(0, 45), dt.timezone.utc)  # no zone of ZONES starts its day then
     config = {"ops": {"revision_queues": {"config": {"window_start": quiet.isoformat()}}}}
-    key = dg.MultiPartitionKey({"day": str(day), "shard": learner_shards.get_partition_keys()[0]})
+    shards = learner_shards.get_partition_keys()[:settings.WINDOW_RUN_SHARDS]
+    tags = {PARTITION_RANGE_START_TAG: str(dg.MultiPartitionKey({"day": str(day), "shard": shards[0]})),
+            PARTITION_RANGE_END_TAG: str(dg.MultiPartitionKey({"day": str(day), "shard": shards[-1]}))}
     instance = dg.DagsterInstance.ephemeral()
     runs = []
     for _ in range(5):
         started = time.perf_counter()
         assert dg.materialize([revision_queues], resources={"warehouse": Warehouse(database_url=url)},
-                              instance=instance, partition_key=key, run_config=config).success
+                              instance=instance, tags=tags, run_config=config).success
         runs.append(time.perf_counter() - started)
     starts = []
     for _ in range(3):
@@ -170,7 +177,7 @@ def main() -> None:
     ratio = windows_total / built["single_night_seconds"]
     trigger_to_ready = [refreshed["refresh_seconds"] + seconds for seconds in built["window_seconds"]]
     p99 = float(np.percentile(trigger_to_ready, 99))
-    runs_per_day = built["n_windows"] * (1 + built["n_shards"])
+    runs_per_day = built["n_windows"] * (1 + built["runs_per_window"])
     per_run = overhead["in_process_run_seconds"] + overhead["worker_start_seconds"]
     figures = {"windows_total_seconds": round(windows_total, 2),
                "single_night_seconds": round(built["single_night_seconds"], 2), "ratio": round(ratio, 3),
@@ -183,8 +190,9 @@ def main() -> None:
         f"`bench/rollover_windows.py`: {args.learners * args.concepts:,} card states ({args.learners:,} learners x "
         f"{args.concepts} concepts) on PostgreSQL, learners in {len(ZONES)} time zones with days starting at 04:00: "
         f"{built['n_windows']} rollover windows for the day {day}. The recipe of `revision_queues` without Dagster, "
-        f"every one of the {built['n_shards']} learner shards: once for the whole day (as the single 02:00 build "
-        "did), then window by window into emptied tables (as the rollover windows build it).",
+        f"every one of the {built['n_shards']} learner shards: once for the whole day (one call per shard, as the "
+        "single 02:00 build did), then window by window into emptied tables (a window's shards together, as the "
+        "rollover windows build it).",
         "",
         "| build | seconds |",
         "|---|---:|",
@@ -193,20 +201,18 @@ def main() -> None:
         f"| a window, median / slowest | {np.median(built['window_seconds']):.1f} / "
         f"{max(built['window_seconds']):.1f} |",
         "",
-        f"Windows / single night: **{ratio:.2f}x** (goal <= {RATIO_GOAL}x): each of the "
-        f"{built['n_windows'] * built['n_shards']} window builds of a shard repeats the recipe's fixed work for a "
-        f"{built['n_windows']}th of its learners (their calendars and preferences, the concept graph and its fallback "
-        "themes, the window's statistics and record, the check of the stored rows): about "
-        f"{(windows_total - built['single_night_seconds']) / (built['n_windows'] * built['n_shards']):.2f} s a build "
-        "beyond the single night's. Meeting the goal takes fewer builds, not faster ones: a window's shards in one "
-        "recipe call (one run per window), which a day x shard partition run cannot express. A window from trigger "
-        "to ready (its refresh of the "
-        f"states, then its shards one after another): p99 **{p99:.0f} s** (goal under {P99_GOAL_SECONDS // 60} "
-        "minutes on 2 cores).",
-        f"Dagster's cost per run, beside the recipe: {overhead['in_process_run_seconds']:.2f} s in-process (a run of "
-        f"a window without learners) + {overhead['worker_start_seconds']:.2f} s to start a run worker (a process "
+        f"Windows / single night: **{ratio:.2f}x** (goal <= {RATIO_GOAL}x): a window's {built['n_shards']} shards are "
+        f"built together, {built['runs_per_window']} recipe call(s) a window (LEARNING_PIPELINES_WINDOW_RUN_SHARDS="
+        f"{settings.WINDOW_RUN_SHARDS}), so the recipe's fixed work (the learners' calendars and preferences, the "
+        "concept graph and its fallback themes, the statistics and records, the check of the stored rows) is paid "
+        f"{built['n_windows'] * built['runs_per_window']} times a day, not once per window and shard "
+        f"({built['n_windows'] * built['n_shards']}). A window from trigger to ready (its refresh of the states, "
+        f"then its build): p99 **{p99:.0f} s** (goal under {P99_GOAL_SECONDS // 60} minutes on 2 cores).",
+        f"Dagster's cost per run, beside the recipe: {overhead['in_process_run_seconds']:.2f} s in-process (a window "
+        f"run without learners) + {overhead['worker_start_seconds']:.2f} s to start a run worker (a process "
         f"importing the code location); {runs_per_day} runs a day ({built['n_windows']} windows x (1 refresh + "
-        f"{built['n_shards']} shards)): about {runs_per_day * per_run / 60:.0f} minutes of run overhead a day.",
+        f"{built['runs_per_window']} queue run(s))): about {runs_per_day * per_run / 60:.0f} minutes of run overhead "
+        "a day.",
         f"Refresh of the memory states (the recipe of `card_memory_states`) on {refreshed['cards']:,} cards with 5 "
         f"reviews each: a window's worth of new reviews ({refreshed['new_reviews']:,}, one card in 96) "
         f"**{refreshed['refresh_seconds']:.2f} s** against a full replay of {refreshed['full_replay_seconds']:.1f} s. "

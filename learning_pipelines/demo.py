@@ -19,9 +19,11 @@ from dagster._core.execution.execute_in_process import merge_run_tags
 from dagster._core.remote_representation.external import RemoteRepository
 from dagster._utils.hosted_user_process import recon_job_from_origin
 
+from learning_pipelines import settings
 from learning_pipelines.db import bulk, reads, tables
 from learning_pipelines.db.engine import dagster_home, get_engine, resolve_database_url
 from learning_pipelines.db.maintenance import shown_url
+from learning_pipelines.defs.learner_shards import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, shard_groups
 from learning_pipelines.defs.revision_queue_automation import CATCH_UP
 from learning_pipelines.defs.revision_queues import ROLLOVER_WINDOW_TAG
 from learning_pipelines.domain import rollovers, time_zones
@@ -103,7 +105,7 @@ def runs_to_launch(repository: dg.RepositoryDefinition, job: dg.JobDefinition, m
     if isinstance(partitions, dg.StaticPartitionsDefinition):
         return [PlannedRun(shard, label=shard) for shard in partitions.get_partition_keys()]
     if isinstance(partitions, dg.MultiPartitionsDefinition):
-        return _rollover_window_runs(partitions, now, calendars)
+        return _rollover_window_runs(now, calendars)
     for schedule in repository.schedule_defs:
         if schedule.job_name == job.name:
             tick = now.astimezone(zoneinfo.ZoneInfo(schedule.execution_timezone or "UTC"))
@@ -113,9 +115,7 @@ def runs_to_launch(repository: dg.RepositoryDefinition, job: dg.JobDefinition, m
     return [PlannedRun(key, label=key)]
 
 
-def _rollover_window_runs(partitions: dg.MultiPartitionsDefinition, now: dt.datetime,
-                          calendars: pd.DataFrame) -> list[PlannedRun]:
-    shards = partitions.get_partitions_def_for_dimension("shard").get_partition_keys()
+def _rollover_window_runs(now: dt.datetime, calendars: pd.DataFrame) -> list[PlannedRun]:
     due = rollovers.windows_due(calendars, now - CATCH_UP, now)
     runs = []
     for window, day in due.itertuples(index=False):
@@ -123,9 +123,15 @@ def _rollover_window_runs(partitions: dg.MultiPartitionsDefinition, now: dt.date
         if not (rolling.loc[rolling["queue_date"] == day, "day_ends_at"] > pd.Timestamp(now)).any():
             continue  # that day has already ended for these learners
         config = {"ops": {"revision_queues": {"config": {"window_start": window.isoformat()}}}}
-        runs += [PlannedRun(dg.MultiPartitionKey({"day": str(day), "shard": shard}), config,
-                            f"{day}|{shard} window {window:%H:%M} UTC", {ROLLOVER_WINDOW_TAG: window.isoformat()})
-                 for shard in shards]
+        # As revision_queue_shards_after_states launches them: the window's shards together.
+        for request in shard_groups("demo", settings.WINDOW_RUN_SHARDS,
+                                    lambda shard, day=day: dg.MultiPartitionKey({"day": str(day), "shard": shard}),
+                                    tags={ROLLOVER_WINDOW_TAG: window.isoformat()}, run_config=config):
+            first, last = (str(request.tags.get(tag, request.partition_key)).partition("|")[2]
+                           for tag in (PARTITION_RANGE_START_TAG, PARTITION_RANGE_END_TAG))
+            shards_built = first if first == last else f"{first}..{last}"
+            runs.append(PlannedRun(request.partition_key, request.run_config,
+                                   f"{day}|{shards_built} window {window:%H:%M} UTC", request.tags))
     return runs
 
 

@@ -37,6 +37,22 @@ def checked_shard_count(value: str | None) -> int:
 
 LEARNER_SHARDS = checked_shard_count(os.environ.get(LEARNER_SHARDS_ENV))
 
+# How many learner shards one run of a rollover window's queues builds together (consecutive shard keys). A window
+# holds the learners of a few time zones: built in one run it costs one build and one run instead of one per shard.
+# Set it lower (e.g. 4: four runs a window) where one window's learners are too many for one step.
+WINDOW_RUN_SHARDS_ENV = "LEARNING_PIPELINES_WINDOW_RUN_SHARDS"
+
+
+def checked_window_run_shards(value: str | None) -> int:
+    if value is None or not value.strip():
+        return LEARNER_SHARDS
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"${WINDOW_RUN_SHARDS_ENV} must be a whole number of at least 1, not {value!r}")
+    return min(int(value), LEARNER_SHARDS)
+
+
+WINDOW_RUN_SHARDS = checked_window_run_shards(os.environ.get(WINDOW_RUN_SHARDS_ENV))
+
 # `celery`: every job's steps go to Celery workers (dagster-celery over RabbitMQ), as in the production stack
 # (`make stack`); unset: Dagster's default executor, in the run's own processes (development, tests).
 EXECUTOR_ENV = "LEARNING_PIPELINES_EXECUTOR"

@@ -62,9 +62,10 @@ def card_states_read_ahead(conn: sa.Connection, learner_chunks: list) -> Iterato
                 future.cancel() or future.exception()
 
 
-def clear_learners_day(conn: sa.Connection, day: dt.date, shard: str, user_ids, windows: list[dt.datetime]) -> None:
-    """Delete `day`'s rows of the learners `user_ids` (of the learner shard `shard`), and the shard's statistics and
-    window records of the day in `windows`. Statistics written under another number of shards stay (day_totals
+def clear_learners_day(conn: sa.Connection, day: dt.date, shards: list[str], user_ids,
+                       windows: list[dt.datetime]) -> None:
+    """Delete `day`'s rows of the learners `user_ids` (of the learner shards `shards`), and those shards' statistics
+    and window records of the day in `windows`. Statistics written under another number of shards stay (day_totals
     reads the current count's only): deleting them here would make every shard of the day wait on the same rows.
 
     Every learner-day written has its summary row (an empty queue has one too), so only the learners with a summary
@@ -75,10 +76,10 @@ def clear_learners_day(conn: sa.Connection, day: dt.date, shard: str, user_ids, 
         if len(built_before):
             bulk.delete_with_ids(conn, table, table.c.user_id, built_before, table.c.queue_date == day)
         pause_points.reached(f"revision_queues.cleared_{table.name}")
-    conn.execute(stats.delete().where(stats.c.queue_date == day, stats.c.learner_shard == shard,
+    conn.execute(stats.delete().where(stats.c.queue_date == day, stats.c.learner_shard.in_(shards),
                                       stats.c.window_start.in_(windows)))
     built = tables.revision_queue_windows
-    conn.execute(built.delete().where(built.c.queue_date == day, built.c.learner_shard == shard,
+    conn.execute(built.delete().where(built.c.queue_date == day, built.c.learner_shard.in_(shards),
                                       built.c.window_start.in_(windows)))
 
 
@@ -160,12 +161,12 @@ def chunks_written_behind(conn: sa.Connection) -> Iterator[Callable[..., None]]:
                 future.cancel() or future.exception()
 
 
-def write_windows(conn: sa.Connection, day: dt.date, shard: str, stats: pd.DataFrame, built: pd.DataFrame) -> None:
-    """The shard's statistics of `day` per window (window_start, theme_key, n_learners, due_today, overdue) and a row
-    of revision_queue_windows per window built (`built`: window_start, n_learners, first_rollover_at, day_ends_at,
-    cutoff_at, ready_at, late)."""
-    bulk.bulk_insert(conn, tables.queue_stats_daily, stats.assign(queue_date=day, learner_shard=shard))
-    bulk.bulk_insert(conn, tables.revision_queue_windows, built.assign(queue_date=day, learner_shard=shard))
+def write_windows(conn: sa.Connection, day: dt.date, stats: pd.DataFrame, built: pd.DataFrame) -> None:
+    """The statistics of `day` per learner shard and window (learner_shard, window_start, theme_key, n_learners,
+    due_today, overdue) and a row of revision_queue_windows per shard and window built (`built`: learner_shard,
+    window_start, n_learners, first_rollover_at, day_ends_at, cutoff_at, ready_at, late)."""
+    bulk.bulk_insert(conn, tables.queue_stats_daily, stats.assign(queue_date=day))
+    bulk.bulk_insert(conn, tables.revision_queue_windows, built.assign(queue_date=day))
 
 
 def day_totals(conn: sa.Connection, day: dt.date, shards: list[str]) -> pd.DataFrame:

@@ -20,3 +20,29 @@ def every_shard(run_key: str, tags: dict[str, str] | None = None, partition_key=
     twice; `partition_key` makes the shard's partition key (e.g. a day x shard key)."""
     return [dg.RunRequest(run_key=f"{run_key}:{shard}", partition_key=partition_key(shard), tags=tags or {},
                           run_config=run_config or {}) for shard in learner_shards.get_partition_keys()]
+
+
+# Dagster's run tags for a run of a range of partitions (one step over every key from start to end, in the partitions
+# definition's order; a day x shard key orders by day, then shard).
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def shard_groups(run_key: str, group_size: int, partition_key, tags: dict[str, str],
+                 run_config: dict) -> list[dg.RunRequest]:
+    """One run request per group of `group_size` consecutive learner shards (the last group may be smaller), each
+    run building its shards together: a group of one is that shard's partition (`partition_key(shard)`), a larger
+    one the range of their partitions. Keyed `<run_key>:<first shard>..<last shard>`, so that a tick evaluated again
+    launches none twice."""
+    shards = learner_shards.get_partition_keys()
+    requests = []
+    for begin in range(0, len(shards), group_size):
+        group = shards[begin:begin + group_size]
+        if len(group) == 1:
+            requests.append(dg.RunRequest(run_key=f"{run_key}:{group[0]}", partition_key=partition_key(group[0]),
+                                          tags=tags, run_config=run_config))
+            continue
+        requests.append(dg.RunRequest(run_key=f"{run_key}:{group[0]}..{group[-1]}", run_config=run_config, tags={
+            **tags, PARTITION_RANGE_START_TAG: str(partition_key(group[0])),
+            PARTITION_RANGE_END_TAG: str(partition_key(group[-1]))}))
+    return requests

@@ -1,5 +1,6 @@
 """What builds every learner's queue before their day starts: every 15-minute window of rollovers gets a refresh of
-the memory states (its cutoff) BUILD_LEAD before it, then every learner shard of the window's day from them."""
+the memory states (its cutoff) BUILD_LEAD before it, then the window's day of every learner shard from them, in one
+run (LEARNING_PIPELINES_WINDOW_RUN_SHARDS shards a run when set)."""
 
 import datetime as dt
 
@@ -9,7 +10,7 @@ import pandas as pd
 from learning_pipelines import settings
 from learning_pipelines.db import reads
 from learning_pipelines.defs.card_memory_states import card_memory_states, card_memory_states_job
-from learning_pipelines.defs.learner_shards import every_shard
+from learning_pipelines.defs.learner_shards import shard_groups
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.revision_queues import ROLLOVER_WINDOW_TAG, STATES_CUTOFF_TAG, revision_queues_job
 from learning_pipelines.domain import rollovers
@@ -44,9 +45,11 @@ def revision_queue_rollover_windows(context: dg.SensorEvaluationContext, warehou
                       request_job=revision_queues_job, minimum_interval_seconds=30,
                       default_status=settings.DEFAULT_SENSOR_STATUS,
                       description="After a rollover window's refresh of card_memory_states "
-                                  "(revision_queue_rollover_windows), launches every learner shard of each day its "
-                                  "learners roll into, with the window and the refresh's cutoff, so reviews arriving "
-                                  "meanwhile do not hold it back.")
+                                  "(revision_queue_rollover_windows), launches the queues of every learner shard of "
+                                  "each day its learners roll into, all shards in one run (a range of the day's "
+                                  "shard partitions; LEARNING_PIPELINES_WINDOW_RUN_SHARDS shards a run when set), "
+                                  "with the window and the refresh's cutoff, so reviews arriving meanwhile do not "
+                                  "hold it back.")
 def revision_queue_shards_after_states(context: dg.RunStatusSensorContext, warehouse: Warehouse):
     run = context.dagster_run
     listed = run.tags.get(ROLLOVER_WINDOW_TAG)
@@ -65,10 +68,10 @@ def revision_queue_shards_after_states(context: dg.RunStatusSensorContext, wareh
         rolling = rollovers.rolling_over_in(calendars, window)
         # A day that has ended for every learner rolling into it (an old refresh re-executed) is not built.
         for day in sorted(set(rolling.loc[rolling["day_ends_at"] > pd.Timestamp(now), "queue_date"])):
-            requests += every_shard(f"revision_queues:{window.isoformat()}:{day}:{run.run_id}",
-                                    tags={STATES_CUTOFF_TAG: cutoff, ROLLOVER_WINDOW_TAG: window.isoformat()},
-                                    partition_key=lambda shard, day=day: dg.MultiPartitionKey({"day": str(day),
-                                                                                               "shard": shard}),
-                                    run_config={"ops": {"revision_queues": {"config": {
-                                        "window_start": window.isoformat()}}}})
+            requests += shard_groups(f"revision_queues:{window.isoformat()}:{day}:{run.run_id}",
+                                     settings.WINDOW_RUN_SHARDS,
+                                     lambda shard, day=day: dg.MultiPartitionKey({"day": str(day), "shard": shard}),
+                                     tags={STATES_CUTOFF_TAG: cutoff, ROLLOVER_WINDOW_TAG: window.isoformat()},
+                                     run_config={"ops": {"revision_queues": {"config": {
+                                         "window_start": window.isoformat()}}}})
     return requests or dg.SkipReason(f"no learner rolls over in {listed} into a day that has not ended")

@@ -12,7 +12,7 @@ from learning_pipelines.defs.recipe_steps import recipe_step
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.table_metadata import shown, written_table
 from learning_pipelines.domain.rollovers import window_of
-from learning_pipelines.flows.revision_queues import build_shard_day
+from learning_pipelines.flows.revision_queues import build_shards_day
 from learning_pipelines.observability.structured_logs import asset_logger
 
 # Through tomorrow (UTC): learners east of UTC roll into tomorrow during today (Pacific/Kiritimati, UTC+14, at
@@ -59,7 +59,7 @@ class QueueWindowConfig(dg.Config):
     # In the asset's own step, on what it has just stored: one Celery task per shard, not three.
     check_specs=[
         dg.AssetCheckSpec("every_due_concept_accounted_for", asset="revision_queues", blocking=True,
-                          description="Every due card of the shard's learners is in a mapped theme or logged in "
+                          description="Every due card of the run's learners is in a mapped theme or logged in "
                                       "tag_quality_debt_log."),
         dg.AssetCheckSpec("summary_totals_match_theme_rows", asset="revision_queues", blocking=True,
                           description="Each learner's due/overdue totals equal the sum of their theme rows."),
@@ -68,23 +68,35 @@ class QueueWindowConfig(dg.Config):
 @recipe_step
 def revision_queues(context: dg.AssetExecutionContext, config: QueueWindowConfig,
                     warehouse: Warehouse) -> dg.MaterializeResult:
-    """For the partition's day and learner shard, the learners whose rollover into that day (their day_start_hour
-    in their time zone) falls in the run's window (every learner of the shard when the run names none): per learner
-    and theme, concepts due by the end of the learner's own day (overdue ones counted apart), themes ranked by due
-    count then weaker mastery; a summary per learner valid over their day's UTC bounds; the shard's totals per
-    window; fallbacks logged as tag-quality debt.
+    """For the partition's day and learner shard (or a range of one day's shards, built together: a rollover
+    window's run), the learners whose rollover into that day (their day_start_hour in their time zone) falls in the
+    run's window (every learner of the shards when the run names none): per learner and theme, concepts due by the
+    end of the learner's own day (overdue ones counted apart), themes ranked by due count then weaker mastery; a
+    summary per learner valid over their day's UTC bounds; totals per shard and window; fallbacks logged as
+    tag-quality debt.
 
     Built only from memory states that include every review stored before the cutoff (recorded in each summary
     row): the window's refresh (revision_queue_shards_after_states), else the run's start. A learner whose day has
     ended is left out (their states have moved on). Re-running replaces exactly those learners' rows of the day in
     one transaction."""
-    keys = context.partition_key.keys_by_dimension
-    built = build_shard_day(warehouse.engine, dt.date.fromisoformat(keys["day"]), keys["shard"], states_cutoff(context),
-                            run_started_at(context), config.window(), states_refreshed_in(context))
+    day, shards = day_and_shards(context.partition_keys)
+    built = build_shards_day(warehouse.engine, day, shards, states_cutoff(context), run_started_at(context),
+                             config.window(), states_refreshed_in(context))
     log = asset_logger(context)
     for row in built.rejected_preferences.itertuples():
         log.warning("preferences rejected; using the defaults", user_id=int(row.user_id), problem=row.problem)
     return dg.MaterializeResult(metadata=shown(built.metadata()), check_results=_stored_checks(built.stored))
+
+
+def day_and_shards(partition_keys: list[str]) -> tuple[dt.date, list[str]]:
+    """The day and the learner shards of a run's partitions: one (day, shard), or a range of one day's shards (a
+    rollover window's run builds its shards together)."""
+    keys = [queue_days_by_shard.get_partition_key_from_str(key).keys_by_dimension for key in partition_keys]
+    days = sorted({key["day"] for key in keys})
+    if len(days) != 1:
+        raise dg.Failure(description=f"a run builds the shards of one day, not of {', '.join(days)}: "
+                                     "launch one run per day", allow_retries=False)
+    return dt.date.fromisoformat(days[0]), [key["shard"] for key in keys]
 
 
 def _stored_checks(stored: dict[str, int]) -> list[dg.AssetCheckResult]:
@@ -124,7 +136,8 @@ def run_started_at(context: dg.AssetExecutionContext) -> dt.datetime:
 
 revision_queues_job = dg.define_asset_job(
     "revision_queues_job", selection=[revision_queues], tags=SHARD_STEP_TAGS,
-    description="One learner shard's revision queues for one day, from memory states that include every review "
-                "committed before the cutoff, for the learners of a rollover window (run config window_start) or all "
-                "of them. Before each window revision_queue_rollover_windows refreshes the states and "
-                "revision_queue_shards_after_states launches every shard of the window's day.")
+    description="The revision queues of one day of a learner shard (a partition) or of a range of the day's shards "
+                "built together, from memory states that include every review committed before the cutoff, for the "
+                "learners of a rollover window (run config window_start) or all of them. Before each window "
+                "revision_queue_rollover_windows refreshes the states and revision_queue_shards_after_states launches "
+                "one run over every shard of the window's day.")

@@ -38,3 +38,24 @@ def learners_in(user_ids, key: str) -> np.ndarray:
     index, n_shards = parse_shard_key(key)
     ids = np.asarray(user_ids, dtype=np.int64)
     return ids[shard_of(ids, n_shards) == index]
+
+
+def learners_in_any(user_ids, keys: list[str]) -> np.ndarray:
+    """The learners of `user_ids` that belong to one of the shards `keys` (keys of one shard count)."""
+    ids = np.asarray(user_ids, dtype=np.int64)
+    indexes, n_shards = _of_one_count(keys)
+    return ids[np.isin(shard_of(ids, n_shards), indexes)]
+
+
+def shard_keys_of(user_ids, keys: list[str]) -> np.ndarray:
+    """The key of each learner's shard, for learners of the shards `keys` (keys of one shard count)."""
+    _, n_shards = _of_one_count(keys)
+    return np.asarray(shard_keys(n_shards), dtype=object)[shard_of(np.asarray(user_ids, dtype=np.int64), n_shards)]
+
+
+def _of_one_count(keys: list[str]) -> tuple[list[int], int]:
+    parsed = [parse_shard_key(key) for key in keys]
+    counts = {n_shards for _, n_shards in parsed}
+    if len(counts) != 1:
+        raise ValueError(f"learner shard keys of one shard count expected, not {sorted(keys)}")
+    return [index for index, _ in parsed], counts.pop()

@@ -281,40 +281,40 @@ def concept_theme_keys(concept_ids: np.ndarray, concept_theme_map: pd.DataFrame,
 ALL_THEMES = "*"
 
 
-def window_theme_totals(queues: QueueChunk, window_of: pd.Series) -> pd.DataFrame:
-    """One chunk's contribution to each rollover window's stats (`window_of`: window by user_id): window_start,
-    theme_key (ALL_THEMES: every theme), learners with a card due today, due and overdue cards; counted in one
-    pass over every window."""
+def window_theme_totals(queues: QueueChunk, build_of: pd.DataFrame) -> pd.DataFrame:
+    """One chunk's contribution to the stats of each build (`build_of`: learner_shard, window_start by user_id):
+    learner_shard, window_start, theme_key (ALL_THEMES: every theme), learners with a card due today, due and overdue
+    cards; counted in one pass over every build."""
     themes, summaries = queues.themes, queues.summaries
-    window_codes, windows = pd.factorize(window_of.reindex(summaries["user_id"].to_numpy()).to_numpy())
-    theme_windows = pd.Series(window_codes, index=summaries["user_id"].to_numpy()).reindex(
+    group_codes, groups = pd.factorize(pd.MultiIndex.from_frame(
+        build_of.reindex(summaries["user_id"].to_numpy())[["learner_shard", "window_start"]]))
+    groups = groups.to_frame(index=False, name=["learner_shard", "window_start"])  # factorize drops the names
+    theme_groups = pd.Series(group_codes, index=summaries["user_id"].to_numpy()).reindex(
         themes["user_id"].to_numpy()).to_numpy()
     theme_codes, keys = pd.factorize(themes["theme_key"])
-    size = len(windows) * len(keys)
-    key = theme_windows * len(keys) + theme_codes
+    size = len(groups) * len(keys)
+    key = theme_groups * len(keys) + theme_codes
     due = themes["due_today"].to_numpy()
     present = np.flatnonzero(np.bincount(key, minlength=size))
-    per_theme = pd.DataFrame({"window_start": np.asarray(windows)[present // max(len(keys), 1)],
-                              "theme_key": np.asarray(keys, dtype=object)[present % max(len(keys), 1)],
-                              "n_learners": np.bincount(key, due > 0, size)[present],
-                              "due_today": np.bincount(key, due, size)[present],
-                              "overdue": np.bincount(key, themes["overdue"].to_numpy(), size)[present]})
+    per_theme = groups.iloc[present // max(len(keys), 1)].reset_index(drop=True).assign(
+        theme_key=np.asarray(keys, dtype=object)[present % max(len(keys), 1)],
+        n_learners=np.bincount(key, due > 0, size)[present], due_today=np.bincount(key, due, size)[present],
+        overdue=np.bincount(key, themes["overdue"].to_numpy(), size)[present])
     due_total = summaries["due_today_total"].to_numpy()
-    everything = pd.DataFrame({"window_start": np.asarray(windows), "theme_key": ALL_THEMES,
-                               "n_learners": np.bincount(window_codes, due_total > 0, len(windows)),
-                               "due_today": np.bincount(window_codes, due_total, len(windows)),
-                               "overdue": np.bincount(window_codes, summaries["overdue_total"].to_numpy(),
-                                                      len(windows))})
+    everything = groups.assign(theme_key=ALL_THEMES, n_learners=np.bincount(group_codes, due_total > 0, len(groups)),
+                               due_today=np.bincount(group_codes, due_total, len(groups)),
+                               overdue=np.bincount(group_codes, summaries["overdue_total"].to_numpy(), len(groups)))
     return pd.concat([per_theme, everything], ignore_index=True)
 
 
-def window_stats(chunk_totals: list[pd.DataFrame], windows: list) -> pd.DataFrame:
-    """queue_stats_daily rows of each of `windows` (window_start, theme_key, n_learners, due_today, overdue) from
-    every chunk's window_theme_totals; a window without learners has its ALL_THEMES row, at 0."""
-    empty = pd.DataFrame({"window_start": list(windows), "theme_key": ALL_THEMES, "n_learners": 0, "due_today": 0,
-                          "overdue": 0})
+def window_stats(chunk_totals: list[pd.DataFrame], builds: pd.DataFrame) -> pd.DataFrame:
+    """queue_stats_daily rows of each of `builds` (learner_shard, window_start: one row per build) from every
+    chunk's window_theme_totals: learner_shard, window_start, theme_key, n_learners, due_today, overdue; a build
+    without learners has its ALL_THEMES row, at 0."""
+    empty = builds[["learner_shard", "window_start"]].assign(theme_key=ALL_THEMES, n_learners=0, due_today=0,
+                                                             overdue=0)
     stats = pd.concat([empty, *chunk_totals], ignore_index=True)
-    return stats.groupby(["window_start", "theme_key"], as_index=False, sort=True).sum().astype(
+    return stats.groupby(["learner_shard", "window_start", "theme_key"], as_index=False, sort=True).sum().astype(
         {"n_learners": int, "due_today": int, "overdue": int})
 
 
@@ -322,4 +322,5 @@ def days_stats(stats: pd.DataFrame) -> pd.DataFrame:
     """The day's totals by theme (theme_key, n_learners, due_today, overdue) of window_stats; the ALL_THEMES row at 0
     when no window was built."""
     every = pd.DataFrame({"theme_key": [ALL_THEMES], "n_learners": [0], "due_today": [0], "overdue": [0]})
-    return pd.concat([every, stats.drop(columns="window_start")]).groupby("theme_key", as_index=False).sum()
+    return pd.concat([every, stats.drop(columns=["learner_shard", "window_start"])]).groupby(
+        "theme_key", as_index=False).sum()

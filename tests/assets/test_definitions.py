@@ -108,3 +108,13 @@ def test_learner_shards_default_to_sixteen_and_refuse_a_bad_count():
     for bad in ("0", "-3", "many", "5000"):
         with pytest.raises(ValueError, match="LEARNING_PIPELINES_LEARNER_SHARDS"):
             settings.checked_shard_count(bad)
+
+
+def test_a_window_run_builds_every_shard_unless_told_fewer():
+    from learning_pipelines import settings
+    assert settings.checked_window_run_shards(None) == settings.LEARNER_SHARDS
+    assert settings.checked_window_run_shards("4") == 4
+    assert settings.checked_window_run_shards("5000") == settings.LEARNER_SHARDS
+    for bad in ("0", "-1", "all"):
+        with pytest.raises(ValueError, match="LEARNING_PIPELINES_WINDOW_RUN_SHARDS"):
+            settings.checked_window_run_shards(bad)

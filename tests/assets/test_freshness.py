@@ -20,6 +20,7 @@ from learning_pipelines.db import bulk, tables
 from learning_pipelines.definitions import defs as load_defs
 from learning_pipelines.defs.automation import review_logs_arrivals_sensor
 from learning_pipelines.defs.card_memory_states import card_memory_states
+from learning_pipelines.defs.learner_shards import PARTITION_RANGE_START_TAG
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.revision_queue_automation import (
     revision_queue_rollover_windows,
@@ -83,7 +84,8 @@ class Deployment:
         for shard_request in shard_requests:
             assert shard_job.execute_in_process(instance=self.instance, partition_key=shard_request.partition_key,
                                                 tags=shard_request.tags, run_config=shard_request.run_config).success
-        return {request.partition_key.keys_by_dimension["day"] for request in shard_requests}
+        return {str(request.partition_key or request.tags[PARTITION_RANGE_START_TAG]).partition("|")[0]
+                for request in shard_requests}
 
 
 def _theme_due(engine, day: str) -> pd.DataFrame:

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from learning_pipelines import settings
 from learning_pipelines.db import bulk, tables
 from learning_pipelines.db import revision_queues as queue_store
 from learning_pipelines.db.engine import get_engine
@@ -16,7 +17,7 @@ from learning_pipelines.db.reads import calendars_in_use, concept_graph, learner
 from learning_pipelines.definitions import defs
 from learning_pipelines.defs.card_memory_states import card_memory_states, card_memory_states_job
 from learning_pipelines.defs.complexity import concept_complexity, scores_in_unit_interval
-from learning_pipelines.defs.learner_shards import learner_shards
+from learning_pipelines.defs.learner_shards import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, learner_shards
 from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.revision_queue_automation import (
     revision_queue_rollover_windows,
@@ -355,12 +356,13 @@ def test_a_windows_refresh_launches_every_shard_of_its_day_with_the_window_and_i
         refresh, requests = _refresh(repository, instance, platform_states_url,
                                      {ROLLOVER_WINDOW_TAG: window.isoformat()})
         as_of = refresh.asset_materializations_for_node("card_memory_states")[0].metadata["as_of"].value
-        assert sorted(r.partition_key for r in requests) == sorted(
-            dg.MultiPartitionKey({"day": str(day), "shard": shard}) for shard in SHARDS)
-        assert len({r.run_key for r in requests}) == len(requests)
-        assert {r.run_config["ops"]["revision_queues"]["config"]["window_start"] for r in requests} == {
-            window.isoformat()}
-        cutoff = dt.datetime.fromisoformat(requests[0].tags[STATES_CUTOFF_TAG])
+        # One run over the range of the day's shard partitions: every shard of the window built together.
+        [request] = requests
+        assert request.partition_key is None
+        assert (request.tags[PARTITION_RANGE_START_TAG], request.tags[PARTITION_RANGE_END_TAG]) == tuple(
+            str(dg.MultiPartitionKey({"day": str(day), "shard": shard})) for shard in (SHARDS[0], SHARDS[-1]))
+        assert request.run_config["ops"]["revision_queues"]["config"]["window_start"] == window.isoformat()
+        cutoff = dt.datetime.fromisoformat(request.tags[STATES_CUTOFF_TAG])
         assert abs(cutoff.timestamp() - as_of) < 1e-3
 
         # A review that reaches the warehouse after the refresh does not hold the window's shards back...
@@ -369,10 +371,11 @@ def test_a_windows_refresh_launches_every_shard_of_its_day_with_the_window_and_i
                                                         "user_id": [1], "concept_id": [1], "rating": [3],
                                                         "review_duration_ms": [900]}))
         shard_job = repository.get_job(revision_queues_job.name)
-        built = [shard_job.execute_in_process(instance=instance, resources=warehouse, tags=r.tags,
-                                              run_config=r.run_config, partition_key=r.partition_key)
-                 for r in requests]
-        assert all(result.success for result in built)
+        built = shard_job.execute_in_process(instance=instance, resources=warehouse, tags=request.tags,
+                                             run_config=request.run_config)
+        assert built.success
+        assert sorted(str(event.partition) for event in built.get_asset_materialization_events()) == sorted(
+            str(dg.MultiPartitionKey({"day": str(day), "shard": shard})) for shard in SHARDS)
         with get_engine(platform_states_url).connect() as conn:
             summary = bulk.read_frame(conn, sa.select(tables.revision_queue_user_summary))
             users = bulk.read_frame(conn, sa.select(tables.users))
@@ -383,13 +386,44 @@ def test_a_windows_refresh_launches_every_shard_of_its_day_with_the_window_and_i
         assert (summary["valid_from"] < pd.Timestamp(window + rollovers.WINDOW)).all()
         # ...while a shard launched later without the refresh's cutoff refuses the states that miss it.
         later = shard_job.execute_in_process(instance=instance, resources=warehouse, raise_on_error=False,
-                                             run_config=requests[1].run_config, partition_key=requests[1].partition_key)
+                                             run_config=request.run_config, partition_key=dg.MultiPartitionKey(
+                                                 {"day": str(day), "shard": SHARDS[1]}))
         assert not later.success
         # A cutoff written by hand without a time zone is UTC, not a crash.
         naive = cutoff.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat()
         assert shard_job.execute_in_process(instance=instance, resources=warehouse,
-                                            tags={STATES_CUTOFF_TAG: naive}, run_config=requests[2].run_config,
-                                            partition_key=requests[2].partition_key).success
+                                            tags={STATES_CUTOFF_TAG: naive}, run_config=request.run_config,
+                                            partition_key=dg.MultiPartitionKey({"day": str(day),
+                                                                                "shard": SHARDS[2]})).success
+
+
+@pytest.mark.parametrize("shards_a_run", [1, 5])
+def test_a_window_can_be_built_in_several_runs_of_consecutive_shards(platform_states_url, monkeypatch, shards_a_run):
+    """LEARNING_PIPELINES_WINDOW_RUN_SHARDS: a window's shards in runs of that many (one: each shard's partition),
+    every shard in exactly one run, each run building its own shards' learners of the window."""
+    monkeypatch.setattr(settings, "WINDOW_RUN_SHARDS", shards_a_run)
+    window, day = _next_window(platform_states_url)
+    warehouse = {"warehouse": Warehouse(database_url=platform_states_url)}
+    repository = defs().get_repository_def()
+    with dg.instance_for_test() as instance:
+        _, requests = _refresh(repository, instance, platform_states_url, {ROLLOVER_WINDOW_TAG: window.isoformat()})
+        assert len(requests) == -(-len(SHARDS) // shards_a_run)
+        assert len({r.run_key for r in requests}) == len(requests)
+        shard_job = repository.get_job(revision_queues_job.name)
+        built = [shard_job.execute_in_process(instance=instance, resources=warehouse, tags=r.tags,
+                                              run_config=r.run_config, partition_key=r.partition_key)
+                 for r in requests]
+    partitions = [sorted(str(event.partition) for event in result.get_asset_materialization_events())
+                  for result in built]
+    assert sorted(key for keys in partitions for key in keys) == sorted(
+        str(dg.MultiPartitionKey({"day": str(day), "shard": shard})) for shard in SHARDS)
+    assert all(1 <= len(keys) <= shards_a_run for keys in partitions)
+    with get_engine(platform_states_url).connect() as conn:
+        summary = bulk.read_frame(conn, sa.select(tables.revision_queue_user_summary))
+        users = bulk.read_frame(conn, sa.select(tables.users))
+        records = bulk.read_frame(conn, sa.select(tables.revision_queue_windows))
+    assert set(summary["user_id"]) == set(users.loc[rollovers.in_window(users, day, window), "user_id"])
+    assert sorted(records["learner_shard"]) == sorted(SHARDS), "one record per shard of the window"
 
 
 def test_a_refresh_for_a_window_whose_day_has_ended_launches_no_shard(platform_states_url, today):

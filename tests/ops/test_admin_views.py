@@ -48,7 +48,8 @@ def _write_builds(engine, builds: pd.DataFrame, seed: int, ready_at: dt.datetime
             cutoff = window_start.to_pydatetime() - BUILD_LEAD
             first_rollover = (learners["rollover_at"].min() + shift).to_pydatetime()
             ready = ready_at or cutoff + dt.timedelta(minutes=3)
-            revision_queues.write_windows(conn, queue_date, shard, stats, pd.DataFrame({
+            revision_queues.write_windows(conn, queue_date, stats.assign(learner_shard=shard), pd.DataFrame({
+                "learner_shard": [shard],
                 "window_start": [window_start], "n_learners": [len(learners)], "first_rollover_at": [first_rollover],
                 "day_ends_at": [(learners["day_ends_at"].max() + shift).to_pydatetime()], "cutoff_at": [cutoff],
                 "ready_at": [ready], "late": [ready > first_rollover]}))

@@ -68,7 +68,8 @@ def write_builds(engine: sa.Engine, builds: pd.DataFrame, ready_at: dt.datetime 
                                   "n_learners": len(learners),
                                   "due_today": [due * len(learners) for due in (due_per_learner, due_per_learner - 1, 1)],
                                   "overdue": [overdue * len(learners) for overdue in (overdue_per_learner,) * 2 + (0,)]})
-            revision_queues.write_windows(conn, queue_date, shard, stats, pd.DataFrame({
+            revision_queues.write_windows(conn, queue_date, stats.assign(learner_shard=shard), pd.DataFrame({
+                "learner_shard": [shard],
                 "window_start": [window_start], "n_learners": [len(learners)], "first_rollover_at": [first_rollover],
                 "day_ends_at": [learners["day_ends_at"].max().to_pydatetime()], "cutoff_at": [cutoff],
                 "ready_at": [ready], "late": [ready > first_rollover]}))
