@@ -86,21 +86,24 @@ def build_shards_day(engine: sa.Engine, day: dt.date, shards: list[str], cutoff:
             raise Refused(f"{stale}. Run card_memory_states_job first (the rollover windows sensor does, then "
                           "launches every shard).")
         bulk.plan_without_jit(conn)
-        # Only learners that still exist, locked against `learners forget` until commit (db/learner_locks).
-        in_shards = learner_locks.lock_existing(conn, _shards_learners(conn, shards, day, window_start))
-        pause_points.reached("revision_queues.learners_locked")
-        calendars, preferences = learner_settings.calendars_and_preferences(conn, in_shards)
-        learners, n_day_ended = _learners_of(calendars, day, window_start, now)
-        learners, rejected = revision.effective_preferences(learners, preferences)
-        learners["learner_shard"] = learner_shards.shard_keys_of(learners["user_id"].to_numpy(), shards)
-        builds = _builds(learners, shards, window_start)
-        build_of = learners.set_index("user_id")[["learner_shard", "window_start"]]
-        windows = sorted(builds["window_start"].unique())
-        parts = list(chunks(learners["user_id"].to_numpy(), QUEUE_LEARNER_CHUNK))
+        candidates = _shards_learners(conn, shards, day, window_start)
+        parts = list(chunks(candidates, QUEUE_LEARNER_CHUNK))
         totals: list[pd.DataFrame] = []
         n_theme_rows = 0
-        # The first chunk's read starts here, on its own connection on PostgreSQL.
+        # The first chunk's states are read from here on, on their own connection on PostgreSQL, while the learners
+        # are locked and their settings read. States of a learner left out below (forgotten before the lock, or whose
+        # day has ended) are read, never written.
         with revision_queues.card_states_read_ahead(conn, parts) as states_of:
+            # Only learners that still exist, locked against `learners forget` until commit (db/learner_locks).
+            in_shards = learner_locks.lock_existing(conn, candidates)
+            pause_points.reached("revision_queues.learners_locked")
+            calendars, preferences = learner_settings.calendars_and_preferences(conn, in_shards)
+            learners, n_day_ended = _learners_of(calendars, day, window_start, now)
+            learners, rejected = revision.effective_preferences(learners, preferences)
+            learners["learner_shard"] = learner_shards.shard_keys_of(learners["user_id"].to_numpy(), shards)
+            builds = _builds(learners, shards, window_start)
+            build_of = learners.set_index("user_id")[["learner_shard", "window_start"]]
+            windows = sorted(builds["window_start"].unique())
             concept_ids, theme_map, edges = reads.concept_graph(conn)
             concept_themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
             revision_queues.clear_learners_day(conn, day, shards, learners["user_id"].to_numpy(), windows)
@@ -108,6 +111,8 @@ def build_shards_day(engine: sa.Engine, day: dt.date, shards: list[str], cutoff:
             with revision_queues.chunks_written_behind(conn) as write_chunk:
                 for ids, states in zip(parts, states_of):
                     chunk = learners.loc[learners["user_id"].isin(ids)]
+                    if len(chunk) < len(ids):
+                        states = states.loc[states["user_id"].isin(chunk["user_id"])]
                     queues = revision.build_queues(states, chunk, concept_themes, day)
                     write_chunk(day, queues, chunk, dt.datetime.now(dt.timezone.utc), cutoff)
                     totals.append(revision.window_theme_totals(queues, build_of))
