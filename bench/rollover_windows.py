@@ -46,7 +46,7 @@ from learning_pipelines.defs.resources import Warehouse
 from learning_pipelines.defs.revision_queues import revision_queues
 from learning_pipelines.domain import rollovers
 from learning_pipelines.flows.card_memory_states import bring_up_to_date
-from learning_pipelines.flows.revision_queues import build_shard_day, build_shards_day
+from learning_pipelines.flows.revision_queues import build_shards_day
 
 # One zone per whole or fractional offset, so 24 rollover windows at a 04:00 day start.
 ZONES = ("UTC", "Europe/Berlin", "Europe/Athens", "Europe/Moscow", "Asia/Dubai", "Asia/Karachi", "Asia/Kolkata",
@@ -87,7 +87,7 @@ def queues(url: str, day: dt.date, now: dt.datetime) -> dict:
     shards = learner_shards.get_partition_keys()
     started = time.perf_counter()
     for shard in shards:
-        build_shard_day(engine, day, shard, cutoff=now, now=now)
+        build_shards_day(engine, day, [shard], cutoff=now, now=now)
     single_night = time.perf_counter() - started
     empty_outputs(engine)
     with engine.connect() as conn:

@@ -93,6 +93,7 @@ def insert_encoded(conn: sa.Connection, rows: EncodedRows) -> int:
     if conn.dialect.name == "postgresql":
         statement = f'COPY "{rows.table.name}" ({column_sql}) FROM STDIN WITH (FORMAT csv)'
         cursor = conn.connection.dbapi_connection.cursor()
+        rows.payload.seek(0)  # from the start, also when inserted again (into another transaction)
         try:
             cursor.copy_expert(statement, rows.payload)
         except conn.dialect.loaded_dbapi.Error as error:

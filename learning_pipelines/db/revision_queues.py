@@ -62,25 +62,27 @@ def card_states_read_ahead(conn: sa.Connection, learner_chunks: list) -> Iterato
                 future.cancel() or future.exception()
 
 
-def clear_learners_day(conn: sa.Connection, day: dt.date, shards: list[str], user_ids,
-                       windows: list[dt.datetime]) -> None:
-    """Delete `day`'s rows of the learners `user_ids` (of the learner shards `shards`), and those shards' statistics
-    and window records of the day in `windows`. Statistics written under another number of shards stay (day_totals
-    reads the current count's only): deleting them here would make every shard of the day wait on the same rows.
+def clear_learners_day(conn: sa.Connection, day: dt.date, builds: pd.DataFrame, user_ids) -> None:
+    """Delete `day`'s rows of the learners `user_ids`, and the statistics and window records of the day of `builds`
+    (learner_shard, window_start: the builds about to be written). Statistics written under another number of
+    shards stay (day_totals reads the current count's only): deleting them here would make every shard of the day
+    wait on the same rows.
 
     Every learner-day written has its summary row (an empty queue has one too), so only the learners with a summary
     of the day are searched in the other tables: in normal operation a window's learners have none yet."""
     stats = tables.queue_stats_daily
+    pairs = [(str(shard), pd.Timestamp(window).to_pydatetime()) for shard, window in
+             builds[["learner_shard", "window_start"]].itertuples(index=False)]
     built_before = learners_with_day(conn, day, user_ids)
     for table in LEARNER_TABLES:
         if len(built_before):
             bulk.delete_with_ids(conn, table, table.c.user_id, built_before, table.c.queue_date == day)
         pause_points.reached(f"revision_queues.cleared_{table.name}")
-    conn.execute(stats.delete().where(stats.c.queue_date == day, stats.c.learner_shard.in_(shards),
-                                      stats.c.window_start.in_(windows)))
-    built = tables.revision_queue_windows
-    conn.execute(built.delete().where(built.c.queue_date == day, built.c.learner_shard.in_(shards),
-                                      built.c.window_start.in_(windows)))
+    if not pairs:
+        return
+    for table in (stats, tables.revision_queue_windows):
+        conn.execute(table.delete().where(table.c.queue_date == day, sa.tuple_(
+            table.c.learner_shard, table.c.window_start).in_(pairs)))
 
 
 def learners_with_day(conn: sa.Connection, day: dt.date, user_ids) -> np.ndarray:

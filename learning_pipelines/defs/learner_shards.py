@@ -2,6 +2,7 @@
 16 unless set): each shard is its own run that any worker takes, and a backfill over them fans out."""
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from learning_pipelines import settings
 from learning_pipelines.domain.learner_shards import shard_keys
@@ -10,7 +11,7 @@ learner_shards = dg.StaticPartitionsDefinition(shard_keys(settings.LEARNER_SHARD
 
 # The tags of a job whose run is one learner shard. Its step stays well under RabbitMQ's consumer_timeout (30
 # minutes by default): with late acks, a step still running then is delivered again. Past 25 minutes, use more
-# shards.
+# shards (for a rollover window's queues, fewer shards a run: LEARNING_PIPELINES_WINDOW_RUN_SHARDS).
 SHARD_STEP_TAGS = {"dagster/max_runtime": str(25 * 60)}
 
 
@@ -18,14 +19,12 @@ def every_shard(run_key: str, tags: dict[str, str] | None = None, partition_key=
                 run_config: dict | None = None) -> list[dg.RunRequest]:
     """One run request per learner shard, keyed `<run_key>:<shard>` so that a tick evaluated again launches none
     twice; `partition_key` makes the shard's partition key (e.g. a day x shard key)."""
-    return [dg.RunRequest(run_key=f"{run_key}:{shard}", partition_key=partition_key(shard), tags=tags or {},
-                          run_config=run_config or {}) for shard in learner_shards.get_partition_keys()]
+    return shard_groups(run_key, 1, partition_key, tags or {}, run_config or {})
 
 
-# Dagster's run tags for a run of a range of partitions (one step over every key from start to end, in the partitions
-# definition's order; a day x shard key orders by day, then shard).
-PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
-PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+# Dagster's run tags for a run of a range of partitions: one step over the keys between them (for day x shard keys,
+# each dimension's own range: a range within one day is that day's shards from the first to the last).
+PARTITION_RANGE_START_TAG, PARTITION_RANGE_END_TAG = ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG
 
 
 def shard_groups(run_key: str, group_size: int, partition_key, tags: dict[str, str],

@@ -18,9 +18,9 @@ from learning_pipelines.observability.structured_logs import asset_logger
 # Through tomorrow (UTC): learners east of UTC roll into tomorrow during today (Pacific/Kiritimati, UTC+14, at
 # 14:00 UTC with day_start_hour 4).
 queue_days = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=2, timezone=settings.SCHEDULE_TIMEZONE)
-# Each day's queues are built shard by shard, window by window: a window's shards are separate runs any worker takes.
+# Each day's queues are built window by window: a window's run builds a range of the day's shard partitions together.
 queue_days_by_shard = dg.MultiPartitionsDefinition({"day": queue_days, "shard": learner_shards})
-# Set on the shard runs that follow a rollover window's refresh of the memory states: every review committed
+# Set on the queue runs that follow a rollover window's refresh of the memory states: every review committed
 # before this moment (ISO 8601) is in the states the queues are built from.
 STATES_CUTOFF_TAG = "learning_pipelines/states_cutoff"
 # Set on the refresh of the memory states for a rollover window: the window (ISO 8601, UTC) whose queues follow it.
@@ -28,10 +28,10 @@ ROLLOVER_WINDOW_TAG = "learning_pipelines/rollover_window"
 
 
 class QueueWindowConfig(dg.Config):
-    """Which learners of the shard's day a run builds."""
+    """Which learners of the shards' day a run builds."""
 
     window_start: str = Field("", description="a rollover window's start (ISO 8601, UTC, on the 15-minute grid): "
-                              "only the learners whose day starts in it; empty: every learner of the shard")
+                              "only the learners whose day starts in it; empty: every learner of the shards")
 
     def window(self) -> dt.datetime | None:
         if not self.window_start.strip():
@@ -56,7 +56,7 @@ class QueueWindowConfig(dg.Config):
     owners=["team:learning-intelligence"],
     metadata=written_table("revision_queue_theme", "revision_queue_user_summary", "queue_stats_daily",
                            "tag_quality_debt_log", "revision_queue_windows"),
-    # In the asset's own step, on what it has just stored: one Celery task per shard, not three.
+    # In the asset's own step, on what it has just stored: one Celery task per run, not three.
     check_specs=[
         dg.AssetCheckSpec("every_due_concept_accounted_for", asset="revision_queues", blocking=True,
                           description="Every due card of the run's learners is in a mapped theme or logged in "

@@ -1,5 +1,5 @@
-"""One learner shard's revision queues for one day: built from the memory states, written in one transaction,
-then read back as stored for the shard's checks."""
+"""The revision queues of one day of some learner shards (one, or a rollover window's shards together): built from
+the memory states, written in one transaction, then read back as stored for the run's checks."""
 
 from __future__ import annotations
 
@@ -43,8 +43,10 @@ class QueueShardSummary:
         themes = self.stats.loc[self.stats["theme_key"] != revision.ALL_THEMES]
         return {
             "dagster/row_count": int(self.n_theme_rows),
-            # The UI shows the row count without saying of what: of this run, not of the asset.
-            "row_count_is": "revision_queue_theme rows this run wrote: the learners of the shards and windows listed",
+            # The UI shows the row count without saying of what; a run of several shards records the same metadata
+            # on each of their partitions: every figure here is the run's.
+            "row_count_is": "revision_queue_theme rows this run wrote: the learners of the learner shards and "
+                            "windows listed (the same figures on each of the run's partitions)",
             "n_learners": self.n_learners,
             "due_today_total": int(everything["due_today"]),
             "overdue_total": int(everything["overdue"]),
@@ -58,12 +60,6 @@ class QueueShardSummary:
             "themes": Markdown("The top themes of the shards built by cards due today\n\n" + themes.sort_values(
                 "due_today", ascending=False).head(10).to_markdown(index=False)),
         }
-
-
-def build_shard_day(engine: sa.Engine, day: dt.date, shard: str, cutoff: dt.datetime, now: dt.datetime,
-                    window_start: dt.datetime | None = None, states_refreshed: bool = False) -> QueueShardSummary:
-    """build_shards_day of the one learner shard `shard`."""
-    return build_shards_day(engine, day, [shard], cutoff, now, window_start, states_refreshed)
 
 
 def build_shards_day(engine: sa.Engine, day: dt.date, shards: list[str], cutoff: dt.datetime, now: dt.datetime,
@@ -94,6 +90,7 @@ def build_shards_day(engine: sa.Engine, day: dt.date, shards: list[str], cutoff:
         # are locked and their settings read. States of a learner left out below (forgotten before the lock, or whose
         # day has ended) are read, never written.
         with revision_queues.card_states_read_ahead(conn, parts) as states_of:
+            pause_points.reached("revision_queues.states_reading")
             # Only learners that still exist, locked against `learners forget` until commit (db/learner_locks).
             in_shards = learner_locks.lock_existing(conn, candidates)
             pause_points.reached("revision_queues.learners_locked")
@@ -106,7 +103,7 @@ def build_shards_day(engine: sa.Engine, day: dt.date, shards: list[str], cutoff:
             windows = sorted(builds["window_start"].unique())
             concept_ids, theme_map, edges = reads.concept_graph(conn)
             concept_themes = revision.concept_theme_keys(concept_ids["concept_id"].to_numpy(), theme_map, edges)
-            revision_queues.clear_learners_day(conn, day, shards, learners["user_id"].to_numpy(), windows)
+            revision_queues.clear_learners_day(conn, day, builds, learners["user_id"].to_numpy())
             pause_points.reached("revision_queues.day_cleared")
             with revision_queues.chunks_written_behind(conn) as write_chunk:
                 for ids, states in zip(parts, states_of):

@@ -15,6 +15,7 @@ import sys
 import dagster as dg
 import sentry_sdk
 import sentry_sdk.consts
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.transport import Transport
 
@@ -86,7 +87,11 @@ def capture_failures(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
         if not sentry_sdk.get_client().is_active():
             return
         run = context.instance.get_run_by_id(context.run_id)
-        partition = run.tags.get(PARTITION_TAG) if run else None
+        partition = None
+        if run and PARTITION_TAG in run.tags:
+            partition = run.tags[PARTITION_TAG]
+        elif run and ASSET_PARTITION_RANGE_START_TAG in run.tags:  # a run of a range of partitions
+            partition = f"{run.tags[ASSET_PARTITION_RANGE_START_TAG]}..{run.tags.get(ASSET_PARTITION_RANGE_END_TAG)}"
         with sentry_sdk.new_scope() as scope:
             scope.set_tags(step_fields(context.run_id, context.job_name, asset, assets_def.partitions_def, partition))
             scope.capture_exception(context.op_exception)

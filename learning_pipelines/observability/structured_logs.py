@@ -100,7 +100,9 @@ def dagster_logger(dagster_log: dg.DagsterLogManager, **fields: Any) -> Filterin
 
 def asset_logger(context: dg.AssetExecutionContext) -> FilteringBoundLogger:
     """The logger of an asset's step: run id, job, asset, partition and learner shard on every line."""
-    partition = context.partition_key if context.has_partition_key else None
+    partition = (context.partition_key if context.has_partition_key else
+                 f"{context.partition_key_range.start}..{context.partition_key_range.end}"
+                 if context.has_partition_key_range else None)  # a run of a range of partitions
     fields = step_fields(context.run.run_id, context.job_name, context.asset_key.to_user_string(),
                          context.assets_def.partitions_def, partition)
     return dagster_logger(context.log, **fields)

@@ -15,7 +15,7 @@ from learning_pipelines.domain import rollovers
 from learning_pipelines.domain.learner_calendar import day_start_seconds
 from learning_pipelines.domain.learner_shards import shard_of
 from learning_pipelines.flows.card_memory_states import bring_up_to_date
-from learning_pipelines.flows.revision_queues import build_shard_day
+from learning_pipelines.flows.revision_queues import build_shards_day
 from tests.domain.test_learner_calendar import CALENDARS, DST_DAYS_2026
 
 SHARDS = learner_shards.get_partition_keys()
@@ -64,7 +64,7 @@ def test_every_learners_queue_is_built_before_their_rollover_with_their_evening_
         build_time = rollovers.build_time(window)  # the window's refresh and cutoff, before its first rollover
         rolling = learners.loc[rollovers.in_window(learners, day, window), "user_id"]
         for shard in sorted(set(shard_of_learner[rolling])):
-            build_shard_day(engine, day, shard, cutoff=build_time, now=build_time, window_start=window)
+            build_shards_day(engine, day, [shard], cutoff=build_time, now=build_time, window_start=window)
 
     with engine.connect() as conn:
         summary = bulk.read_frame(conn, sa.select(tables.revision_queue_user_summary)
@@ -102,7 +102,7 @@ def test_a_learner_who_moves_gets_the_queue_of_their_new_day_at_their_next_rollo
         bring_up_to_date(conn, learner_chunk=1000)
     shard = SHARDS[int(shard_of([1], len(SHARDS))[0])]
     new_york = dt.datetime(2026, 12, 7, 9, tzinfo=dt.timezone.utc)  # 04:00 in New York
-    build_shard_day(engine, day, shard, cutoff=rollovers.build_time(new_york), now=rollovers.build_time(new_york),
+    build_shards_day(engine, day, [shard], cutoff=rollovers.build_time(new_york), now=rollovers.build_time(new_york),
                     window_start=new_york)
     with engine.begin() as conn:
         conn.execute(tables.users.update().values(timezone="Asia/Tokyo"))
@@ -115,7 +115,7 @@ def test_a_learner_who_moves_gets_the_queue_of_their_new_day_at_their_next_rollo
     assert (next_window.window_start, next_window.queue_date) == (
         pd.Timestamp("2026-12-07T19:00Z"), dt.date(2026, 12, 8)), "Tokyo's 04:00 on the 8th"
     tokyo = next_window.window_start.to_pydatetime()
-    build_shard_day(engine, next_window.queue_date, shard, cutoff=rollovers.build_time(tokyo),
+    build_shards_day(engine, next_window.queue_date, [shard], cutoff=rollovers.build_time(tokyo),
                     now=rollovers.build_time(tokyo), window_start=tokyo)
     with engine.connect() as conn:
         days = bulk.read_frame(conn, sa.select(tables.revision_queue_user_summary)).set_index("queue_date")
@@ -125,3 +125,44 @@ def test_a_learner_who_moves_gets_the_queue_of_their_new_day_at_their_next_rollo
     overlap = pd.Timestamp("2026-12-08T01:00Z")
     started = days.loc[(days["valid_from"] <= overlap) & (overlap < days["valid_until"])]
     assert sorted(started.index) == [day, dt.date(2026, 12, 8)]
+
+
+@pytest.mark.parametrize("window_run", [True, False], ids=["window", "whole day"])
+def test_shards_built_together_write_what_they_write_one_by_one(warehouse_url, window_run):
+    """A window's run builds its shards together: the same rows, per-shard statistics and records as a run per shard
+    (the timestamps of the build aside)."""
+    day = DST_DAYS_2026[0]
+    engine = get_engine(warehouse_url)
+    learners = _platform(engine, day)
+    calendars = learners[["timezone", "day_start_hour"]].drop_duplicates()
+    windows = sorted(rollovers.rollovers(calendars, [day]).drop_duplicates("window_start")["window_start"])
+    builds = [window.to_pydatetime() for window in windows] if window_run else [None]
+    now = rollovers.build_time(windows[0].to_pydatetime())
+    outputs = ["revision_queue_theme", "revision_queue_user_summary", "tag_quality_debt_log",
+               "revision_queue_target_concept", "queue_stats_daily", "revision_queue_windows"]
+    stamped = ["generated_at", "cutoff_at", "ready_at", "late"]
+
+    def stored() -> dict[str, pd.DataFrame]:
+        with engine.connect() as conn:
+            frames = {name: bulk.read_frame(conn, sa.select(tables.metadata.tables[name])) for name in outputs}
+        return {name: frame.drop(columns=[c for c in stamped if c in frame]).sort_values(list(
+            frame.columns.drop([c for c in stamped if c in frame]))[:4], ignore_index=True)
+            for name, frame in frames.items()}
+
+    together = []
+    for window in builds:
+        together.append(build_shards_day(engine, day, SHARDS, cutoff=now, now=now, window_start=window))
+    as_built_together = stored()
+    with engine.begin() as conn:
+        for name in outputs:
+            conn.execute(tables.metadata.tables[name].delete())
+    for window in builds:
+        for shard in SHARDS:
+            build_shards_day(engine, day, [shard], cutoff=now, now=now, window_start=window)
+    one_by_one = stored()
+    assert len(as_built_together["revision_queue_user_summary"]) == len(learners)
+    if window_run:  # every shard's record of each window, learners or not
+        assert len(as_built_together["revision_queue_windows"]) == len(SHARDS) * len(windows)
+    for name in outputs:
+        pd.testing.assert_frame_equal(as_built_together[name], one_by_one[name], obj=name)
+    assert sum(built.n_learners for built in together) == len(learners)

@@ -102,7 +102,8 @@ def _built_once(name: str) -> Callable[..., None]:
 
 WRITERS = {writer.name: writer for writer in (
     Writer("revision_queues", (revision_queues,),
-           ("revision_queues.learners_locked", "revision_queues.cleared_revision_queue_theme",
+           ("revision_queues.states_reading", "revision_queues.learners_locked",
+            "revision_queues.cleared_revision_queue_theme",
             "revision_queues.day_cleared", "revision_queues.chunk_written", "revision_queues.before_commit"),
            (tables.revision_queue_theme, tables.revision_queue_user_summary, tables.tag_quality_debt_log,
             tables.queue_stats_daily, tables.revision_queue_windows),
