@@ -35,9 +35,7 @@ def shard_of(user_ids, n_shards: int) -> np.ndarray:
 
 def learners_in(user_ids, key: str) -> np.ndarray:
     """The learners of `user_ids` that belong to the shard `key`."""
-    index, n_shards = parse_shard_key(key)
-    ids = np.asarray(user_ids, dtype=np.int64)
-    return ids[shard_of(ids, n_shards) == index]
+    return learners_in_any(user_ids, [key])
 
 
 def learners_in_any(user_ids, keys: list[str]) -> np.ndarray:

@@ -15,14 +15,12 @@ import sys
 import dagster as dg
 import sentry_sdk
 import sentry_sdk.consts
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.transport import Transport
 
-from learning_pipelines.observability.structured_logs import step_fields
+from learning_pipelines.observability.structured_logs import run_partition, step_fields
 
 DSN_ENV = "SENTRY_DSN"
-PARTITION_TAG = "dagster/partition"  # set by Dagster on a run of one partition
 # A driver's DETAIL lines and SQLAlchemy's statement and parameters quote learners' rows.
 _ROW_VALUES = re.compile(r"\s*(?:^DETAIL:|\[SQL: |\[parameters: ).*", re.DOTALL | re.MULTILINE)
 
@@ -87,11 +85,7 @@ def capture_failures(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
         if not sentry_sdk.get_client().is_active():
             return
         run = context.instance.get_run_by_id(context.run_id)
-        partition = None
-        if run and PARTITION_TAG in run.tags:
-            partition = run.tags[PARTITION_TAG]
-        elif run and ASSET_PARTITION_RANGE_START_TAG in run.tags:  # a run of a range of partitions
-            partition = f"{run.tags[ASSET_PARTITION_RANGE_START_TAG]}..{run.tags.get(ASSET_PARTITION_RANGE_END_TAG)}"
+        partition = run_partition(run.tags) if run else None
         with sentry_sdk.new_scope() as scope:
             scope.set_tags(step_fields(context.run_id, context.job_name, asset, assets_def.partitions_def, partition))
             scope.capture_exception(context.op_exception)

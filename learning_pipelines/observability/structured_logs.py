@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 import structlog
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 from structlog.typing import FilteringBoundLogger
 
 from learning_pipelines import settings
@@ -98,11 +100,17 @@ def dagster_logger(dagster_log: dg.DagsterLogManager, **fields: Any) -> Filterin
     return structlog.wrap_logger(_RunLogger(dagster_log)).bind(**fields)
 
 
+def run_partition(tags: Mapping[str, str]) -> str | None:
+    """The partition a run's tags name: its key, `<start>..<end>` for a run of a range of partitions, else None."""
+    if PARTITION_NAME_TAG in tags:
+        return tags[PARTITION_NAME_TAG]
+    if ASSET_PARTITION_RANGE_START_TAG in tags:
+        return f"{tags[ASSET_PARTITION_RANGE_START_TAG]}..{tags.get(ASSET_PARTITION_RANGE_END_TAG)}"
+    return None
+
+
 def asset_logger(context: dg.AssetExecutionContext) -> FilteringBoundLogger:
     """The logger of an asset's step: run id, job, asset, partition and learner shard on every line."""
-    partition = (context.partition_key if context.has_partition_key else
-                 f"{context.partition_key_range.start}..{context.partition_key_range.end}"
-                 if context.has_partition_key_range else None)  # a run of a range of partitions
     fields = step_fields(context.run.run_id, context.job_name, context.asset_key.to_user_string(),
-                         context.assets_def.partitions_def, partition)
+                         context.assets_def.partitions_def, run_partition(context.run.tags))
     return dagster_logger(context.log, **fields)

@@ -102,3 +102,12 @@ def test_a_step_is_on_a_learner_shard_when_its_partitions_are_the_shard_keys():
     assert "shard" not in structured_logs.step_fields("r", "j", "a", dg.DailyPartitionsDefinition("2024-01-01"),
                                                       "2024-03-01")
     assert structured_logs.step_fields("r", "j", "a", None, None) == {"run_id": "r", "job": "j", "asset": "a"}
+
+
+def test_a_run_of_a_range_of_partitions_is_logged_with_its_range():
+    from learning_pipelines.observability.structured_logs import run_partition
+    assert run_partition({"dagster/partition": SHARD}) == SHARD
+    assert run_partition({"dagster/asset_partition_range_start": "2026-12-09|00-of-04",
+                          "dagster/asset_partition_range_end": "2026-12-09|03-of-04"}) == \
+        "2026-12-09|00-of-04..2026-12-09|03-of-04"
+    assert run_partition({}) is None
